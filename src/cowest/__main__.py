@@ -1,0 +1,3 @@
+from cowest.cli.main import main
+
+main()

@@ -1,0 +1,367 @@
+"""Typed run configuration: YAML recipes plus ``key=value`` overrides, validated on load.
+
+A recipe is a YAML mapping whose sections mirror the dataclasses below::
+
+    name: demo
+    task: {name: demo, n_train: 48, n_eval: 32}
+    weak: {model: offline:smollm2-135m-instruct}
+    strong: {local: {gguf: offline:qwen2.5-coder-1.5b-instruct}}
+
+Overrides use dotted keys and YAML values: ``cowest eval recipes/demo.yaml task.n_eval=8
+strong.max_concurrency=4 eval.systems=[weak,strong]``. An unknown key, a wrong type, or a bad value is
+a :class:`~cowest.errors.ConfigError` naming the key and the valid choices. The resolved config is
+saved with each run; it never holds secrets (API keys are read from the environment variable that
+``strong.api_key_env`` names, at call time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from cowest.errors import ConfigError
+
+FORMATS = ("direct", "knowledge", "cot")
+SYSTEMS = ("weak", "strong", "superICL", "collab", "cowest")
+
+
+@dataclass
+class TaskConfig:
+    """Which task, where its data lives, and how much of it to use."""
+
+    name: str = "demo"  # ifqa | medmcqa | prosocial_dialog | jsonl | demo
+    data: str | None = None  # local dir or file; None = hub (or the embedded demo task)
+    train_split: str = "train"
+    eval_split: str = "dev"
+    n_train: int | None = None  # first N after a seeded shuffle; None = all
+    n_eval: int | None = None
+    format: str = "cot"  # interaction format: direct | knowledge | cot
+    # `jsonl` task only: field names and metric of a user's own task.
+    question_field: str = "question"
+    answer_field: str = "answer"
+    choices_field: str | None = None
+    id_field: str | None = None
+    rationale_field: str | None = None
+    metric: str = "em_f1"  # em_f1 | accuracy
+
+    def __post_init__(self) -> None:
+        _choice("task.format", self.format, FORMATS)
+        _choice("task.metric", self.metric, ("em_f1", "accuracy"))
+        for k in ("n_train", "n_eval"):
+            v = getattr(self, k)
+            if v is not None and v < 1:
+                raise ConfigError(f"task.{k} must be >= 1 or null, got {v}")
+
+
+@dataclass
+class WeakConfig:
+    """The small model we fine-tune: hub id, local dir, GGUF file, or an ``offline:`` alias."""
+
+    model: str = "offline:smollm2-135m-instruct"
+    gguf_file: str | None = None  # file name inside `model` when it is a GGUF repo/dir
+    adapter: str | None = None  # a PEFT adapter to load on top (overrides the run's SFT adapter)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    batch_size: int = 16  # prompts per generate() call (each with K samples)
+    max_new_tokens: int = 128
+    max_prompt_tokens: int = 768
+    temperature: float = 1.0  # for sampling drafts during feedback
+    top_p: float = 0.95
+    backend: str = "transformers"  # transformers | vllm
+    threads: int | None = None  # torch CPU threads; None = torch's default
+
+    def __post_init__(self) -> None:
+        _choice("weak.backend", self.backend, ("transformers", "vllm"))
+        _choice("weak.dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
+        _positive("weak.batch_size", self.batch_size)
+        _positive("weak.max_new_tokens", self.max_new_tokens)
+
+
+@dataclass
+class LocalServerConfig:
+    """A llama.cpp OpenAI-compatible server that cowest starts and stops (``[local]`` extra)."""
+
+    gguf: str | None = None  # path or offline alias; None = no managed server
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = pick a free port
+    n_ctx: int = 4096
+    threads: int | None = None
+    parallel: int = 1  # llama.cpp slots
+    startup_timeout_s: float = 300.0
+
+
+@dataclass
+class StrongConfig:
+    """The black-box strong model behind an OpenAI-compatible chat endpoint."""
+
+    base_url: str = "http://127.0.0.1:8080/v1"
+    model: str = "strong"
+    api_key_env: str | None = "OPENAI_API_KEY"  # NAME of the env var; the key itself is never stored
+    temperature: float = 0.0
+    max_tokens: int = 256
+    max_concurrency: int = 8
+    timeout_s: float = 120.0
+    max_retries: int = 6
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    rpm: int | None = None  # requests per minute limit, None = unlimited
+    tpm: int | None = None  # tokens per minute limit
+    cache: bool = True
+    cache_path: str | None = None  # default: <output_dir>/strong_cache.sqlite
+    price_prompt_per_1k: float = 0.0  # USD per 1k prompt tokens, for the cost column
+    price_completion_per_1k: float = 0.0
+    local: LocalServerConfig = field(default_factory=LocalServerConfig)
+
+    def __post_init__(self) -> None:
+        _positive("strong.max_concurrency", self.max_concurrency)
+        _positive("strong.max_tokens", self.max_tokens)
+        if self.max_retries < 0:
+            raise ConfigError(f"strong.max_retries must be >= 0, got {self.max_retries}")
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning of the weak model on the task's training split (TRL SFTTrainer)."""
+
+    lora: bool = True  # False = full fine-tuning
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str | list[str] = "all-linear"
+    epochs: float = 3.0
+    max_steps: int = -1
+    learning_rate: float = 2e-4
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512
+    cot_targets: str = "auto"  # auto | dataset | strong | direct: where `cot` rationales come from
+    bf16: bool = False
+    fp16: bool = False
+    gradient_checkpointing: bool = False
+    load_in_4bit: bool = False  # QLoRA (bitsandbytes, CUDA only)
+    logging_steps: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("sft.cot_targets", self.cot_targets, ("auto", "dataset", "strong", "direct"))
+
+
+@dataclass
+class FeedbackConfig:
+    """Collaborative feedback: K weak drafts per question, scored against the strong model alone."""
+
+    k: int = 4
+    temperature: float = 1.0
+    top_p: float = 0.95
+    evaluator: str = "metric"  # metric | judge | both
+    judge_base_url: str | None = None  # None = the strong endpoint
+    judge_model: str | None = None
+    judge_weight: float = 0.5  # weight of the judge score in `both` (metric weight = 1 - this)
+    z_samples: int = 1  # draws of the strong model alone; Δ is against their mean
+    z_temperature: float = 0.7  # used when z_samples > 1
+    pairing: str = "all"  # all | best_worst
+    min_margin: float = 0.0  # a pair needs Δ⁺ - Δ⁻ >= this
+    max_pairs_per_question: int = 4
+    max_pairs: int | None = None
+
+    def __post_init__(self) -> None:
+        _positive("feedback.k", self.k)
+        _positive("feedback.z_samples", self.z_samples)
+        _choice("feedback.evaluator", self.evaluator, ("metric", "judge", "both"))
+        _choice("feedback.pairing", self.pairing, ("all", "best_worst"))
+
+
+@dataclass
+class AlignConfig:
+    """DPO of the weak model on the preference pairs (TRL DPOTrainer), reference = the SFT model."""
+
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    learning_rate: float = 5e-5
+    epochs: float = 2.0
+    max_steps: int = -1
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    max_length: int = 768
+    precompute_ref_log_probs: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    bf16: bool = False
+    fp16: bool = False
+    gradient_checkpointing: bool = False
+    logging_steps: int = 1
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    """Which systems to compare, side by side on the same questions."""
+
+    systems: list[str] = field(default_factory=lambda: list(SYSTEMS))
+
+    def __post_init__(self) -> None:
+        for s in self.systems:
+            _choice("eval.systems", s, SYSTEMS)
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs. ``runs/<name>/`` holds its artifacts."""
+
+    name: str = "demo"
+    output_dir: str = "runs"
+    seed: int = 0
+    rounds: int = 1  # feedback+align rounds; round r drafts with round r-1's model
+    task: TaskConfig = field(default_factory=TaskConfig)
+    weak: WeakConfig = field(default_factory=WeakConfig)
+    strong: StrongConfig = field(default_factory=StrongConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        _positive("rounds", self.rounds)
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"name must be a non-empty directory name, got {self.name!r}")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------
+# loading
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML recipe (optional), apply dotted ``key=value`` overrides, validate."""
+    data: dict[str, Any] = {}
+    if recipe is not None:
+        path = Path(recipe)
+        if not path.is_file():
+            raise ConfigError(f"recipe not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}".splitlines()[0]) from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a recipe must be a YAML mapping")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(data, key.strip(), value)
+    return from_dict(RunConfig, data, prefix="")
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[p] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking keys and types; errors name the dotted key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix + unknown[0]!r}; valid keys{' under ' + prefix.rstrip('.') if prefix else ''}: "
+            + ", ".join(sorted(fields))
+        )
+    kwargs = {name: _coerce(hints[name], value, prefix + name) for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # pragma: no cover - all fields have defaults
+        raise ConfigError(f"{prefix or 'config'}: {e}") from None
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value if value is not None else {}, prefix=key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        if isinstance(value, str):  # a=x,y on the command line
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)] if args else value
+    if origin is Literal:
+        _choice(key, value, args)
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if tp is Any:
+        return value
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return " or ".join(getattr(a, "__name__", str(a)) for a in args) + (" or null" if type(None) in typing.get_args(tp) else "")
+
+
+def _choice(key: str, value: Any, valid: tuple[Any, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{key}: {value!r} is not one of: {', '.join(map(str, valid))}")
+
+
+def _positive(key: str, value: int | float) -> None:
+    if value < 1:
+        raise ConfigError(f"{key} must be >= 1, got {value}")
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """YAML of the resolved config (holds env var *names* only, never secret values)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
