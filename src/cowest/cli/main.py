@@ -1,0 +1,103 @@
+"""The ``cowest`` command line.
+
+    cowest demo                                   # the whole method on the embedded offline task
+    cowest run recipes/medmcqa_cpu.yaml           # sft -> feedback -> align -> eval
+    cowest sft | feedback | align | eval RECIPE [key=value ...]
+    cowest score --task ifqa --split dev preds.jsonl
+    cowest serve RECIPE                           # the trained collaboration as one OpenAI-style model
+    cowest env                                    # versions, devices, offline models
+
+User errors (bad config, bad data, unreachable endpoint) print one line and exit with code 2;
+``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cowest.errors import CowestError
+
+app = typer.Typer(
+    name="cowest",
+    help="Weak-strong LLM collaboration aligned by collaborative preferences (CoWest).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks.")) -> None:
+    if debug:
+        os.environ["COWEST_DEBUG"] = "1"
+
+
+def _register() -> None:
+    # Each subcommand lives in its own module; importing them is cheap (heavy imports are inside).
+    from cowest.cli import demo, env, eval as eval_cmd, run, serve
+
+    app.command("demo")(demo.demo)
+    app.command("run")(run.run)
+    for name in ("sft", "feedback", "align"):
+        try:
+            mod = __import__(f"cowest.cli.{name}", fromlist=[name])
+            app.command(name)(getattr(mod, name))
+        except (ImportError, AttributeError):  # stage not built yet in this checkout
+            pass
+    app.command("eval")(eval_cmd.eval_)
+    app.command("score")(score_cmd)
+    app.command("serve")(serve.serve)
+    app.command("env")(env.env)
+
+
+def score_cmd(
+    predictions: Path = typer.Argument(..., help="JSONL with one {\"id\": ..., \"prediction\": \"free text\"} per line."),
+    task: str = typer.Option(..., "--task", help="ifqa | medmcqa | prosocial_dialog | jsonl | demo"),
+    split: str = typer.Option("dev", "--split"),
+    data: Optional[str] = typer.Option(None, "--data", help="Local dir or file with the task's data (default: the hub)."),
+) -> None:
+    """Score free-text predictions against a task split; prints JSON on stdout.
+
+    Example:
+
+        cowest score --task medmcqa --split dev --data ../shared/data/medmcqa preds.jsonl
+    """
+    import json
+
+    from cowest.cli.score import run_score
+
+    print(json.dumps(run_score(task, split, data, predictions)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register()
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("COWEST_DEBUG") == "1"
+    try:
+        app(args=argv, standalone_mode=False)
+    except CowestError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted: finished items are saved; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # click usage errors come through here in non-standalone mode
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(2)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        if debug:
+            raise
+        print(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        sys.exit(1)

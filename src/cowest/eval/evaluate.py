@@ -1,0 +1,176 @@
+"""``cowest eval``: every requested system on the same questions, one table.
+
+    cowest eval recipes/demo.yaml
+    cowest eval recipes/medmcqa_cpu.yaml task.n_eval=100 eval.systems=[weak,strong,collab]
+
+Writes ``runs/<name>/eval/``: ``predictions/<system>.jsonl`` (prompt, weak draft, strong output, parsed
+answer, per-item scores), ``metrics.json``, ``report.md`` and ``systems.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+from pathlib import Path
+from typing import Any
+
+from cowest.config import RunConfig
+from cowest.errors import ConfigError, DataError
+from cowest.eval.report import print_table, write_report
+from cowest.eval.stats import paired_bootstrap
+from cowest.inference.systems import N_SUPERICL_DEMOS, SystemRunner
+from cowest.rundir import RunDir, fingerprint
+from cowest.tasks import get_task, subsample
+
+# Systems that need the weak model run first so the strong-only system never waits on a model load,
+# and the aligned model is loaded last (after the SFT model is freed).
+ORDER = ("strong", "weak", "superICL", "collab", "cowest")
+
+
+def _stage_id(stage_dir: Path) -> str:
+    try:
+        return json.loads((stage_dir / ".done.json").read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError):
+        return "absent"
+
+
+def system_fingerprint(cfg: RunConfig, rd: RunDir, system: str) -> str:
+    """What a system's predictions depend on (not n_eval, so a run can be extended)."""
+    task = dataclasses.replace(cfg.task, n_eval=None, n_train=None)
+    strong = (cfg.strong.model, cfg.strong.temperature, cfg.strong.max_tokens)
+    if system == "strong":
+        return fingerprint(task, strong)
+    weak = (cfg.weak.model, cfg.weak.gguf_file, cfg.weak.adapter, cfg.weak.max_new_tokens, _stage_id(rd.sft))
+    if system == "cowest":
+        aligned = rd.cowest_adapter()
+        return fingerprint(task, strong, weak, _stage_id(Path(aligned).parent) if aligned else "absent")
+    return fingerprint(task, strong, weak)
+
+
+def _check_predictions(cfg: RunConfig, rd: RunDir, systems: list[str], overwrite: bool) -> None:
+    pred_dir = rd.eval / "predictions"
+    for s in systems:
+        fp_file = pred_dir / f"{s}.fingerprint"
+        fp = system_fingerprint(cfg, rd, s)
+        if fp_file.exists() and fp_file.read_text().strip() != fp:
+            if not overwrite:
+                raise ConfigError(
+                    f"predictions for system {s!r} in {pred_dir} were made with another config or model; "
+                    "pass --overwrite to redo them"
+                )
+            (pred_dir / f"{s}.jsonl").unlink(missing_ok=True)
+        pred_dir.mkdir(parents=True, exist_ok=True)
+        fp_file.write_text(fp + "\n")
+
+
+def make_weak_loader(cfg: RunConfig, rd: RunDir):
+    """A loader the runner calls with 'sft' or 'aligned'; keeps at most one model in memory."""
+    loaded: dict[str, Any] = {}
+
+    def load(kind: str) -> Any:
+        if kind in loaded:
+            return loaded[kind]
+        loaded.clear()
+        gc.collect()
+        from cowest.models.weak import WeakModel
+
+        if kind == "sft":
+            wm = WeakModel.load(cfg.weak, adapter=rd.collab_adapter())
+        else:
+            aligned = rd.cowest_adapter()
+            if aligned is None:
+                return None
+            from cowest.align.dpo import load_aligned_weak_model
+
+            round_ = int(Path(aligned).parent.name.removeprefix("round"))
+            model, tokenizer = load_aligned_weak_model(cfg, round_)
+            wm = WeakModel(model, tokenizer, cfg.weak)
+        loaded[kind] = wm
+        return wm
+
+    return load
+
+
+def summarise(task: Any, split: str, rows_by_system: dict[str, list[dict[str, Any]]], examples: list[Any]) -> dict[str, Any]:
+    """Metrics per system on the questions every system answered, plus paired CIs against cowest."""
+    ids = [ex.id for ex in examples]
+    common = set(ids)
+    for rows in rows_by_system.values():
+        common &= {str(r["id"]) for r in rows}
+    exs = [ex for ex in examples if ex.id in common]
+    primary = task.primary_metric
+    item_key = "em" if primary == "em" else "accuracy"
+    systems: dict[str, Any] = {}
+    per_item: dict[str, list[float]] = {}
+    for s, rows in rows_by_system.items():
+        by_id = {str(r["id"]): r for r in rows}
+        preds = [by_id[ex.id]["prediction"] for ex in exs]
+        systems[s] = {
+            "n": len(exs),
+            "metrics": task.score(preds, exs) if exs else {m: 0.0 for m in task.metric_names},
+            "unparsed": sum(p is None for p in preds),
+        }
+        per_item[s] = [float(by_id[ex.id]["scores"].get(item_key, 0.0)) for ex in exs]
+    if "cowest" in per_item:
+        for s in systems:
+            if s != "cowest":
+                systems[s]["delta_vs_cowest"] = list(paired_bootstrap(per_item[s], per_item["cowest"]))
+    return {
+        "task": task.name,
+        "split": split,
+        "n": len(exs),
+        "metric_names": list(task.metric_names),
+        "primary_metric": primary,
+        "systems": systems,
+    }
+
+
+def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: bool = False, show: bool = True) -> dict[str, Any]:
+    from cowest.models.llama_server import strong_endpoint
+    from cowest.models.strong import StrongClient
+
+    rd = RunDir(cfg).create()
+    systems = [s for s in ORDER if s in (systems or cfg.eval.systems)]
+    task = get_task(cfg.task)
+    examples = subsample(task.load(cfg.task.eval_split), cfg.task.n_eval, cfg.seed)
+    if not examples:
+        raise DataError(f"task {task.name!r} split {cfg.task.eval_split!r} has no examples")
+    demos = []
+    if "superICL" in systems:
+        try:
+            demos = subsample(task.load(cfg.task.train_split), N_SUPERICL_DEMOS, cfg.seed + 1)
+        except DataError:
+            demos = []  # no training split: SuperICL runs zero-shot
+    _check_predictions(cfg, rd, systems, overwrite)
+
+    notes: dict[str, str] = {}
+    if rd.collab_adapter() is None and any(s in systems for s in ("weak", "superICL", "collab")):
+        notes["weak model"] = "not fine-tuned (no SFT adapter): weak/superICL/collab use the base model"
+    rows: dict[str, list[dict[str, Any]]] = {}
+    with strong_endpoint(cfg.strong, rd.root) as strong_cfg:
+        with StrongClient(strong_cfg, cache_path=rd.cache_path if cfg.strong.cache else None) as client:
+            runner = SystemRunner(
+                cfg, task, examples, client, rd.eval, load_weak=make_weak_loader(cfg, rd), demos=demos
+            )
+            for s in systems:
+                got = runner.run(s)
+                if got:
+                    rows[s] = got
+            notes.update(runner.notes)
+            usage = client.usage
+    summary = summarise(task, cfg.task.eval_split, {s: rows[s] for s in ORDER if s in rows}, examples)
+    by_tag = usage.by_tag()
+    for s, info in summary["systems"].items():
+        u = by_tag.get(s, {})
+        info["strong_calls"] = int(u.get("calls", 0) - u.get("cached", 0))
+        info["strong_tokens"] = int(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0))
+        info["cost_usd"] = float(u.get("cost_usd", 0.0))
+    summary["notes"] = notes
+    summary["usage"] = by_tag
+    write_report(rd.eval, summary)
+    usage.save(rd.usage_path, stage="eval")
+    if show:
+        print_table(summary)
+        print(f"\nreport: {rd.eval / 'report.md'}")
+    return summary

@@ -1,0 +1,98 @@
+"""The systems table: ``metrics.json``, ``report.md``, a bar chart PNG, and a rich table on the terminal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cowest.io import write_json, write_text
+
+
+def write_report(out_dir: Path, summary: dict[str, Any]) -> None:
+    """``summary``: {task, split, n, metric_names, primary_metric, systems: {name: {...}}, notes, usage}."""
+    out_dir = Path(out_dir)
+    write_json(out_dir / "metrics.json", summary)
+    write_text(out_dir / "report.md", markdown_table(summary))
+    try:
+        bar_chart(summary, out_dir / "systems.png")
+    except Exception as e:  # a missing font or backend must not lose the numbers above
+        summary.setdefault("notes", {})["plot"] = f"plot failed: {e}"
+
+
+def _rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    metrics = summary["metric_names"]
+    head = ["system", "n", *metrics, f"Δ{summary['primary_metric']} vs cowest (95% CI)", "strong calls", "strong tokens"]
+    rows = []
+    for name, s in summary["systems"].items():
+        ci = s.get("delta_vs_cowest")
+        ci_txt = f"{ci[0]:+.1f} [{ci[1]:+.1f}, {ci[2]:+.1f}]" if ci else "—"
+        rows.append(
+            [
+                name,
+                str(s["n"]),
+                *(f"{s['metrics'].get(m, float('nan')):.2f}" for m in metrics),
+                ci_txt,
+                str(s.get("strong_calls", 0)),
+                str(s.get("strong_tokens", 0)),
+            ]
+        )
+    return head, rows
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    head, rows = _rows(summary)
+    lines = [
+        f"# {summary['task']} ({summary['split']}, n={summary['n']})",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" for _ in head) + "|",
+        *("| " + " | ".join(r) + " |" for r in rows),
+        "",
+        "Metrics in percent. Δ: the system minus cowest on the primary metric, paired bootstrap over "
+        "questions (2000 resamples). Strong calls/tokens exclude cache hits.",
+    ]
+    for k, v in (summary.get("notes") or {}).items():
+        lines.append(f"- {k}: {v}")
+    return "\n".join(lines) + "\n"
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    head, rows = _rows(summary)
+    table = Table(title=f"{summary['task']} ({summary['split']}, n={summary['n']})")
+    for h in head:
+        table.add_column(h, justify="left" if h == "system" else "right")
+    for r in rows:
+        table.add_row(*r)
+    console = Console()
+    console.print(table)
+    for k, v in (summary.get("notes") or {}).items():
+        console.print(f"[yellow]{k}[/yellow]: {v}")
+
+
+def bar_chart(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = list(summary["systems"])
+    metrics = summary["metric_names"]
+    width = 0.8 / max(len(metrics), 1)
+    fig, ax = plt.subplots(figsize=(1.4 * len(systems) + 2, 3.6))
+    for j, m in enumerate(metrics):
+        vals = [summary["systems"][s]["metrics"].get(m, 0.0) for s in systems]
+        xs = [i + j * width for i in range(len(systems))]
+        bars = ax.bar(xs, vals, width=width, label=m)
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set_xticks([i + width * (len(metrics) - 1) / 2 for i in range(len(systems))], systems)
+    ax.set_ylabel("percent")
+    ax.set_ylim(0, 105)
+    ax.set_title(f"{summary['task']} {summary['split']} (n={summary['n']})")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,142 @@
+"""Every prompt cowest sends, in one place.
+
+The weak model drafts in one of three interaction formats (METHOD.md step 2):
+``direct`` (an answer only), ``knowledge`` (background knowledge, no answer) and ``cot`` (a short
+explanation, then an initial answer). The strong model answers alone with zero-shot chain of thought,
+refines a draft (collaboration), or reads the weak model's prediction and confidence (SuperICL).
+All final answers end with a line ``Answer: ...`` that the task's parser reads.
+"""
+
+from __future__ import annotations
+
+from cowest.tasks.base import Example, Task
+
+Messages = list[dict[str, str]]
+
+WEAK_SYSTEM = "You are a careful domain expert."
+STRONG_SYSTEM = "You are a helpful, knowledgeable assistant."
+
+_DRAFT_ASK = {
+    "direct": "Reply with the answer only, on one line, in the form 'Answer: <{fmt}>'.",
+    "knowledge": (
+        "Write the background knowledge (facts, definitions, rules) needed to answer this question, "
+        "in one to three sentences. Do not state the answer."
+    ),
+    "cot": (
+        "Explain your reasoning in one or two sentences, then give your answer on the last line "
+        "in the form 'Answer: <{fmt}>'."
+    ),
+}
+
+_DRAFT_NAME = {
+    "direct": "an initial answer",
+    "knowledge": "background knowledge",
+    "cot": "a short explanation and an initial answer",
+}
+
+
+def _question_block(task: Task, example: Example) -> str:
+    return f"{task.instruction()}\n\n{example.question.strip()}"
+
+
+def weak_messages(task: Task, example: Example, fmt: str) -> Messages:
+    """The weak model's drafting prompt (used identically in SFT, feedback and inference)."""
+    ask = _DRAFT_ASK[fmt].format(fmt=task.answer_format())
+    return [
+        {"role": "system", "content": WEAK_SYSTEM},
+        {"role": "user", "content": f"{_question_block(task, example)}\n\n{ask}"},
+    ]
+
+
+def weak_target(task: Task, example: Example, fmt: str, rationale: str | None) -> str:
+    """The SFT target for ``fmt``. ``cot``/``knowledge`` need a rationale; without one, ``direct``."""
+    answer = f"Answer: {task.gold_answer(example)}"
+    rationale = (rationale or "").strip()
+    if fmt == "cot" and rationale:
+        return f"{rationale}\n{answer}"
+    if fmt == "knowledge" and rationale:
+        return rationale
+    return answer
+
+
+def strong_alone_messages(task: Task, example: Example) -> Messages:
+    """Zero-shot chain of thought: the strong model alone (z in METHOD.md)."""
+    return [
+        {"role": "system", "content": STRONG_SYSTEM},
+        {
+            "role": "user",
+            "content": (
+                f"{_question_block(task, example)}\n\nThink step by step, briefly. Then give the final "
+                f"answer on the last line in the form 'Answer: <{task.answer_format()}>'."
+            ),
+        },
+    ]
+
+
+def collab_messages(task: Task, example: Example, draft: str, fmt: str) -> Messages:
+    """The strong model refines the weak model's draft into the final answer (π_s(·|x, y))."""
+    return [
+        {"role": "system", "content": STRONG_SYSTEM},
+        {
+            "role": "user",
+            "content": (
+                f"{_question_block(task, example)}\n\n"
+                f"A smaller model that was fine-tuned on this domain wrote {_DRAFT_NAME[fmt]}:\n"
+                f"<draft>\n{draft.strip()}\n</draft>\n\n"
+                "The draft holds domain knowledge you may lack, but it can be wrong. Weigh it against "
+                "your own knowledge, reason briefly, then give the final answer on the last line in the "
+                f"form 'Answer: <{task.answer_format()}>'."
+            ),
+        },
+    ]
+
+
+def supericl_messages(
+    task: Task,
+    example: Example,
+    prediction: str | None,
+    confidence: float | None,
+    demos: list[tuple[Example, str | None, float | None]] = (),  # type: ignore[assignment]
+) -> Messages:
+    """SuperICL (Xu et al. 2023): the weak model's prediction and confidence as in-context evidence.
+
+    ``demos`` are training examples shown with the weak model's prediction, its confidence and the
+    gold answer, so the strong model can calibrate how far to trust the small model.
+    """
+
+    def evidence(pred: str | None, conf: float | None) -> str:
+        conf_txt = f" (confidence {conf:.2f})" if conf is not None else ""
+        return f"Fine-tuned small model's prediction: {pred if pred is not None else 'none'}{conf_txt}"
+
+    parts = [task.instruction(), ""]
+    for ex, pred, conf in demos:
+        parts += [
+            ex.question.strip(),
+            evidence(pred, conf),
+            f"Answer: {task.gold_answer(ex)}",
+            "",
+        ]
+    parts += [
+        example.question.strip(),
+        evidence(prediction, confidence),
+        "",
+        "Use the small model's prediction as evidence, overriding it when you are confident it is "
+        "wrong. Reason briefly, then give the final answer on the last line in the form "
+        f"'Answer: <{task.answer_format()}>'.",
+    ]
+    return [{"role": "system", "content": STRONG_SYSTEM}, {"role": "user", "content": "\n".join(parts)}]
+
+
+def rationale_messages(task: Task, example: Example) -> Messages:
+    """Ask the strong model to explain a known gold answer (``cot`` SFT targets where data has none)."""
+    return [
+        {"role": "system", "content": STRONG_SYSTEM},
+        {
+            "role": "user",
+            "content": (
+                f"{_question_block(task, example)}\n\nThe correct answer is: {task.gold_answer(example)}\n\n"
+                "Write a one- or two-sentence explanation of why this is the answer, stating the key "
+                "fact. Do not restate the question and do not write 'Answer:'."
+            ),
+        },
+    ]

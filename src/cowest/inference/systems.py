@@ -1,0 +1,207 @@
+"""The five systems compared side by side, each producing one prediction row per question.
+
+- ``weak``: the (SFT) weak model alone, greedy, in the run's interaction format.
+- ``strong``: the strong model alone, zero-shot chain of thought.
+- ``superICL``: the strong model sees the weak model's prediction and confidence (Xu et al. 2023),
+  with a few training examples shown the same way as demonstrations.
+- ``collab``: the SFT weak model drafts, the strong model refines (collaboration without alignment).
+- ``cowest``: the same with the DPO-aligned weak model.
+
+Rows are appended to ``eval/predictions/<system>.jsonl`` as they finish, so an interrupted eval resumes
+without repeating work; strong answers also sit in the SQLite cache.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cowest.config import RunConfig
+from cowest.inference import prompts
+from cowest.io import JsonlAppender
+from cowest.models.strong import ChatRequest, StrongClient
+from cowest.tasks.base import Example, Task
+
+N_SUPERICL_DEMOS = 3
+
+
+@dataclass
+class Drafts:
+    """Greedy weak drafts for a list of examples, with the parsed answer and its confidence."""
+
+    texts: list[str]
+    answers: list[str | None]
+    confidences: list[float | None]
+
+
+def weak_drafts(wm: Any, task: Task, examples: list[Example], fmt: str, *, desc: str, confidence: bool) -> Drafts:
+    msgs = [prompts.weak_messages(task, ex, fmt) for ex in examples]
+    texts = [outs[0] for outs in wm.generate(msgs, n=1, temperature=0.0, desc=desc)]
+    answers = [task.parse_answer(t) if fmt != "knowledge" else None for t in texts]
+    confs: list[float | None] = [None] * len(examples)
+    if confidence:
+        confs = answer_confidence(wm, task, msgs, texts, answers)
+    return Drafts(texts, answers, confs)
+
+
+def answer_confidence(
+    wm: Any, task: Task, msgs: list[list[dict[str, str]]], texts: list[str], answers: list[str | None]
+) -> list[float | None]:
+    """P(answer | prompt, the draft's reasoning): over the label set for closed tasks, else the
+    geometric-mean token probability of the free-form answer (SuperICL's confidence)."""
+    out: list[float | None] = [None] * len(texts)
+    todo = [i for i, a in enumerate(answers) if a is not None]
+    if not todo:
+        return out
+    prefixes = [_reasoning_prefix(texts[i]) for i in todo]
+    if task.labels:
+        cands = [[f"{p}Answer: {lab}" for lab in task.labels] for p in prefixes]
+        probs = wm.choice_probs([msgs[i] for i in todo], cands)
+        for i, p in zip(todo, probs):
+            out[i] = float(p[task.labels.index(answers[i])]) if answers[i] in task.labels else None
+    else:
+        lps = wm.continuation_logprobs(
+            [msgs[i] for i in todo], [f"{p}Answer: " for p in prefixes], [str(answers[i]) for i in todo]
+        )
+        for i, (lp, ntok) in zip(todo, lps):
+            out[i] = math.exp(lp / max(ntok, 1))
+    return out
+
+
+def _reasoning_prefix(text: str) -> str:
+    """The draft up to (not including) its last 'Answer:' line."""
+    idx = text.lower().rfind("answer:")
+    return text[:idx] if idx >= 0 else (text.rstrip() + "\n" if text.strip() else "")
+
+
+class SystemRunner:
+    """Runs the requested systems on ``examples`` and writes their prediction rows."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        task: Task,
+        examples: list[Example],
+        strong: StrongClient,
+        out_dir: Path,
+        *,
+        load_weak: Callable[[str], Any],  # "sft" | "aligned" -> WeakModel (or None if unavailable)
+        demos: list[Example] | None = None,
+    ):
+        self.cfg, self.task, self.examples, self.strong = cfg, task, examples, strong
+        self.out_dir = Path(out_dir)
+        self.load_weak = load_weak
+        self.demos = demos or []
+        self.fmt = cfg.task.format
+        self._sft_drafts: Drafts | None = None
+        self.notes: dict[str, str] = {}
+
+    # helpers -------------------------------------------------------------------------------------
+    def _appender(self, system: str) -> JsonlAppender:
+        return JsonlAppender(self.out_dir / "predictions" / f"{system}.jsonl", key_field="id")
+
+    def _row(self, system: str, ex: Example, **fields: Any) -> dict[str, Any]:
+        pred = fields.get("prediction")
+        return {
+            "id": ex.id,
+            "system": system,
+            **fields,
+            "gold": ex.gold,
+            "scores": self.task.item_scores(pred, ex),
+        }
+
+    def _strong_refine(
+        self, system: str, todo: list[Example], messages: list[list[dict[str, str]]], extra: list[dict[str, Any]], out: JsonlAppender
+    ) -> None:
+        def done(i: int, res: Any) -> None:
+            out.write(
+                self._row(
+                    system,
+                    todo[i],
+                    prompt=messages[i],
+                    strong_output=res.text,
+                    prediction=self.task.parse_answer(res.text),
+                    **extra[i],
+                )
+            )
+
+        self.strong.chat_batch(
+            [ChatRequest(messages=m) for m in messages], tag=system, desc=f"{system}: strong", on_result=done
+        )
+
+    def sft_drafts(self) -> Drafts:
+        if self._sft_drafts is None:
+            wm = self.load_weak("sft")
+            self._sft_drafts = weak_drafts(
+                wm, self.task, self.examples, self.fmt, desc="weak (SFT) drafts", confidence=True
+            )
+            self._sft_weak = wm
+        return self._sft_drafts
+
+    # systems -------------------------------------------------------------------------------------
+    def run(self, system: str) -> list[dict[str, Any]]:
+        with self._appender(system) as out:
+            todo_idx = [i for i, ex in enumerate(self.examples) if ex.id not in out.done]
+            if todo_idx:
+                getattr(self, f"_run_{system}")(todo_idx, out)
+            by_id = {str(r["id"]): r for r in out.rows}
+        return [by_id[ex.id] for ex in self.examples if ex.id in by_id]
+
+    def _run_weak(self, todo_idx: list[int], out: JsonlAppender) -> None:
+        d = self.sft_drafts()
+        for i in todo_idx:
+            ex = self.examples[i]
+            out.write(
+                self._row(
+                    "weak",
+                    ex,
+                    prompt=prompts.weak_messages(self.task, ex, self.fmt),
+                    weak_draft=d.texts[i],
+                    prediction=d.answers[i],
+                    confidence=d.confidences[i],
+                )
+            )
+
+    def _run_strong(self, todo_idx: list[int], out: JsonlAppender) -> None:
+        todo = [self.examples[i] for i in todo_idx]
+        msgs = [prompts.strong_alone_messages(self.task, ex) for ex in todo]
+        self._strong_refine("strong", todo, msgs, [{} for _ in todo], out)
+
+    def _run_superICL(self, todo_idx: list[int], out: JsonlAppender) -> None:
+        d = self.sft_drafts()
+        demo_rows: list[tuple[Example, str | None, float | None]] = []
+        if self.demos:
+            dd = weak_drafts(self._sft_weak, self.task, self.demos, self.fmt, desc="superICL demos", confidence=True)
+            demo_rows = list(zip(self.demos, dd.answers, dd.confidences))
+        todo = [self.examples[i] for i in todo_idx]
+        msgs = [
+            prompts.supericl_messages(self.task, self.examples[i], d.answers[i], d.confidences[i], demo_rows)
+            for i in todo_idx
+        ]
+        extra = [{"weak_prediction": d.answers[i], "confidence": d.confidences[i]} for i in todo_idx]
+        self._strong_refine("superICL", todo, msgs, extra, out)
+
+    def _run_collab(self, todo_idx: list[int], out: JsonlAppender) -> None:
+        d = self.sft_drafts()
+        self._collab("collab", todo_idx, d.texts, out)
+
+    def _run_cowest(self, todo_idx: list[int], out: JsonlAppender) -> None:
+        wm = self.load_weak("aligned")
+        if wm is None:
+            self.notes["cowest"] = "no aligned weak model yet (run `cowest align` first); skipped"
+            return
+        todo = [self.examples[i] for i in todo_idx]
+        texts = weak_drafts(wm, self.task, todo, self.fmt, desc="weak (aligned) drafts", confidence=False).texts
+        all_texts: list[str] = [""] * len(self.examples)
+        for i, t in zip(todo_idx, texts):
+            all_texts[i] = t
+        self._collab("cowest", todo_idx, all_texts, out)
+
+    def _collab(self, system: str, todo_idx: list[int], drafts: list[str], out: JsonlAppender) -> None:
+        todo = [self.examples[i] for i in todo_idx]
+        msgs = [prompts.collab_messages(self.task, self.examples[i], drafts[i], self.fmt) for i in todo_idx]
+        extra = [{"weak_draft": drafts[i]} for i in todo_idx]
+        self._strong_refine(system, todo, msgs, extra, out)

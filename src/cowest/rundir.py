@@ -1,0 +1,120 @@
+"""The run directory: where each stage reads and writes, and how a finished stage is recognised.
+
+    runs/<name>/
+      config.yaml                 resolved config (no secrets)
+      strong_cache.sqlite         every strong-model answer, keyed by request + sample index
+      usage.json                  strong calls / tokens / cost per stage and system
+      sft/adapter/                PEFT adapter + tokenizer; sft/metrics.json (loss curve)
+      feedback/round<r>/          records.jsonl (one line per question), pairs.jsonl, feedback_stats.json
+      align/round<r>/adapter/     the aligned adapter; metrics.json (rewards/margins per step)
+      eval/                       predictions/<system>.jsonl, metrics.json, report.md, systems.png
+
+A stage writes ``.done.json`` with a fingerprint of the config it depends on when it finishes. A later
+run skips a stage whose fingerprint matches, and refuses one whose config changed unless asked to
+overwrite (so results never silently mix two configs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from cowest.config import RunConfig, dump_config
+from cowest.errors import ConfigError
+from cowest.io import write_json, write_text
+
+
+class RunDir:
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.root = cfg.run_dir
+
+    # paths ---------------------------------------------------------------------------------------
+    @property
+    def sft(self) -> Path:
+        return self.root / "sft"
+
+    @property
+    def sft_adapter(self) -> Path:
+        return self.sft / "adapter"
+
+    def feedback(self, round_: int) -> Path:
+        return self.root / "feedback" / f"round{round_}"
+
+    def align(self, round_: int) -> Path:
+        return self.root / "align" / f"round{round_}"
+
+    def align_adapter(self, round_: int) -> Path:
+        return self.align(round_) / "adapter"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cfg.strong.cache_path) if self.cfg.strong.cache_path else self.root / "strong_cache.sqlite"
+
+    @property
+    def usage_path(self) -> Path:
+        return self.root / "usage.json"
+
+    def collab_adapter(self) -> str | None:
+        """The weak model used for `collab` (and as DPO reference): the SFT adapter, if trained."""
+        if self.cfg.weak.adapter:
+            return self.cfg.weak.adapter
+        return str(self.sft_adapter) if (self.sft_adapter / "adapter_config.json").exists() else None
+
+    def cowest_adapter(self) -> str | None:
+        """The aligned weak model of the last finished round, if any."""
+        for r in range(self.cfg.rounds, 0, -1):
+            if (self.align_adapter(r) / "adapter_config.json").exists():
+                return str(self.align_adapter(r))
+        return None
+
+    # lifecycle -----------------------------------------------------------------------------------
+    def create(self) -> "RunDir":
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_text(self.root / "config.yaml", dump_config(self.cfg))
+        return self
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of config sections (dataclasses or plain values)."""
+    norm = [asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts]
+    blob = json.dumps(norm, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def stage_status(stage_dir: Path, fp: str) -> str:
+    """'done' (same fingerprint), 'stale' (finished under another config), or 'todo'."""
+    marker = stage_dir / ".done.json"
+    if not marker.exists():
+        return "todo"
+    try:
+        return "done" if json.loads(marker.read_text())["fingerprint"] == fp else "stale"
+    except (ValueError, KeyError):
+        return "todo"
+
+
+def check_stage(stage_dir: Path, fp: str, *, overwrite: bool, name: str) -> bool:
+    """True when the stage must run. A stale stage is refused unless ``overwrite``, then cleared."""
+    status = stage_status(stage_dir, fp)
+    if status == "done" and not overwrite:
+        return False
+    if status == "stale" and not overwrite:
+        raise ConfigError(
+            f"stage {name!r} in {stage_dir} was run with a different config; pass --overwrite to redo it "
+            "or choose another run name"
+        )
+    if status != "todo" and stage_dir.exists():
+        shutil.rmtree(stage_dir)
+    return True
+
+
+def mark_done(stage_dir: Path, fp: str, **info: Any) -> None:
+    write_json(stage_dir / ".done.json", {"fingerprint": fp, **info})

@@ -1,0 +1,172 @@
+"""Helpers shared by the SFT and DPO stages: hardware checks, model loading, logs and plots.
+
+Everything heavy (torch, transformers, peft) is imported inside functions so importing cowest stays
+cheap. The trainers themselves are TRL's; this module only prepares their inputs and records outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cowest.config import RunConfig
+from cowest.errors import ConfigError, ModelError
+from cowest.io import write_json
+
+# Written next to a full fine-tuned model (sft.lora=false) so loaders know it is not an adapter.
+FULL_MODEL_MARKER = "cowest_full_model.json"
+
+
+def is_main_process() -> bool:
+    """True on the process that writes files (rank 0 under ``accelerate launch``; always when single)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def precision_kwargs(*, bf16: bool, fp16: bool, load_in_4bit: bool = False, section: str = "sft") -> dict[str, Any]:
+    """TrainingArguments precision/device settings, or a ConfigError when the hardware lacks them."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if bf16 and fp16:
+        raise ConfigError(f"{section}.bf16 and {section}.fp16 are both true; choose one")
+    if bf16 and not (cuda and torch.cuda.is_bf16_supported()):
+        raise ConfigError(
+            f"{section}.bf16=true needs a GPU with bfloat16 support (Ampere or newer); "
+            f"none found: set {section}.bf16=false"
+        )
+    if fp16 and not cuda:
+        raise ConfigError(f"{section}.fp16=true needs a CUDA GPU; none found: set {section}.fp16=false")
+    if load_in_4bit:
+        import importlib.util
+
+        if not cuda:
+            raise ConfigError(f"{section}.load_in_4bit=true (QLoRA) needs a CUDA GPU; none found")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ConfigError(f"{section}.load_in_4bit=true (QLoRA) needs bitsandbytes: pip install bitsandbytes")
+    # TRL defaults bf16 to True when unset: always pass both explicitly.
+    return {"bf16": bool(bf16), "fp16": bool(fp16), "use_cpu": not cuda}
+
+
+def train_dtype(cfg: RunConfig, bf16: bool) -> Any:
+    """Weights dtype for training: weak.dtype when set, else bf16 under bf16 training, else fp32."""
+    import torch
+
+    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if cfg.weak.dtype != "auto":
+        return names[cfg.weak.dtype]
+    return torch.bfloat16 if bf16 else torch.float32
+
+
+def load_tokenizer(path: str, gguf_file: str | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file) if gguf_file else AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load the tokenizer of {path}: {str(e).splitlines()[0]}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if not getattr(tok, "chat_template", None):
+        raise ModelError(
+            f"{path} has no chat template; cowest trains on chat-formatted prompts (use an instruction-tuned "
+            "model or one whose tokenizer defines chat_template)"
+        )
+    return tok
+
+
+def load_causal_lm(path: str, *, gguf_file: str | None = None, dtype: Any = None, quantization_config: Any = None,
+                   device_map: Any = None) -> Any:
+    """A trainable causal LM. A GGUF-loaded model cannot be trained or saved, so it is rebuilt plain."""
+    from transformers import AutoModelForCausalLM
+
+    kw: dict[str, Any] = {}
+    if dtype is not None:
+        kw["dtype"] = dtype
+    if quantization_config is not None:
+        kw["quantization_config"] = quantization_config
+    if device_map is not None:
+        kw["device_map"] = device_map
+    try:
+        if gguf_file:
+            g = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file)
+            model = AutoModelForCausalLM.from_config(g.config, **({"dtype": dtype} if dtype is not None else {}))
+            model.load_state_dict(g.state_dict())
+            model.generation_config = g.generation_config
+            del g
+            return model
+        return AutoModelForCausalLM.from_pretrained(path, **kw)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load the weak model {path}: {str(e).splitlines()[0]}") from None
+
+
+def resolve_base(cfg: RunConfig) -> tuple[str, str | None]:
+    """(path or hub id, gguf_file) of the weak base model, through the offline resolver."""
+    from cowest.models.offline import resolve_weak_model
+
+    return resolve_weak_model(cfg.weak.model, cfg.weak.gguf_file)
+
+
+def is_full_model_dir(path: str | Path) -> bool:
+    return (Path(path) / FULL_MODEL_MARKER).exists()
+
+
+def load_sft_model(cfg: RunConfig, sft_dir: str | Path, *, dtype: Any = None, merge: bool = True) -> tuple[Any, Any]:
+    """Base + SFT (LoRA adapter merged into the weights, or a full fine-tuned model) and its tokenizer."""
+    sft_dir = Path(sft_dir)
+    if is_full_model_dir(sft_dir):
+        return load_causal_lm(str(sft_dir), dtype=dtype), load_tokenizer(str(sft_dir))
+    if not (sft_dir / "adapter_config.json").exists():
+        raise ModelError(f"no SFT adapter in {sft_dir}: run `cowest sft` first")
+    from peft import PeftModel
+
+    path, gguf = resolve_base(cfg)
+    model = load_causal_lm(path, gguf_file=gguf, dtype=dtype)
+    model = PeftModel.from_pretrained(model, str(sft_dir))
+    if merge:
+        model = model.merge_and_unload()
+    return model, load_tokenizer(str(sft_dir))
+
+
+def seconds_per_step(log_history: list[dict[str, Any]], global_step: int) -> float | None:
+    """Training wall time per optimizer step, from the trainer's final summary line."""
+    for row in reversed(log_history):
+        if "train_runtime" in row and global_step:
+            return round(float(row["train_runtime"]) / global_step, 4)
+    return None
+
+
+def save_metrics(path: Path, log_history: list[dict[str, Any]], **extra: Any) -> None:
+    write_json(path, {"log_history": log_history, **extra})
+
+
+def plot_curves(path: Path, log_history: list[dict[str, Any]], keys: list[str], title: str) -> bool:
+    """A PNG with one panel per logged key against step; False (and no file) when nothing was logged."""
+    series = {k: [(r["step"], r[k]) for r in log_history if k in r and "step" in r] for k in keys}
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: never needs a display
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.2), squeeze=False)
+    for ax, (k, pts) in zip(axes[0], series.items()):
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3)
+        ax.set_title(k)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
