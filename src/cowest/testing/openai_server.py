@@ -237,7 +237,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if not self._authorized():
                 outcome = "401"
-                self._error(401, "Incorrect API key provided.")
+                # Echo the presented key, as careless servers do: clients must scrub it from errors.
+                got = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                self._error(401, f"Incorrect API key provided: {got or '(none)'}.")
                 return
             if app.latency_s:
                 app._stopping.wait(app.latency_s)
