@@ -34,17 +34,25 @@ def clean_markdown(text: str) -> str:
     return re.sub(r"^[ \t]*#+[ \t]*", "", text, flags=re.MULTILINE)
 
 
-def marker_segments(text: str, marker: re.Pattern[str] = _MARKER) -> list[str]:
-    """For each answer marker, last first: the text after it up to the end of its line, or the next
-    non-empty line when the marker ends its line."""
-    segments = []
+def marker_spans(text: str, marker: re.Pattern[str] = _MARKER) -> list[tuple[int, int]]:
+    """For each answer marker, last first: the span of the text after it up to the end of its line,
+    or of the next non-empty line when the marker ends its line."""
+    spans = []
     for m in reversed(list(marker.finditer(text))):
-        rest = text[m.end() :]
-        line, _, after = rest.partition("\n")
-        if not line.strip():
-            line = next((ln for ln in after.splitlines() if ln.strip()), "")
-        segments.append(line.strip())
-    return segments
+        start = m.end()
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        if not text[start:end].strip():
+            for line in re.finditer(r"[^\n]*\S[^\n]*", text[end:]):
+                start, end = end + line.start(), end + line.end()
+                break
+        spans.append((start, end))
+    return spans
+
+
+def marker_segments(text: str, marker: re.Pattern[str] = _MARKER) -> list[str]:
+    """The stripped text of each :func:`marker_spans` span, last marker first."""
+    return [text[a:b].strip() for a, b in marker_spans(text, marker)]
 
 
 def nonempty_lines(text: str) -> list[str]:
@@ -118,30 +126,46 @@ def option_text_match(segment: str, choices: Mapping[str, str]) -> str | None:
     return best[2] if best else None
 
 
+def mask_options(text: str, choices: Mapping[str, str]) -> str:
+    """``text`` with every occurrence of a multi-character option text blanked out (same length), so
+    that letters inside options ('Vitamin C', 'Apo B-100') are not read as the chosen letter."""
+    for option in sorted(choices.values(), key=len, reverse=True):
+        words = str(option).split()
+        if len("".join(words)) < 2:
+            continue  # a one-character option ('A' in blood groups) is indistinguishable from a letter
+        pattern = r"(?<!\w)" + r"\s+".join(re.escape(w) for w in words) + r"(?!\w)"
+        text = re.sub(pattern, lambda m: re.sub(r"[^\n]", " ", m.group(0)), text, flags=re.IGNORECASE)
+    return text
+
+
+def _letter_in(segment: str, letters: Sequence[str], first: bool) -> str | None:
+    letter = leading_letter(segment, letters)
+    if letter is None:
+        mentions = letter_mentions(segment, letters)
+        letter = (mentions[0] if first else mentions[-1]) if mentions else None
+    return letter
+
+
 def parse_choice(text: str | None, letters: Sequence[str], choices: Mapping[str, str] | None = None) -> str | None:
     """The option letter a model chose, or None. ``choices`` (letter -> text) enables text matching."""
     if not text:
         return None
     text = clean_markdown(text)
-    for seg in marker_segments(text):
-        letter = leading_letter(seg, letters)
+    masked = mask_options(text, choices) if choices else text
+    for a, b in marker_spans(masked):
+        # right after a marker, the first mention is the answer
+        letter = _letter_in(masked[a:b].strip(), letters, first=True)
         if letter is None and choices:
-            letter = option_text_match(seg, choices)
-        if letter is None:
-            mentions = letter_mentions(seg, letters)
-            letter = mentions[0] if mentions else None  # right after a marker the first mention counts
+            letter = option_text_match(text[a:b], choices)
         if letter is not None:
             return letter
-    lines = nonempty_lines(text)
-    for line in reversed(lines):
-        letter = leading_letter(line, letters)
-        if letter is None:
-            mentions = letter_mentions(line, letters)
-            letter = mentions[-1] if mentions else None
+    lines = [(ln, mk) for ln, mk in zip(text.splitlines(), masked.splitlines()) if ln.strip()]
+    for _, mk in reversed(lines):
+        letter = _letter_in(mk.strip(), letters, first=False)
         if letter is not None:
             return letter
     if choices:
-        for line in reversed(lines):
+        for line, _ in reversed(lines):
             letter = option_text_match(line, choices)
             if letter is not None:
                 return letter
