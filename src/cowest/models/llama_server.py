@@ -1,0 +1,183 @@
+"""A llama.cpp OpenAI-compatible server that cowest starts and stops (the ``[local]`` extra).
+
+    with strong_endpoint(cfg.strong, run_dir) as strong_cfg:   # cfg unchanged without strong.local.gguf
+        client = StrongClient(strong_cfg, ...)
+
+The server is ``python -m llama_cpp.server`` in a subprocess of its own session, its output in
+``<log_dir>/llama_server.log``; it is stopped with SIGTERM, then SIGKILL, when the block exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from cowest.config import StrongConfig
+from cowest.errors import ModelError
+
+PIP_HINT = "pip install 'cowest[local]'"
+# llama_cpp.server imports these; checked up front so a missing one is a clear message, not a dead child.
+_SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
+
+
+def check_llama_cpp() -> None:
+    missing = [m for m in _SERVER_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ModelError(f"the local strong-model server needs llama-cpp-python[server] "
+                         f"(missing: {', '.join(missing)}); run: {PIP_HINT}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _tail(path: Path, n: int = 15) -> str:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(lines[-n:]) or "(empty log)"
+
+
+class LlamaServer:
+    """``start()`` -> base_url, ``stop()``; a context manager. ``model`` is the id the server reports."""
+
+    def __init__(
+        self,
+        gguf: str | Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        model_alias: str | None = None,
+        log_path: str | Path | None = None,
+        startup_timeout_s: float = 300.0,
+        extra_args: list[str] | None = None,
+    ):
+        self.gguf = Path(gguf)
+        self.host, self.port = host, port
+        self.n_ctx, self.n_threads = n_ctx, n_threads
+        self.model_alias = model_alias or self.gguf.stem
+        self.log_path = Path(log_path) if log_path else Path("llama_server.log")
+        self.startup_timeout_s = startup_timeout_s
+        self.extra_args = list(extra_args or [])
+        self.proc: subprocess.Popen | None = None
+        self.model: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf), "--model_alias", self.model_alias,
+               "--host", self.host, "--port", str(self.port), "--n_ctx", str(self.n_ctx)]
+        if self.n_threads:
+            cmd += ["--n_threads", str(self.n_threads)]
+        return cmd + self.extra_args
+
+    def start(self) -> str:
+        if self.proc is not None:
+            return self.base_url
+        check_llama_cpp()
+        if not self.gguf.is_file():
+            raise ModelError(f"strong model GGUF not found: {self.gguf}")
+        if not self.port:
+            self.port = free_port(self.host)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            log.write(f"$ {' '.join(self.command())}\n".encode())
+            log.flush()
+            # own session: SIGTERM/SIGKILL reach the server and anything it spawns, not our process group
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self.base_url
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        with httpx.Client(timeout=2.0, trust_env=False) as http:
+            while True:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise ModelError(
+                        f"llama.cpp server for {self.gguf.name} exited with code {self.proc.returncode} "
+                        f"while starting; last lines of {self.log_path}:\n{_tail(self.log_path)}")
+                try:
+                    r = http.get(self.base_url + "/models")
+                    if r.status_code == 200:
+                        data = r.json().get("data") or [{}]
+                        self.model = data[0].get("id") or self.model_alias
+                        return
+                except (httpx.TransportError, ValueError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise ModelError(
+                        f"llama.cpp server for {self.gguf.name} not ready after {self.startup_timeout_s:g}s "
+                        f"(strong.local.startup_timeout_s); last lines of {self.log_path}:\n{_tail(self.log_path)}")
+                time.sleep(0.25)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def __enter__(self) -> "LlamaServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"running at {self.base_url}" if self.proc is not None else "stopped"
+        return f"LlamaServer({self.gguf.name!r}, {state})"
+
+
+@contextlib.contextmanager
+def strong_endpoint(cfg: StrongConfig, log_dir: str | Path) -> Iterator[StrongConfig]:
+    """Yield the strong config to use: unchanged, or pointed at a llama.cpp server started for
+    ``cfg.local.gguf`` (stopped when the block exits)."""
+    if not cfg.local.gguf:
+        yield cfg
+        return
+    from cowest.models.offline import resolve_strong_gguf
+
+    check_llama_cpp()  # before a possibly long GGUF assembly
+    gguf = resolve_strong_gguf(cfg.local.gguf)
+    local = cfg.local
+    with LlamaServer(gguf, host=local.host, port=local.port, n_ctx=local.n_ctx, n_threads=local.threads,
+                     log_path=Path(log_dir) / "llama_server.log", startup_timeout_s=local.startup_timeout_s) as srv:
+        yield dataclasses.replace(
+            cfg,
+            base_url=srv.base_url,
+            model=srv.model or srv.model_alias,
+            api_key_env=None,  # a local server needs no key: never send the user's real one to it
+            # llama-cpp-python answers one request at a time; more in flight only queue into timeouts
+            max_concurrency=max(1, min(cfg.max_concurrency, local.parallel)),
+        )

