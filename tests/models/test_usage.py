@@ -78,3 +78,16 @@ def test_thread_safe_counts():
         t.join()
     row = u.by_tag()["x"]
     assert row["calls"] == 8000 and row["prompt_tokens"] == 8000 and row["retries"] == 8000
+
+
+def test_save_by_stage_accumulates(tmp_path):
+    path = tmp_path / "usage.json"
+    _filled().save(path, stage="feedback")
+    _filled().save(path, stage="feedback")  # a resumed stage adds its new counts
+    _filled().save(path, stage="eval")
+    assert Usage.load(path, stage="feedback").by_tag()["collab"]["calls"] == 6
+    assert Usage.load(path, stage="eval").by_tag()["collab"]["calls"] == 3
+    assert Usage.load(path, stage="sft").by_tag() == {}
+    total = Usage.load(path)
+    assert total.by_tag()["collab"]["calls"] == 9
+    assert total.by_tag()["collab"]["retries_by_reason"] == {"429": 6, "timeout": 3}

@@ -101,16 +101,34 @@ class Usage:
     def to_dict(self) -> dict[str, Any]:
         return {"tags": self.by_tag(), "total": self.total()}
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, *, stage: str | None = None) -> None:
+        """Write JSON atomically. With ``stage``, add these counts to that stage's entry in an existing
+        file (``{"stages": {stage: ...}, "tags": <sum over stages>, "total": ...}``): a run's stages share
+        one usage.json and a resumed stage accumulates."""
         path = Path(path)
+        data = self.to_dict()
+        if stage is not None:
+            old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+            stages = {name: Usage(d.get("tags", {})) for name, d in (old.get("stages") or {}).items()}
+            if old.get("tags") and not old.get("stages"):
+                stages["unstaged"] = Usage(old["tags"])  # a flat file from before stages were used
+            stages.setdefault(stage, Usage()).merge(self)
+            total = Usage()
+            for u in stages.values():
+                total.merge(u)
+            data = total.to_dict()
+            data["stages"] = {name: u.to_dict() for name, u in sorted(stages.items())}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Usage":
+    def load(cls, path: str | Path, *, stage: str | None = None) -> "Usage":
+        """The counts in a saved file: all stages summed, or one ``stage`` (empty if absent)."""
         data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if stage is not None:
+            data = (data.get("stages") or {}).get(stage, {})
         return cls(data.get("tags", {}))
 
     def table(self) -> str:
