@@ -127,6 +127,7 @@ def _row(split: str, i: int, p: int, c: int, ticket: int, rng: random.Random) ->
     row["cop"] = TEAMS.index(owner)
     row["exp"] = f"Per Acme policy tickets go to the product's owner; the {product} is owned by the {owner} team."
     row["product"] = product
+    row["complaint"] = c  # index into COMPLAINTS
     row["complaint_team"] = suggested
     return row
 
