@@ -234,6 +234,9 @@ def parse_label(text: str | None, labels: Sequence[str], aliases: Mapping[str, s
 
 
 def _strip_answer(seg: str) -> str:
+    seg = seg.strip()
+    if seg.startswith("<") and seg.endswith(">"):  # the prompt's 'Answer: <...>' echoed literally
+        seg = seg[1:-1]
     seg = seg.strip().strip(_QUOTES).strip()
     while seg.endswith((".", ",", ";")):
         seg = seg[:-1].rstrip().strip(_QUOTES).strip()
