@@ -6,7 +6,8 @@ the option text instead of the letter, reasoning before or after. The rules, in 
 1. An explicit marker (``Answer:``, ``the answer is``, ``correct option is``, ``Label:`` ...): the LAST
    marker whose line (or, if the line ends there, the next non-empty line) holds an answer wins.
 2. No marker: scan lines from the last up; in each, a letter/label mention (the last one in the line).
-   Multiple-choice options given as text are tried only after no line has a letter.
+   Multiple-choice options given as text are tried only after no line has a letter, and letters
+   inside option texts ('Vitamin C') never count as letters.
 
 Every parser returns None when nothing can be read, never a guess.
 """
