@@ -6,7 +6,9 @@ cheap. The trainers themselves are TRL's; this module only prepares their inputs
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,23 +115,6 @@ def is_full_model_dir(path: str | Path) -> bool:
     return (Path(path) / FULL_MODEL_MARKER).exists()
 
 
-def load_sft_model(cfg: RunConfig, sft_dir: str | Path, *, dtype: Any = None, merge: bool = True) -> tuple[Any, Any]:
-    """Base + SFT (LoRA adapter merged into the weights, or a full fine-tuned model) and its tokenizer."""
-    sft_dir = Path(sft_dir)
-    if is_full_model_dir(sft_dir):
-        return load_causal_lm(str(sft_dir), dtype=dtype), load_tokenizer(str(sft_dir))
-    if not (sft_dir / "adapter_config.json").exists():
-        raise ModelError(f"no SFT adapter in {sft_dir}: run `cowest sft` first")
-    from peft import PeftModel
-
-    path, gguf = resolve_base(cfg)
-    model = load_causal_lm(path, gguf_file=gguf, dtype=dtype)
-    model = PeftModel.from_pretrained(model, str(sft_dir))
-    if merge:
-        model = model.merge_and_unload()
-    return model, load_tokenizer(str(sft_dir))
-
-
 def seconds_per_step(log_history: list[dict[str, Any]], global_step: int) -> float | None:
     """Training wall time per optimizer step, from the trainer's final summary line."""
     for row in reversed(log_history):
@@ -168,5 +153,62 @@ def plot_curves(path: Path, log_history: list[dict[str, Any]], keys: list[str], 
     return True
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def write_full_marker(out: Path, **info: Any) -> None:
+    write_json(Path(out) / FULL_MODEL_MARKER, {"kind": "full_model", **info})
+
+
+def save_usage(usage: Any, path: Path, stage: str) -> None:
+    """Add this stage's strong-model usage to the run's ``usage.json`` (counts accumulate across stages)."""
+    from cowest.models.usage import Usage
+
+    try:
+        usage.save(path, stage=stage)  # the strong client's own per-stage bookkeeping, where it has one
+        return
+    except TypeError:
+        pass
+    total = Usage.load(path) if Path(path).exists() else Usage()
+    total.merge(usage).save(path)
+
+
+@contextlib.contextmanager
+def open_strong(cfg: RunConfig, rd: Any, *, factory: Callable[[], Any] | None = None, stage: str | None = None) -> Iterator[Any]:
+    """A StrongClient for a stage: ``factory()`` when given (tests), else one on the configured endpoint
+    (a managed local llama.cpp server when ``strong.local.gguf`` is set). Usage is saved on exit."""
+    with contextlib.ExitStack() as stack:
+        if factory is not None:
+            client = factory()
+        else:
+            from cowest.models.strong import StrongClient
+
+            strong_cfg = stack.enter_context(_endpoint(cfg, rd))
+            client = StrongClient(strong_cfg, cache_path=rd.cache_path if cfg.strong.cache else None)
+        try:
+            yield client
+        finally:
+            client.close()
+            usage = getattr(client, "usage", None)
+            if stage and usage is not None and is_main_process():
+                save_usage(usage, rd.usage_path, stage)
+
+
+def _endpoint(cfg: RunConfig, rd: Any) -> Any:
+    """The strong endpoint's config; starts the managed local server when one is configured."""
+    if cfg.strong.local.gguf is None:
+        return contextlib.nullcontext(cfg.strong)
+    from cowest.models.llama_server import strong_endpoint
+
+    return strong_endpoint(cfg.strong, rd.root)
+
+
+def inference_placement(weak_cfg: Any) -> tuple[str, Any]:
+    """(device, dtype) for a weak model used for generation, from ``weak.device``/``weak.dtype``."""
+    import torch
+
+    device = weak_cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if weak_cfg.dtype != "auto":
+        return device, getattr(torch, weak_cfg.dtype)
+    if device.startswith("cuda"):
+        return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return device, torch.float32

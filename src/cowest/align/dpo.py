@@ -1,0 +1,245 @@
+"""Stage 3: DPO of the weak model on the collaborative preference pairs (TRL DPOTrainer).
+
+Reference model = the SFT weak model, without a second copy of the weights: the SFT adapter is merged
+into the base weights, a fresh LoRA is added for DPO (``peft_config``) and ``ref_model=None``, so TRL
+computes the reference log-probs with the adapter disabled, i.e. with the merged SFT model itself.
+(Passing the SFT adapter as a trainable PeftModel instead would make "adapter disabled" the *base*
+model, which is the wrong reference.) Round r > 1 starts from, and is referenced to, round r-1's model.
+
+Saved in ``align/round<r>/``:
+
+- ``adapter/``: the aligned model as ONE standard PEFT adapter on the original base (SFT LoRA and DPO
+  LoRA folded together exactly, see :mod:`cowest.align.combine`) plus the tokenizer. Where folding does
+  not apply (full fine-tuned SFT, exotic adapters) it holds the DPO adapter and ``adapter_info.json``
+  lists what to merge under it;
+- ``dpo_adapter/``: the raw DPO LoRA, relative to the merged starting model (when folded);
+- ``adapter_info.json``: how to rebuild the model (:func:`load_aligned_weak_model` reads it);
+- ``metrics.json`` (loss, reward margins and accuracies per step) and ``metrics.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from cowest.config import RunConfig
+from cowest.errors import CowestError
+from cowest.rundir import RunDir, check_stage, fingerprint, mark_done
+
+PLOT_KEYS = ["loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected"]
+
+
+class NoPairsError(CowestError):
+    """The feedback stage produced no preference pairs, so there is nothing to align on."""
+
+
+class NotReadyError(CowestError):
+    """An earlier stage (SFT, feedback, or the previous round) has not finished."""
+
+
+# --------------------------------------------------------------------------------------------------
+# the chain of weights under an aligned model
+
+
+def start_chain(cfg: RunConfig, round_: int) -> dict[str, Any]:
+    """What round ``round_`` starts from: ``{"base": "weak" | <dir>, "merge": [adapter dirs]}``."""
+    rd = RunDir(cfg)
+    if round_ > 1:
+        info_path = rd.align(round_ - 1) / "adapter_info.json"
+        if not info_path.exists():
+            raise NotReadyError(f"align round {round_ - 1} has not finished: run `cowest align --round {round_ - 1}` first")
+        info = json.loads(info_path.read_text())
+        return {"base": info["base"], "merge": info["merge"]}
+    from cowest.training import is_full_model_dir
+
+    if cfg.weak.adapter is None and is_full_model_dir(rd.sft_adapter):
+        return {"base": _rel(rd, rd.sft_adapter), "merge": []}
+    adapter = rd.collab_adapter()
+    if adapter is None:
+        raise NotReadyError(f"no SFT weak model in {rd.sft_adapter}: run `cowest sft` first (or set weak.adapter)")
+    return {"base": "weak", "merge": [_rel(rd, Path(adapter))]}
+
+
+def _rel(rd: RunDir, p: Path) -> str:
+    """Paths inside the run dir are stored relative to it, so a moved run dir still loads."""
+    try:
+        return str(Path(p).resolve().relative_to(rd.root.resolve()))
+    except ValueError:
+        return str(Path(p).resolve())
+
+
+def _abs(rd: RunDir, p: str) -> Path:
+    q = Path(p)
+    return q if q.is_absolute() else rd.root / q
+
+
+def load_chain(cfg: RunConfig, chain: dict[str, Any], *, dtype: Any = None) -> Any:
+    """Base weights with every adapter in ``chain["merge"]`` merged in, in order (a plain model)."""
+    from peft import PeftModel
+
+    from cowest.training import load_causal_lm, resolve_base
+
+    rd = RunDir(cfg)
+    if chain["base"] == "weak":
+        path, gguf = resolve_base(cfg)
+    else:
+        path, gguf = str(_abs(rd, chain["base"])), None
+    model = load_causal_lm(path, gguf_file=gguf, dtype=dtype)
+    for a in chain["merge"]:
+        model = PeftModel.from_pretrained(model, str(_abs(rd, a))).merge_and_unload()
+    return model
+
+
+def _tokenizer_dir(cfg: RunConfig, chain: dict[str, Any]) -> str:
+    rd = RunDir(cfg)
+    for p in reversed(chain["merge"]):
+        if (_abs(rd, p) / "tokenizer_config.json").exists():
+            return str(_abs(rd, p))
+    if chain["base"] != "weak":
+        return str(_abs(rd, chain["base"]))
+    from cowest.training import resolve_base
+
+    return resolve_base(cfg)[0]
+
+
+def load_aligned_weak_model(cfg: RunConfig, round_: int) -> tuple[Any, Any]:
+    """(model, tokenizer) of the aligned weak model of ``round_``, adapters merged, on weak.device."""
+    from cowest.training import inference_placement, load_tokenizer
+
+    info_path = RunDir(cfg).align(round_) / "adapter_info.json"
+    if not info_path.exists():
+        raise NotReadyError(f"no aligned model for round {round_}: run `cowest align --round {round_}` first")
+    info = json.loads(info_path.read_text())
+    device, dtype = inference_placement(cfg.weak)
+    model = load_chain(cfg, info, dtype=dtype).to(device).eval()
+    return model, load_tokenizer(_tokenizer_dir(cfg, info))
+
+
+# --------------------------------------------------------------------------------------------------
+# the stage
+
+
+def align_fingerprint(cfg: RunConfig, round_: int) -> str:
+    fb_done = RunDir(cfg).feedback(round_) / ".done.json"
+    fb_fp = json.loads(fb_done.read_text())["fingerprint"] if fb_done.exists() else None
+    return fingerprint(fb_fp, cfg.weak.model, cfg.weak.gguf_file, cfg.sft, cfg.align, round_)
+
+
+def _no_pairs_message(cfg: RunConfig, round_: int) -> str:
+    stats_path = RunDir(cfg).feedback(round_) / "feedback_stats.json"
+    msg = f"feedback round {round_} produced no preference pairs, so there is nothing to align on"
+    if not stats_path.exists():
+        return msg
+    st = json.loads(stats_path.read_text())
+    why = ", ".join(f"{k}={v}" for k, v in st.get("no_pair", {}).items() if v)
+    return (
+        f"{msg}: of {st.get('questions', 0)} questions, none had both a helpful draft (Δ>0) and an unhelpful "
+        f"one (Δ≤0) [{why or 'no questions'}]. Try more questions (task.n_train), more drafts (feedback.k), a "
+        "higher feedback.temperature, or feedback.evaluator=judge for finer-grained scores"
+    )
+
+
+def run_align(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False) -> Path:
+    """DPO on ``feedback/round<r>/pairs.jsonl``; returns ``align/round<r>/adapter``."""
+    from cowest.feedback.collect import load_pairs
+    from cowest.training import is_main_process, plot_curves, save_metrics, seconds_per_step
+
+    rd = RunDir(cfg)
+    stage, out = rd.align(round_), rd.align_adapter(round_)
+    if not (rd.feedback(round_) / ".done.json").exists():
+        raise NotReadyError(f"feedback round {round_} has not finished: run `cowest feedback --round {round_}` first")
+    fp = align_fingerprint(cfg, round_)
+    if not check_stage(stage, fp, overwrite=overwrite, name=f"align round {round_}"):
+        return out
+    pairs = load_pairs(cfg, round_)
+    if not pairs:
+        raise NoPairsError(_no_pairs_message(cfg, round_))
+    t0 = time.perf_counter()
+    chain = start_chain(cfg, round_)
+    trainer, tok = train_dpo(cfg, chain, pairs, stage / "dpo_adapter")
+    if is_main_process():
+        info = save_aligned(cfg, round_, chain, stage / "dpo_adapter", tok)
+        hist = trainer.state.log_history
+        save_metrics(stage / "metrics.json", hist, n_pairs=len(pairs), global_step=trainer.state.global_step,
+                     seconds_per_step=seconds_per_step(hist, trainer.state.global_step),
+                     wall_s=round(time.perf_counter() - t0, 1), adapter_info=info)
+        plot_curves(stage / "metrics.png", hist, PLOT_KEYS, f"DPO {cfg.name} round {round_}")
+        mark_done(stage, fp, pairs=len(pairs), steps=trainer.state.global_step)
+    return out
+
+
+def train_dpo(cfg: RunConfig, chain: dict[str, Any], pairs: list[dict[str, Any]], save_to: Path) -> tuple[Any, Any]:
+    """TRL DPOTrainer: fresh LoRA on the merged starting model, reference = that model (adapter off)."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import DPOConfig, DPOTrainer
+
+    from cowest.training import load_tokenizer, precision_kwargs, train_dtype
+
+    a = cfg.align
+    prec = precision_kwargs(bf16=a.bf16, fp16=a.fp16, section="align")
+    model = load_chain(cfg, chain, dtype=train_dtype(cfg, a.bf16))
+    tok = load_tokenizer(_tokenizer_dir(cfg, chain))
+    ds = Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs])
+    targets = cfg.sft.lora_target_modules  # same modules as SFT, so the two LoRAs fold into one
+    peft_config = LoraConfig(r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=a.lora_dropout,
+                             target_modules=targets, task_type="CAUSAL_LM")
+    args = DPOConfig(
+        output_dir=str(save_to.parent / "trainer"),
+        beta=a.beta,
+        loss_type=[a.loss_type],
+        learning_rate=a.learning_rate,
+        num_train_epochs=a.epochs,
+        max_steps=a.max_steps,
+        per_device_train_batch_size=a.batch_size,
+        gradient_accumulation_steps=a.gradient_accumulation_steps,
+        max_length=a.max_length,
+        precompute_ref_log_probs=a.precompute_ref_log_probs,
+        gradient_checkpointing=a.gradient_checkpointing,
+        logging_steps=a.logging_steps,
+        logging_first_step=True,
+        save_strategy="no",
+        report_to="none",
+        seed=a.seed,
+        data_seed=a.seed,
+        dataloader_pin_memory=False,
+        **prec,
+    )
+    trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=ds, processing_class=tok,
+                         peft_config=peft_config)
+    trainer.train()
+    trainer.save_model(str(save_to))  # collective under FSDP/DeepSpeed; writes on the main process
+    shutil.rmtree(save_to.parent / "trainer", ignore_errors=True)
+    return trainer, tok
+
+
+def save_aligned(cfg: RunConfig, round_: int, chain: dict[str, Any], dpo_dir: Path, tok: Any) -> dict[str, Any]:
+    """Write ``adapter/`` (folded when possible) and ``adapter_info.json``; returns the info."""
+    from cowest.align.combine import combinable, combine_lora
+
+    rd = RunDir(cfg)
+    stage, out = rd.align(round_), rd.align_adapter(round_)
+    if out.exists():
+        shutil.rmtree(out)
+    prev = chain["merge"]
+    if len(prev) == 1 and combinable(_abs(rd, prev[0]), dpo_dir):
+        combine_lora(_abs(rd, prev[0]), dpo_dir, out)
+        info = {"base": chain["base"], "merge": [_rel(rd, out)], "self_contained": chain["base"] == "weak",
+                "folded": [prev[0], _rel(rd, dpo_dir)]}
+    else:
+        shutil.copytree(dpo_dir, out)
+        info = {"base": chain["base"], "merge": prev + [_rel(rd, out)], "self_contained": False, "folded": []}
+    tok.save_pretrained(str(out))
+    info.update(
+        round=round_,
+        base_model=cfg.weak.model,
+        reference="the starting model: " + ("base + " if chain["base"] == "weak" else f"{chain['base']} + ")
+        + (" + ".join(prev) if prev else "nothing") + " (merged)",
+        how_to_load="cowest.align.dpo.load_aligned_weak_model(cfg, round) merges 'merge' into 'base' in order"
+        + ("; equivalently PeftModel.from_pretrained(base, 'adapter')" if info["self_contained"] else ""),
+    )
+    (stage / "adapter_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return info

@@ -1,0 +1,313 @@
+"""Stage 2: collaborative feedback over the training questions (METHOD.md step 3).
+
+For each question x: z ~ π_s(·|x) (the strong model alone, ``feedback.z_samples`` draws), K drafts
+y_k ~ π_w(·|x) by sampling, the collaboration's answer π_s(·|x, y_k) for each, their scores by the
+evaluator, and Δ_k = E(π_s∘y_k) − mean E(z). Δ_k > 0: chosen; Δ_k ≤ 0: rejected.
+
+Questions go in fixed chunks of ``CHUNK`` (drafts → strong calls for the chunk, concurrently → scores →
+one JSON line per question in ``records.jsonl``). A killed run restarts where it stopped: finished
+questions are skipped, and a half-done chunk is redrafted with the same seed, so its strong answers
+come from the cache and nothing is paid twice. Then ``pairs.jsonl`` and ``feedback_stats.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cowest.config import RunConfig
+from cowest.errors import ConfigError, CowestError
+from cowest.io import JsonlAppender, read_jsonl, write_json, write_text
+from cowest.rundir import RunDir, fingerprint, mark_done, stage_status
+from cowest.tasks.base import Example, Task
+
+CHUNK = 16
+TAGS = ("feedback_z", "feedback_collab", "feedback_judge")
+
+
+class NoSFTModelError(CowestError):
+    """Feedback needs the SFT weak model (or the previous round's aligned one) and it is missing."""
+
+
+# --------------------------------------------------------------------------------------------------
+# fingerprints and resumption
+
+
+def collection_fingerprint(cfg: RunConfig, round_: int) -> str:
+    """What the records depend on (not the pairing settings: pairs are re-derived from records)."""
+    fb = cfg.feedback
+    collect = {k: v for k, v in dataclasses.asdict(fb).items()
+               if k not in ("pairing", "min_margin", "max_pairs_per_question", "max_pairs")}
+    strong = (cfg.strong.model, cfg.strong.temperature, cfg.strong.max_tokens, cfg.strong.local.gguf)
+    weak = (cfg.weak.model, cfg.weak.gguf_file, cfg.weak.adapter, cfg.weak.max_new_tokens, cfg.weak.max_prompt_tokens)
+    upstream = [cfg.sft] + ([cfg.align] if round_ > 1 else [])
+    return fingerprint(cfg.task, cfg.seed, weak, strong, collect, round_, *upstream)
+
+
+def stage_fingerprint(cfg: RunConfig, round_: int) -> str:
+    fb = cfg.feedback
+    return fingerprint(collection_fingerprint(cfg, round_), fb.pairing, fb.min_margin, fb.max_pairs_per_question,
+                       fb.max_pairs)
+
+
+def _claim(stage: Path, cfp: str, overwrite: bool, round_: int) -> None:
+    """Refuse to resume records made under another config (clear them with ``overwrite``)."""
+    import shutil
+
+    marker = stage / ".started.json"
+    if marker.exists():
+        try:
+            old = json.loads(marker.read_text())["fingerprint"]
+        except (ValueError, KeyError):
+            old = None
+        if old != cfp:
+            if not overwrite:
+                raise ConfigError(
+                    f"feedback round {round_} in {stage} was started with a different config; pass --overwrite "
+                    "to discard its records (cached strong answers are kept) or choose another run name"
+                )
+            shutil.rmtree(stage)
+    elif stage.exists() and (stage / "records.jsonl").exists() and overwrite:
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True, exist_ok=True)
+    write_json(marker, {"fingerprint": cfp})
+
+
+# --------------------------------------------------------------------------------------------------
+# models
+
+
+def load_feedback_weak(cfg: RunConfig, round_: int) -> Any:
+    """The drafting model: SFT for round 1, the aligned model of round r-1 after that."""
+    from cowest.models.weak import WeakModel
+
+    rd = RunDir(cfg)
+    if round_ > 1:
+        from cowest.align.dpo import load_aligned_weak_model
+
+        model, tokenizer = load_aligned_weak_model(cfg, round_ - 1)
+        return WeakModel(model, tokenizer, cfg.weak)
+    from cowest.training import is_full_model_dir
+
+    if cfg.weak.adapter is None and is_full_model_dir(rd.sft_adapter):
+        return WeakModel.load(dataclasses.replace(cfg.weak, model=str(rd.sft_adapter), gguf_file=None), adapter=None)
+    adapter = rd.collab_adapter()
+    if adapter is None:
+        raise NoSFTModelError(f"no SFT weak model in {rd.sft_adapter}: run `cowest sft` first (or set weak.adapter)")
+    return WeakModel.load(dataclasses.replace(cfg.weak, adapter=None), adapter=adapter)
+
+
+def _judge_client(cfg: RunConfig, strong: Any, rd: RunDir) -> Any:
+    """The judge endpoint: the strong client itself unless ``feedback.judge_base_url/judge_model`` differ."""
+    fb = cfg.feedback
+    if fb.judge_base_url is None and fb.judge_model is None:
+        return strong
+    from cowest.models.strong import StrongClient
+
+    jcfg = dataclasses.replace(
+        cfg.strong, base_url=fb.judge_base_url or getattr(strong, "cfg", cfg.strong).base_url,
+        model=fb.judge_model or cfg.strong.model,
+    )
+    return StrongClient(jcfg, cache_path=rd.cache_path if cfg.strong.cache else None, usage=strong.usage)
+
+
+# --------------------------------------------------------------------------------------------------
+# one chunk
+
+
+def collect_chunk(cfg: RunConfig, task: Task, examples: list[Example], weak: Any, strong: Any, evaluator: Any,
+                  seed: int) -> list[dict[str, Any]]:
+    """Drafts, strong answers, scores and Δ for a chunk of questions; one record per question."""
+    from cowest.inference.prompts import collab_messages, strong_alone_messages, weak_messages
+    from cowest.models.strong import ChatRequest
+
+    fb, fmt = cfg.feedback, cfg.task.format
+    prompts = [weak_messages(task, ex, fmt) for ex in examples]
+    drafts = weak.generate(prompts, n=fb.k, temperature=fb.temperature, top_p=fb.top_p,
+                           max_new_tokens=cfg.weak.max_new_tokens, seed=seed, desc="weak drafts")
+    z_temp = None if fb.z_samples == 1 else fb.z_temperature
+    z_reqs = [ChatRequest(messages=strong_alone_messages(task, ex), sample_index=s, temperature=z_temp)
+              for ex in examples for s in range(fb.z_samples)]
+    # A draft sampled twice for the same question is one request.
+    c_index: dict[tuple[int, str], int] = {}
+    c_reqs = []
+    for qi, (ex, ds) in enumerate(zip(examples, drafts)):
+        for d in ds:
+            if (qi, d) not in c_index:
+                c_index[(qi, d)] = len(c_reqs)
+                c_reqs.append(ChatRequest(messages=collab_messages(task, ex, d, fmt)))
+    z_res = strong.chat_batch(z_reqs, tag="feedback_z", desc="strong alone (z)")
+    c_res = strong.chat_batch(c_reqs, tag="feedback_collab", desc="strong + draft")
+    z_texts = [[z_res[qi * fb.z_samples + s].text for s in range(fb.z_samples)] for qi in range(len(examples))]
+    c_texts = [[c_res[c_index[(qi, d)]].text for d in ds] for qi, ds in enumerate(drafts)]
+    # One scoring pass for the chunk (a single concurrent judge batch).
+    items = [(ex, t) for ex, ts in zip(examples, z_texts) for t in ts]
+    items += [(ex, t) for ex, ts in zip(examples, c_texts) for t in ts]
+    scored = evaluator.score(task, items, desc="judge")
+    nz = len(examples) * fb.z_samples
+    z_sc, c_sc = scored[:nz], scored[nz:]
+    records = []
+    for qi, ex in enumerate(examples):
+        zs = z_sc[qi * fb.z_samples:(qi + 1) * fb.z_samples]
+        cs = c_sc[qi * fb.k:(qi + 1) * fb.k]
+        zvals = [s.score for s in zs if s.score is not None]
+        z_mean = sum(zvals) / len(zvals) if zvals else None
+        deltas = [None if (s.score is None or z_mean is None) else s.score - z_mean for s in cs]
+        rec = {
+            "id": ex.id,
+            "question": ex.question,
+            "gold": ex.gold,
+            "prompt": prompts[qi],
+            "drafts": drafts[qi],
+            "draft_answers": [task.parse_answer(d) for d in drafts[qi]],
+            "collab_outputs": c_texts[qi],
+            "collab_answers": [s.answer for s in cs],
+            "collab_scores": [s.score for s in cs],
+            "z_outputs": z_texts[qi],
+            "z_answers": [s.answer for s in zs],
+            "z_scores": [s.score for s in zs],
+            "z_mean": z_mean,
+            "deltas": deltas,
+            "labels": [None if d is None else ("chosen" if d > 0 else "rejected") for d in deltas],
+        }
+        if evaluator.kind != "metric":
+            rec["judge"] = {"z": [s.judge_texts for s in zs], "collab": [s.judge_texts for s in cs]}
+        records.append(rec)
+    return records
+
+
+# --------------------------------------------------------------------------------------------------
+# the stage
+
+
+def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, weak: Any = None, strong: Any = None,
+                 strong_client_factory: Callable[[], Any] | None = None, chunk_size: int = CHUNK) -> dict[str, Any]:
+    """Collect records (resumable), then write pairs and stats; returns the stats."""
+    from tqdm.auto import tqdm
+
+    from cowest.feedback.evaluators import make_evaluator
+    from cowest.sft.train import load_train_examples
+    from cowest.training import open_strong
+
+    rd = RunDir(cfg)
+    stage = rd.feedback(round_)
+    fp, cfp = stage_fingerprint(cfg, round_), collection_fingerprint(cfg, round_)
+    if stage_status(stage, fp) == "done" and not overwrite:
+        return json.loads((stage / "feedback_stats.json").read_text())
+    _claim(stage, cfp, overwrite, round_)
+    (stage / ".done.json").unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    task, examples = load_train_examples(cfg)
+    chunks = [examples[i:i + chunk_size] for i in range(0, len(examples), chunk_size)]
+    usage: dict[str, Any] = {}
+    with JsonlAppender(stage / "records.jsonl", key_field="id") as out:
+        resumed = sum(1 for ex in examples if ex.id in out.done)
+        todo = [(ci, ch) for ci, ch in enumerate(chunks) if any(ex.id not in out.done for ex in ch)]
+        if todo:
+            weak = weak if weak is not None else load_feedback_weak(cfg, round_)
+            with _maybe_open(strong, lambda: open_strong(cfg, rd, factory=strong_client_factory,
+                                                         stage=f"feedback_round{round_}")) as client:
+                judge = _judge_client(cfg, client, rd) if cfg.feedback.evaluator != "metric" else None
+                evaluator = make_evaluator(cfg.feedback.evaluator, judge, cfg.feedback.judge_weight)
+                bar = tqdm(total=len(examples), initial=resumed, desc=f"feedback round {round_}", unit="q")
+                try:
+                    for ci, ch in todo:
+                        seed = cfg.seed * 1_000_003 + round_ * 10_007 + ci  # fixed per chunk: resumes redraft the same
+                        for rec in collect_chunk(cfg, task, ch, weak, client, evaluator, seed):
+                            if rec["id"] not in out.done:
+                                out.write(rec)
+                                bar.update(1)
+                finally:
+                    bar.close()
+                    if judge is not None and judge is not client:
+                        judge.close()
+                by_tag = client.usage.by_tag() if getattr(client, "usage", None) is not None else {}
+                usage = {t: by_tag[t] for t in TAGS if t in by_tag}
+        by_id = {str(r["id"]): r for r in out.rows}
+    records = [by_id[ex.id] for ex in examples if ex.id in by_id]
+    stats = finish_feedback(cfg, round_, records, usage=usage, resumed=resumed, wall_s=time.perf_counter() - t0)
+    mark_done(stage, fp, questions=len(records), pairs=stats["pairs"])
+    return stats
+
+
+class _maybe_open:
+    """Use the caller's client as is, or open (and later close) one."""
+
+    def __init__(self, client: Any, opener: Callable[[], Any]):
+        self.client, self.opener, self.cm = client, opener, None
+
+    def __enter__(self) -> Any:
+        if self.client is not None:
+            return self.client
+        self.cm = self.opener()
+        return self.cm.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.cm is not None:
+            self.cm.__exit__(*exc)
+
+
+def finish_feedback(cfg: RunConfig, round_: int, records: list[dict[str, Any]], *, usage: dict[str, Any],
+                    resumed: int = 0, wall_s: float = 0.0) -> dict[str, Any]:
+    """Pairs and stats from the records (no model calls)."""
+    from cowest.feedback.pairs import make_pairs, outcomes
+
+    fb = cfg.feedback
+    stage = RunDir(cfg).feedback(round_)
+    pairs = make_pairs(records, fb.pairing, fb.min_margin, fb.max_pairs_per_question, fb.max_pairs, cfg.seed)
+    write_text(stage / "pairs.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+    deltas = [d for r in records for d in r["deltas"]]
+    present = [d for d in deltas if d is not None]
+    outc = outcomes(records, fb.pairing, fb.min_margin)
+    paid = {t: int(u.get("calls", 0) - u.get("cached", 0)) for t, u in usage.items()}
+    stats = {
+        "round": round_,
+        "questions": len(records),
+        "questions_resumed": resumed,
+        "drafts": len(deltas),
+        "chosen": sum(1 for d in present if d > 0),
+        "rejected": sum(1 for d in present if d <= 0),
+        "missing_scores": len(deltas) - len(present),
+        "questions_with_pairs": outc["paired"],
+        "no_pair": {k: v for k, v in outc.items() if k != "paired"},
+        "pairs": len(pairs),
+        "pairing": {"rule": fb.pairing, "min_margin": fb.min_margin, "max_per_question": fb.max_pairs_per_question,
+                    "max_total": fb.max_pairs},
+        "evaluator": fb.evaluator,
+        "mean_z_score": _mean([r["z_mean"] for r in records]),
+        "mean_collab_score": _mean([s for r in records for s in r["collab_scores"]]),
+        "delta_histogram": delta_histogram(present),
+        "strong_calls": sum(paid.values()),
+        "strong_calls_by_tag": paid,
+        "strong_tokens": int(sum(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0) for u in usage.values())),
+        "strong_usage": usage,
+        "wall_s": round(wall_s, 1),
+    }
+    write_json(stage / "feedback_stats.json", stats)
+    return stats
+
+
+def delta_histogram(deltas: list[float], width: float = 0.25) -> dict[str, Any]:
+    """Counts of Δ in bins of ``width`` over [-1, 1], and how many are exactly 0 (rejected ties)."""
+    n = int(round(2 / width))
+    edges = [round(-1 + i * width, 4) for i in range(n + 1)]
+    counts = [0] * n
+    for d in deltas:
+        i = min(n - 1, max(0, math.floor((d + 1) / width)))
+        counts[i] += 1
+    return {"edges": edges, "counts": counts, "exactly_zero": sum(1 for d in deltas if d == 0)}
+
+
+def _mean(xs: list[float | None]) -> float | None:
+    vals = [x for x in xs if x is not None]
+    return round(sum(vals) / len(vals), 4) if vals else None
+
+
+def load_pairs(cfg: RunConfig, round_: int) -> list[dict[str, Any]]:
+    path = RunDir(cfg).feedback(round_) / "pairs.jsonl"
+    return read_jsonl(path) if path.exists() and path.stat().st_size else []

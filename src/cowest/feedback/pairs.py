@@ -1,0 +1,100 @@
+"""Preference pairs from feedback records (pure functions, no I/O).
+
+A record holds one question's ``prompt`` (the weak model's chat messages), its K ``drafts`` and their
+``deltas`` Δ_k = E(π_s∘y_k) − E(z) (None where a score is missing). A draft with Δ > 0 is *chosen*,
+Δ ≤ 0 *rejected*; pairs are formed within a question only, in TRL's conversational preference format::
+
+    {"prompt": [...], "chosen": [{"role": "assistant", "content": y+}], "rejected": [{...: y-}],
+     "delta_chosen": Δ+, "delta_rejected": Δ-, "margin": Δ+ - Δ-, "question_id": id}
+
+Rules: ``all`` = every (chosen, rejected) combination, largest margins first, at most
+``max_per_question``; ``best_worst`` = the highest-Δ chosen against the lowest-Δ rejected. A pair needs
+margin ≥ ``min_margin`` and two different texts (a duplicated draft never pairs with itself).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from typing import Any
+
+OUTCOMES = ("paired", "all_chosen", "all_rejected", "below_margin", "unparseable")
+
+
+def split_drafts(record: dict[str, Any]) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """(chosen, rejected) as (text, Δ) lists, dropping drafts whose Δ is missing."""
+    chosen, rejected = [], []
+    for text, d in zip(record["drafts"], record["deltas"]):
+        if d is None:
+            continue
+        (chosen if d > 0 else rejected).append((text, float(d)))
+    return chosen, rejected
+
+
+def question_pairs(record: dict[str, Any], rule: str = "all", min_margin: float = 0.0,
+                   max_per_question: int | None = None, seed: int = 0) -> tuple[list[dict[str, Any]], str]:
+    """The pairs of one question and its outcome (one of ``OUTCOMES``)."""
+    if rule not in ("all", "best_worst"):
+        raise ValueError(f"unknown pairing rule {rule!r}")
+    chosen, rejected = split_drafts(record)
+    if not chosen and not rejected:
+        return [], "unparseable"
+    if not rejected:
+        return [], "all_chosen"
+    if not chosen:
+        return [], "all_rejected"
+    # Unique texts only: a draft sampled twice is one candidate (keeps its Δ, which is identical).
+    chosen = _unique(chosen)
+    rejected = _unique(rejected)
+    if rule == "best_worst":
+        combos = [(max(chosen, key=lambda t: t[1]), min(rejected, key=lambda t: t[1]))]
+    else:
+        combos = [(c, r) for c in chosen for r in rejected]
+    combos = [(c, r) for c, r in combos if c[0] != r[0] and c[1] - r[1] >= min_margin]
+    if not combos:
+        return [], "below_margin"
+    rng = random.Random(f"{seed}:{record.get('id')}")
+    rng.shuffle(combos)  # seeded tie-break among equal margins
+    combos.sort(key=lambda cr: cr[0][1] - cr[1][1], reverse=True)
+    if max_per_question is not None:
+        combos = combos[:max_per_question]
+    return [_pair(record, c, r) for c, r in combos], "paired"
+
+
+def make_pairs(records: Iterable[dict[str, Any]], rule: str = "all", min_margin: float = 0.0,
+               max_per_question: int | None = 4, max_total: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """All questions' pairs; with ``max_total``, a seeded sample of that many (question order kept)."""
+    pairs: list[dict[str, Any]] = []
+    for rec in records:
+        pairs.extend(question_pairs(rec, rule, min_margin, max_per_question, seed)[0])
+    if max_total is not None and len(pairs) > max_total:
+        keep = sorted(random.Random(seed).sample(range(len(pairs)), max_total))
+        pairs = [pairs[i] for i in keep]
+    return pairs
+
+
+def outcomes(records: Iterable[dict[str, Any]], rule: str = "all", min_margin: float = 0.0) -> dict[str, int]:
+    """How many questions ended in each outcome (why a question gave no pair)."""
+    counts = dict.fromkeys(OUTCOMES, 0)
+    for rec in records:
+        counts[question_pairs(rec, rule, min_margin, None)[1]] += 1
+    return counts
+
+
+def _unique(items: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    seen: dict[str, float] = {}
+    for text, d in items:
+        seen.setdefault(text, d)
+    return list(seen.items())
+
+
+def _pair(record: dict[str, Any], c: tuple[str, float], r: tuple[str, float]) -> dict[str, Any]:
+    return {
+        "prompt": record["prompt"],
+        "chosen": [{"role": "assistant", "content": c[0]}],
+        "rejected": [{"role": "assistant", "content": r[0]}],
+        "delta_chosen": c[1],
+        "delta_rejected": r[1],
+        "margin": c[1] - r[1],
+        "question_id": str(record["id"]),
+    }
