@@ -46,7 +46,10 @@ def resolve_weak_model(spec: str, gguf_file: str | None = None) -> tuple[str, st
         if spec not in WEAK_ALIASES:
             raise ModelError(f"unknown offline weak model {spec!r}; known: {', '.join(WEAK_ALIASES)}")
         package, fname, key = WEAK_ALIASES[spec]
-        return str(convert_gguf(packaged_file(package, fname), cache_root() / "models" / key)), None
+        out = cache_root() / "models" / key
+        if (out / "config.json").is_file():  # converted before: the package is no longer needed
+            return str(out), None
+        return str(convert_gguf(packaged_file(package, fname), out)), None
 
     path = Path(spec).expanduser()
     if gguf_file is not None and _looks_local(spec):

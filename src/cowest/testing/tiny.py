@@ -51,7 +51,7 @@ def make_tiny_model(out_dir: str | Path, tokenizer: str = "auto") -> Path:
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,  # tied random weights just echo the last token
     )
     torch.manual_seed(TINY_SEED)
     model = LlamaForCausalLM(config)

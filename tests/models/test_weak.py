@@ -1,0 +1,163 @@
+"""WeakModel on a tiny random Llama: batching, order, seeding, choice probabilities, adapters."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from cowest.config import WeakConfig
+from cowest.errors import ModelError
+from cowest.models.weak import WeakModel, resolve_dtype
+
+QUESTIONS = [
+    "Is it safe?",
+    "What is the dose of vitamin D for a patient with a deficiency and chronic kidney disease?",
+    "Why?",
+    "Which option is correct: A, B, C or D? Explain because the doctor would want to know.",
+    "Where is the river?",
+]
+
+
+def msgs(q: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": q}]
+
+
+def cfg_for(path, **kw) -> WeakConfig:
+    return WeakConfig(model=str(path), device="cpu", **{"batch_size": 2, "max_new_tokens": 8, **kw})
+
+
+@pytest.fixture(scope="module")
+def wm(tiny_model_dir) -> WeakModel:
+    return WeakModel.load(cfg_for(tiny_model_dir))
+
+
+def first_logits(model, tokenizer, text):
+    import torch
+
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        return model(input_ids=ids).logits[0, -1]
+
+
+def test_load_defaults(wm):
+    import torch
+
+    assert wm.tokenizer.padding_side == "left"
+    assert wm.tokenizer.pad_token is not None
+    assert wm.device.type == "cpu" and wm.model.dtype == torch.float32
+    assert not wm.model.training
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+
+
+def test_format_prompt_uses_chat_template(wm):
+    text = wm.format_prompt(msgs("Why?"))
+    assert text.endswith("assistant\n") and "Why?" in text
+    assert wm.format_prompt("raw text") == "raw text"
+
+
+def test_format_prompt_without_template(tiny_model_dir):
+    plain = WeakModel.load(cfg_for(tiny_model_dir))
+    plain.tokenizer.chat_template = None
+    text = plain.format_prompt([{"role": "system", "content": "Be brief."}, *msgs("Why?")])
+    assert text == "System: Be brief.\nUser: Why?\nAssistant:"
+    assert len(plain.generate([msgs("Why?")], max_new_tokens=3)[0]) == 1
+
+
+def test_batched_greedy_matches_one_by_one(wm):
+    prompts = [msgs(q) for q in QUESTIONS]
+    batched = wm.generate(prompts, n=2, max_new_tokens=8)
+    alone = [wm.generate([p], n=2, max_new_tokens=8)[0] for p in prompts]
+    assert [len(o) for o in batched] == [2] * len(prompts)
+    assert batched == alone  # same text in the same order: left padding and reordering are exact
+    firsts = [o[0] for o in batched]
+    assert any(firsts) and len(set(firsts)) > 1  # not trivially equal (all empty / all the same)
+
+
+def test_sampling_is_seeded(wm):
+    prompts = [msgs(q) for q in QUESTIONS[:3]]
+    kw = dict(n=3, temperature=1.0, top_p=1.0, max_new_tokens=8)
+    a = wm.generate(prompts, seed=7, **kw)
+    assert a == wm.generate(prompts, seed=7, **kw)
+    assert a != wm.generate(prompts, seed=8, **kw)
+    assert all(len(o) == 3 for o in a)
+    assert any(len(set(o)) > 1 for o in a)  # the n samples are distinct draws
+
+
+def test_prompt_truncated_from_left(tiny_model_dir):
+    short = WeakModel.load(cfg_for(tiny_model_dir, max_prompt_tokens=6))
+    full = short.tokenizer(short.format_prompt(msgs(QUESTIONS[1])), add_special_tokens=False)["input_ids"]
+    assert short._encode_prompts([msgs(QUESTIONS[1])]) == [full[-6:]]
+    assert len(short.generate([msgs(QUESTIONS[1])], max_new_tokens=2)) == 1
+
+
+def test_choice_probs_match_direct_forward(wm):
+    import torch
+
+    cands = ["yes", "no maybe", "A"]
+    prompts = [msgs(q) for q in QUESTIONS[:3]]
+    probs = wm.choice_probs(prompts, [cands] * 3)
+    for row in probs:
+        assert len(row) == 3 and math.isclose(sum(row), 1.0, abs_tol=1e-9)
+    assert wm.choice_probs(prompts, cands) == probs  # a shared candidate list broadcasts
+
+    # by hand for prompt 1: full forward of context+candidate, sum token log-probs, softmax
+    ctx = wm.tokenizer(wm.format_prompt(prompts[1]), add_special_tokens=False)["input_ids"]
+    scores = []
+    for c in cands:
+        cont = wm.tokenizer(c, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logp = torch.log_softmax(wm.model(input_ids=torch.tensor([ctx + cont])).logits[0], -1)
+        scores.append(sum(logp[len(ctx) - 1 + k, t].item() for k, t in enumerate(cont)))
+    expected = torch.softmax(torch.tensor(scores, dtype=torch.float64), 0).tolist()
+    assert probs[1] == pytest.approx(expected, abs=1e-5)
+    assert probs[1] != pytest.approx([1 / 3] * 3, abs=1e-4)  # the candidates are actually scored
+
+
+def test_adapter_changes_outputs(tiny_model_dir, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    lora = get_peft_model(
+        base, LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    )
+    with torch.no_grad():  # make the adapter strong enough to move the logits clearly
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    lora.save_pretrained(tmp_path / "adapter")
+
+    plain = WeakModel.load(cfg_for(tiny_model_dir))
+    merged = WeakModel.load(cfg_for(tiny_model_dir), adapter=str(tmp_path / "adapter"))
+    live = WeakModel.load(cfg_for(tiny_model_dir), adapter=str(tmp_path / "adapter"), merge=False)
+    via_cfg = WeakModel.load(cfg_for(tiny_model_dir, adapter=str(tmp_path / "adapter")))
+    text = plain.format_prompt(msgs(QUESTIONS[0]))
+    l_plain, l_merged, l_live, l_cfg = (first_logits(w.model, w.tokenizer, text) for w in (plain, merged, live, via_cfg))
+    assert (l_plain - l_merged).abs().max() > 1e-2
+    assert torch.allclose(l_merged, l_live, atol=1e-4)  # merging does not change the function
+    assert torch.allclose(l_merged, l_cfg)
+    assert type(live.model).__name__.startswith("Peft") and not type(merged.model).__name__.startswith("Peft")
+    prompts = [msgs(q) for q in QUESTIONS]
+    assert merged.generate(prompts, max_new_tokens=8) != plain.generate(prompts, max_new_tokens=8)
+
+
+def test_missing_paths_raise_model_error(tiny_model_dir, tmp_path):
+    with pytest.raises(ModelError, match="not found") as e:
+        WeakModel.load(cfg_for(tmp_path / "no_model"))
+    assert str(tmp_path / "no_model") in str(e.value)
+    with pytest.raises(ModelError, match="adapter") as e:
+        WeakModel.load(cfg_for(tiny_model_dir), adapter=str(tmp_path / "no_adapter"))
+    assert str(tmp_path / "no_adapter") in str(e.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="adapter_config.json"):
+        WeakModel.load(cfg_for(tiny_model_dir), adapter=str(tmp_path / "empty"))
+
+
+def test_unloadable_model_dir(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelError, match="cannot load weak model") as e:
+        WeakModel.load(cfg_for(tmp_path))
+    assert str(tmp_path) in str(e.value) and "\n" not in str(e.value)
