@@ -66,8 +66,8 @@ def strong_alone_messages(task: Task, example: Example) -> Messages:
         {
             "role": "user",
             "content": (
-                f"{_question_block(task, example)}\n\nThink step by step, briefly. Then give the final "
-                f"answer on the last line in the form 'Answer: <{task.answer_format()}>'."
+                f"{_question_block(task, example)}\n\nThink step by step in at most three short sentences. "
+                f"Then give the final answer on the last line in the form 'Answer: <{task.answer_format()}>'."
             ),
         },
     ]

@@ -40,7 +40,7 @@ class Drafts:
 def weak_drafts(wm: Any, task: Task, examples: list[Example], fmt: str, *, desc: str, confidence: bool) -> Drafts:
     msgs = [prompts.weak_messages(task, ex, fmt) for ex in examples]
     texts = [outs[0] for outs in wm.generate(msgs, n=1, temperature=0.0, desc=desc)]
-    answers = [task.parse_answer(t) if fmt != "knowledge" else None for t in texts]
+    answers = [task.parse_answer(t, example=ex) if fmt != "knowledge" else None for t, ex in zip(texts, examples)]
     confs: list[float | None] = [None] * len(examples)
     if confidence:
         confs = answer_confidence(wm, task, msgs, texts, answers)
@@ -123,7 +123,7 @@ class SystemRunner:
                     todo[i],
                     prompt=messages[i],
                     strong_output=res.text,
-                    prediction=self.task.parse_answer(res.text),
+                    prediction=self.task.parse_answer(res.text, example=todo[i]),
                     **extra[i],
                 )
             )

@@ -44,8 +44,10 @@ class Task(ABC):
         """How the final answer must be written, e.g. 'a single letter, A, B, C or D'."""
 
     @abstractmethod
-    def parse_answer(self, text: str) -> str | None:
-        """The answer in a model's free-form output, normalised to the task's answer space; None if none."""
+    def parse_answer(self, text: str, example: Example | None = None) -> str | None:
+        """The answer in a model's free-form output, normalised to the task's answer space; None if none.
+
+        ``example`` lets multiple-choice tasks read an answer written as the option's text."""
 
     def gold_answer(self, example: Example) -> str:
         """The canonical gold answer string (used in SFT targets)."""

@@ -1,0 +1,71 @@
+"""End to end: `run_eval` with the tiny random weak model and a real local OpenAI-protocol server."""
+
+import json
+
+import pytest
+
+from cowest.config import load_config
+from cowest.errors import ConfigError
+from cowest.eval.evaluate import run_eval
+from cowest.testing.openai_server import OpenAITestServer
+
+
+def _cfg(tmp_path, tiny_model_dir, base_url, *extra):
+    return load_config(
+        None,
+        [
+            f"output_dir={tmp_path}",
+            "name=e2e",
+            "task.name=demo",
+            "task.n_eval=6",
+            f"weak.model={tiny_model_dir}",
+            "weak.max_new_tokens=8",
+            f"strong.base_url={base_url}",
+            "strong.api_key_env=null",
+            "strong.max_concurrency=3",
+            "eval.systems=[weak,strong,superICL,collab,cowest]",
+            *extra,
+        ],
+    )
+
+
+def always_b(messages, body):
+    return "Reasoning here.\nAnswer: B"
+
+
+def test_eval_all_systems_then_resume_without_new_calls(tmp_path, tiny_model_dir):
+    with OpenAITestServer(always_b) as srv:
+        cfg = _cfg(tmp_path, tiny_model_dir, srv.base_url)
+        summary = run_eval(cfg, show=False)
+        first_calls = srv.outcomes["ok"]
+        # strong, superICL, collab: one call per question; cowest has no aligned model yet -> skipped
+        assert first_calls == 3 * 6
+        assert set(summary["systems"]) == {"weak", "strong", "superICL", "collab"}
+        assert "cowest" in summary["notes"]
+        gold_b = 100.0 * sum(1 for r in _rows(cfg, "strong") if r["gold"] == ["B"]) / 6
+        for s in ("strong", "superICL", "collab"):
+            assert summary["systems"][s]["metrics"]["accuracy"] == pytest.approx(gold_b)
+            assert summary["systems"][s]["strong_calls"] == 6
+            assert summary["systems"][s]["strong_tokens"] > 0
+        assert summary["systems"]["weak"]["strong_calls"] == 0
+        collab = _rows(cfg, "collab")
+        assert all("<draft>" in r["prompt"][-1]["content"] and r["weak_draft"] is not None for r in collab)
+        supericl = _rows(cfg, "superICL")
+        assert all("Fine-tuned small model's prediction" in r["prompt"][-1]["content"] for r in supericl)
+        for name in ("metrics.json", "report.md", "systems.png"):
+            assert (cfg.run_dir / "eval" / name).exists()
+
+        # a second run reads finished rows and the cache: no new requests, no duplicate lines
+        summary2 = run_eval(cfg, show=False)
+        assert srv.outcomes["ok"] == first_calls
+        assert len(_rows(cfg, "collab")) == 6
+        assert summary2["systems"]["strong"]["metrics"] == summary["systems"]["strong"]["metrics"]
+
+        # a changed model invalidates the weak-dependent predictions unless --overwrite
+        with pytest.raises(ConfigError, match="pass --overwrite"):
+            run_eval(_cfg(tmp_path, tiny_model_dir, srv.base_url, "weak.max_new_tokens=9"), show=False)
+
+
+def _rows(cfg, system):
+    path = cfg.run_dir / "eval" / "predictions" / f"{system}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
