@@ -2,10 +2,89 @@
 
 from __future__ import annotations
 
-from cowest.cli.common import OverridesArg, RecipeArg
-from cowest.errors import CowestError
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cowest.cli.common import OverridesArg, RecipeArg, load_cli_config
+from cowest.errors import ConfigError
 
 
-def serve(recipe: RecipeArg = None, overrides: OverridesArg = None) -> None:
-    """Serve weak draft -> strong refine behind /v1/chat/completions (not built yet)."""
-    raise CowestError("`cowest serve` is not built yet in this version")
+def recipe_names_task(recipe: Path | None, overrides: list[str] | None) -> bool:
+    """True when the recipe file or an override sets ``task`` (else the served prompt is generic)."""
+    import yaml
+
+    items = list(overrides or [])
+    if recipe is not None and "=" in str(recipe) and not Path(recipe).exists():
+        items.append(str(recipe))
+        recipe = None
+    if any(o.split("=", 1)[0].strip().split(".")[0] == "task" for o in items):
+        return True
+    if recipe is None or not Path(recipe).is_file():
+        return False
+    data = yaml.safe_load(Path(recipe).read_text(encoding="utf-8")) or {}
+    return isinstance(data, dict) and "task" in data
+
+
+def serve(
+    recipe: RecipeArg = None,
+    overrides: OverridesArg = None,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port; 0 picks a free one (printed at start).")] = 8000,
+    api_key_env: Annotated[Optional[str], typer.Option(
+        "--api-key-env", help="Require 'Authorization: Bearer <key>' with the key held in this environment variable.",
+    )] = None,
+    max_concurrency: Annotated[Optional[int], typer.Option(
+        "--max-concurrency", help="Collaborations in progress at once (default: strong.max_concurrency).")] = None,
+    max_queue: Annotated[Optional[int], typer.Option(
+        "--max-queue", help="Requests that may wait for a slot; more get 429 (default: 4 x concurrency).")] = None,
+    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Larger request bodies get 413.")] = 1 << 20,
+    show_draft: Annotated[bool, typer.Option(
+        "--show-draft", help="Return the weak model's draft with every response (else only when the request asks).",
+    )] = False,
+    model_name: Annotated[Optional[str], typer.Option(
+        "--model-name", help="The model id clients send (default: the run's name).")] = None,
+    prompt: Annotated[str, typer.Option(
+        "--prompt", help="auto: the task's prompts when the recipe names a task, else generic | task | generic.",
+    )] = "auto",
+    shutdown_timeout: Annotated[float, typer.Option(
+        "--shutdown-timeout", help="Seconds in-flight requests get to finish after SIGTERM/Ctrl-C.")] = 60.0,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve weak draft -> strong refine as ONE model behind /v1/chat/completions.
+
+    The weak model is the run's aligned adapter if there is one, else its SFT adapter, else the base
+    model. Examples:
+
+        cowest serve recipes/medmcqa_cpu.yaml --port 8000
+
+        COWEST_SERVE_KEY=secret cowest serve recipes/medmcqa_paper.yaml --api-key-env COWEST_SERVE_KEY
+
+    Then any OpenAI client works: OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="secret"),
+    with extra_body={"cowest": {"return_draft": True}} to see the draft.
+    """
+    try:
+        from cowest.serve.app import ServeOptions
+        from cowest.serve.runner import read_api_key, run_server
+    except ImportError as e:
+        raise ConfigError(f"cowest serve needs the serve extra ({e.name} is missing): pip install 'cowest[serve]'") from None
+
+    if prompt not in ("auto", "task", "generic"):
+        raise ConfigError(f"--prompt: {prompt!r} is not one of: auto, task, generic")
+    for name, v in (("--max-concurrency", max_concurrency), ("--max-body-bytes", max_body_bytes)):
+        if v is not None and v < 1:
+            raise ConfigError(f"{name} must be >= 1, got {v}")
+    if max_queue is not None and max_queue < 0:
+        raise ConfigError(f"--max-queue must be >= 0, got {max_queue}")
+    cfg = load_cli_config(recipe, overrides)
+    conc = max_concurrency or cfg.strong.max_concurrency
+    use_task = recipe_names_task(recipe, overrides) if prompt == "auto" else prompt == "task"
+    opts = ServeOptions(
+        model_name=model_name, api_key=read_api_key(api_key_env), max_concurrency=conc,
+        max_queue=4 * conc if max_queue is None else max_queue, max_body_bytes=max_body_bytes,
+        show_draft=show_draft, use_task=use_task,
+    )
+    os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bar per weak batch in a server log
+    run_server(cfg, opts, host=host, port=port, shutdown_timeout_s=shutdown_timeout, log_level=log_level)
