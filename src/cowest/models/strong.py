@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import random
@@ -27,7 +28,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -76,10 +77,36 @@ class _Retry(Exception):
         self.reason, self.detail, self.status, self.retry_after = reason, detail, status, retry_after
 
 
-@dataclass
+_POOL_SIZE = 8  # connections per httpx pool: its bookkeeping is O(pool size) per request (encode/httpx#3215)
+
+
 class _LoopState:
-    http: httpx.AsyncClient
-    sem: asyncio.Semaphore
+    """Per event loop: ``n`` request slots over ceil(n/8) small httpx pools (slot k uses pool k // 8).
+
+    Taking a slot is the concurrency bound, and no pool ever has more requests than connections."""
+
+    def __init__(self, n: int, trust_env: bool, timeout_s: float):
+        size = min(n, _POOL_SIZE)
+        self.pools = [
+            httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), trust_env=trust_env,
+                              limits=httpx.Limits(max_connections=size, max_keepalive_connections=size))
+            for _ in range(-(-n // size))
+        ]
+        self.slots: asyncio.Queue[int] = asyncio.Queue()
+        for k in range(n):
+            self.slots.put_nowait(k)
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[httpx.AsyncClient]:
+        k = await self.slots.get()
+        try:
+            yield self.pools[k // _POOL_SIZE]
+        finally:
+            self.slots.put_nowait(k)
+
+    async def aclose(self) -> None:
+        for pool in self.pools:
+            await pool.aclose()
 
 
 def safe_endpoint(url: str) -> str:
@@ -171,7 +198,7 @@ class StrongClient:
             self._states.clear()
         for loop, st in states:
             if not loop.is_closed() and not loop.is_running():
-                loop.run_until_complete(st.http.aclose())
+                loop.run_until_complete(st.aclose())
         if self.cache is not None:
             self.cache.close()
 
@@ -242,16 +269,7 @@ class StrongClient:
         with self._states_lock:
             st = self._states.get(loop)
             if st is None:
-                n = self.cfg.max_concurrency
-                st = _LoopState(
-                    http=httpx.AsyncClient(
-                        timeout=httpx.Timeout(self.cfg.timeout_s),
-                        limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
-                        trust_env=self._trust_env,
-                    ),
-                    sem=asyncio.Semaphore(n),
-                )
-                self._states[loop] = st
+                st = self._states[loop] = _LoopState(self.cfg.max_concurrency, self._trust_env, self.cfg.timeout_s)
             return st
 
     async def _drop_state(self) -> None:
@@ -259,7 +277,7 @@ class StrongClient:
         with self._states_lock:
             st = self._states.pop(loop, None)
         if st is not None:
-            await st.http.aclose()
+            await st.aclose()
 
     # -- one request -----------------------------------------------------------------------------
     def _params(self, req: ChatRequest) -> dict[str, Any]:
@@ -298,8 +316,8 @@ class StrongClient:
             if self._limiter is not None:
                 await self._limiter.acquire(est_tokens)
             try:
-                async with st.sem:
-                    result = await self._attempt(st.http, body)
+                async with st.slot() as http:
+                    result = await self._attempt(http, body)
             except _Retry as e:
                 last = e
                 if attempt + 1 >= attempts:

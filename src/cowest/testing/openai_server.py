@@ -96,8 +96,7 @@ class OpenAITestServer:
         if self._httpd is not None:
             return self.base_url
         handler = type("Handler", (_Handler,), {"app": self})
-        self._httpd = ThreadingHTTPServer((self.host, self.port), handler)
-        self._httpd.daemon_threads = True  # stalled handlers must not block stop()
+        self._httpd = _Server((self.host, self.port), handler)
         self._stopping.clear()
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="openai-test-server", daemon=True
@@ -184,9 +183,15 @@ class OpenAITestServer:
         }
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default listen backlog of 5 drops SYNs under concurrent load (1 s stalls)
+    daemon_threads = True  # stalled handlers must not block stop()
+
+
 class _Handler(BaseHTTPRequestHandler):
     app: OpenAITestServer
     protocol_version = "HTTP/1.1"  # keep-alive, like real API servers
+    disable_nagle_algorithm = True  # headers and body go out in separate writes: avoid 40 ms ACK stalls
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read counters instead
         pass
@@ -201,8 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        err = {"error": {"message": message, "type": "test_server_error", "code": status}}
-        self._send(status, json.dumps(err).encode(), headers=headers)
+        self._send(*self._error_reply(status, message, headers))
 
     def _authorized(self) -> bool:
         key = self.app.api_key
@@ -233,46 +237,59 @@ class _Handler(BaseHTTPRequestHandler):
             return
         app = self.app
         kind = app._next_fault(body)
-        outcome = kind
+        # Counters are settled *before* the last byte goes out, so a client that has its answer
+        # always sees them up to date (no race between the reply and the bookkeeping).
         try:
-            if not self._authorized():
-                outcome = "401"
-                # Echo the presented key, as careless servers do: clients must scrub it from errors.
-                got = self.headers.get("Authorization", "").removeprefix("Bearer ")
-                self._error(401, f"Incorrect API key provided: {got or '(none)'}.")
-                return
-            if app.latency_s:
-                app._stopping.wait(app.latency_s)
-            if kind.isdigit():
-                headers = {}
-                if kind == "429" and app.retry_after is not None:
-                    ra = app.retry_after
-                    headers["Retry-After"] = ra if isinstance(ra, str) else str(ra)
-                self._error(int(kind), f"injected fault {kind}", headers=headers)
-            elif kind == "stall":
-                app._stopping.wait(app.stall_s)
-                self._send(200, json.dumps(app.completion(body)).encode())
-            elif kind == "drop":
+            outcome, reply = self._decide(kind, body)
+        except BaseException:
+            app._done("error")
+            raise
+        app._done(outcome)
+        try:
+            if reply is None:  # drop: no status line at all
                 self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)  # no status line at all
-            elif kind == "truncated":
-                full = json.dumps(app.completion(body)).encode()
-                self._send(200, full[: len(full) // 2])
-            elif kind == "empty_choices":
-                data = app.completion(body)
-                data["choices"] = []
-                self._send(200, json.dumps(data).encode())
-            elif kind == "html":
-                page = b"<!DOCTYPE html><html><body><h1>Welcome to nginx!</h1></body></html>"
-                self._send(200, page, ctype="text/html")
+                self.connection.shutdown(socket.SHUT_RDWR)
             else:
-                if kind != "ok":
-                    outcome = "ok"
-                self._send(200, json.dumps(app.completion(body)).encode())
-        except (BrokenPipeError, ConnectionResetError):
-            outcome = f"{outcome}:client_gone"
-        finally:
-            app._done(outcome)
+                self._send(*reply)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (e.g. its timeout)
+            self.close_connection = True
+
+    def _decide(self, kind: str, body: dict[str, Any]) -> tuple[str, tuple | None]:
+        """(outcome, (status, payload, content_type, headers) or None to drop the connection)."""
+        app = self.app
+        if not self._authorized():
+            # Echo the presented key, as careless servers do: clients must scrub it from errors.
+            got = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            return "401", self._error_reply(401, f"Incorrect API key provided: {got or '(none)'}.")
+        if app.latency_s:
+            app._stopping.wait(app.latency_s)
+        if kind.isdigit():
+            headers = {}
+            if kind == "429" and app.retry_after is not None:
+                ra = app.retry_after
+                headers["Retry-After"] = ra if isinstance(ra, str) else str(ra)
+            return kind, self._error_reply(int(kind), f"injected fault {kind}", headers)
+        if kind == "stall":
+            app._stopping.wait(app.stall_s)
+            return kind, (200, json.dumps(app.completion(body)).encode(), "application/json", None)
+        if kind == "drop":
+            return kind, None
+        if kind == "truncated":
+            full = json.dumps(app.completion(body)).encode()
+            return kind, (200, full[: len(full) // 2], "application/json", None)
+        if kind == "empty_choices":
+            data = app.completion(body)
+            data["choices"] = []
+            return kind, (200, json.dumps(data).encode(), "application/json", None)
+        if kind == "html":
+            page = b"<!DOCTYPE html><html><body><h1>Welcome to nginx!</h1></body></html>"
+            return kind, (200, page, "text/html", None)
+        return "ok", (200, json.dumps(app.completion(body)).encode(), "application/json", None)
+
+    @staticmethod
+    def _error_reply(status: int, message: str, headers: dict[str, str] | None = None) -> tuple:
+        err = {"error": {"message": message, "type": "test_server_error", "code": status}}
+        return status, json.dumps(err).encode(), "application/json", headers
 
 
 def http_date(seconds_from_now: float) -> str:
