@@ -7,7 +7,6 @@ cheap. The trainers themselves are TRL's; this module only prepares their inputs
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -158,16 +157,8 @@ def write_full_marker(out: Path, **info: Any) -> None:
 
 
 def save_usage(usage: Any, path: Path, stage: str) -> None:
-    """Add this stage's strong-model usage to the run's ``usage.json`` (counts accumulate across stages)."""
-    from cowest.models.usage import Usage
-
-    try:
-        usage.save(path, stage=stage)  # the strong client's own per-stage bookkeeping, where it has one
-        return
-    except TypeError:
-        pass
-    total = Usage.load(path) if Path(path).exists() else Usage()
-    total.merge(usage).save(path)
+    """Add this stage's strong-model usage to the run's ``usage.json`` (a resumed stage accumulates)."""
+    usage.save(path, stage=stage)
 
 
 @contextlib.contextmanager

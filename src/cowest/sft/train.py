@@ -195,6 +195,12 @@ def train_sft(cfg: RunConfig, rows: list[dict[str, Any]], out: Path) -> Any:
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=peft_config,
     )
+    kept = len(trainer.train_dataset)
+    if kept == 0:  # TRL drops rows whose completion was truncated away entirely
+        raise ConfigError(
+            f"sft.max_length={s.max_length} leaves no target tokens in any of the {len(rows)} training examples "
+            "(the prompts are longer): raise sft.max_length"
+        )
     trainer.train()
     # save_model is collective under FSDP/DeepSpeed: every rank calls it; it writes on the main one only.
     trainer.save_model(str(out))

@@ -1,0 +1,88 @@
+import pytest
+
+from cowest.feedback.pairs import make_pairs, outcomes, question_pairs
+
+PROMPT = [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
+
+
+def rec(qid, drafts, deltas):
+    return {"id": qid, "prompt": PROMPT, "drafts": drafts, "deltas": deltas}
+
+
+def texts(pairs):
+    return [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs]
+
+
+def test_pairs_follow_the_sign_of_delta():
+    r = rec("q1", ["good", "bad", "tie", "great"], [0.5, -0.5, 0.0, 1.0])
+    pairs, why = question_pairs(r, "all")
+    assert why == "paired"
+    for p in pairs:
+        assert p["delta_chosen"] > 0 >= p["delta_rejected"]
+        assert p["margin"] == pytest.approx(p["delta_chosen"] - p["delta_rejected"])
+        assert p["prompt"] == PROMPT and p["question_id"] == "q1"
+        assert p["chosen"][0]["role"] == "assistant" and p["rejected"][0]["role"] == "assistant"
+    # Δ = 0 is rejected (it did not beat the strong model alone)
+    assert set(texts(pairs)) == {("good", "bad"), ("good", "tie"), ("great", "bad"), ("great", "tie")}
+    assert texts(pairs)[0] == ("great", "bad")  # largest margin first
+
+
+def test_one_sided_questions_give_no_pairs():
+    assert question_pairs(rec("a", ["x", "y"], [0.3, 0.1]), "all") == ([], "all_chosen")
+    assert question_pairs(rec("b", ["x", "y"], [0.0, -0.2]), "all") == ([], "all_rejected")
+    assert question_pairs(rec("c", ["x", "y"], [None, None]), "all") == ([], "unparseable")
+    # a missing score is excluded, so the rest is one-sided
+    assert question_pairs(rec("d", ["x", "y"], [0.4, None]), "all") == ([], "all_chosen")
+
+
+def test_best_worst_gives_one_pair_of_extremes():
+    r = rec("q", ["a", "b", "c", "d"], [0.2, 0.9, -0.1, -0.7])
+    pairs, _ = question_pairs(r, "best_worst")
+    assert texts(pairs) == [("b", "d")]
+    assert pairs[0]["margin"] == pytest.approx(1.6)
+
+
+def test_min_margin_filters_pairs():
+    r = rec("q", ["a", "b", "c"], [0.2, 0.0, -0.5])
+    pairs, _ = question_pairs(r, "all", min_margin=0.5)
+    assert texts(pairs) == [("a", "c")]
+    assert question_pairs(r, "all", min_margin=0.9) == ([], "below_margin")
+
+
+def test_max_per_question_and_max_total_caps():
+    r1 = rec("q1", ["a", "b", "c", "d"], [1.0, 0.5, -0.5, -1.0])
+    r2 = rec("q2", ["e", "f", "g", "h"], [1.0, 0.5, -0.5, -1.0])
+    assert len(make_pairs([r1], "all", max_per_question=None)) == 4
+    capped = make_pairs([r1], "all", max_per_question=2)
+    assert texts(capped) == [("a", "d"), ("a", "c")] or texts(capped) == [("a", "d"), ("b", "d")]
+    assert capped[0]["margin"] == 2.0
+    total = make_pairs([r1, r2], "all", max_per_question=4, max_total=3, seed=1)
+    assert len(total) == 3
+    assert total == make_pairs([r1, r2], "all", max_per_question=4, max_total=3, seed=1)  # seeded
+
+
+def test_duplicate_drafts_never_pair_with_themselves():
+    # the same text sampled twice (identical Δ) counts once; it can never be both chosen and rejected
+    r = rec("q", ["same", "same", "other"], [0.5, 0.5, -0.5])
+    pairs, _ = question_pairs(r, "all")
+    assert texts(pairs) == [("same", "other")]
+    for p in make_pairs([r], "all"):
+        assert p["chosen"][0]["content"] != p["rejected"][0]["content"]
+
+
+def test_outcome_counts():
+    recs = [
+        rec("1", ["a", "b"], [1.0, 0.0]),
+        rec("2", ["a", "b"], [1.0, 1.0]),
+        rec("3", ["a", "b"], [0.0, 0.0]),
+        rec("4", ["a", "b"], [None, None]),
+        rec("5", ["a", "b"], [0.1, 0.0]),
+    ]
+    assert outcomes(recs, "all", min_margin=0.5) == {
+        "paired": 1, "all_chosen": 1, "all_rejected": 1, "below_margin": 1, "unparseable": 1,
+    }
+
+
+def test_unknown_rule_is_an_error():
+    with pytest.raises(ValueError):
+        question_pairs(rec("q", ["a", "b"], [1.0, -1.0]), "random")
