@@ -100,3 +100,22 @@ def test_two_process_sft_matches_one_process_with_double_batch(tmp_path):
     assert not [f for f in files(two) if f.endswith(".tmp")]
     assert len(metrics(two)["log_history"]) == len(metrics(one)["log_history"])
     assert dist.stdout.count("sft: ") == 1, dist.stdout
+
+
+@pytest.mark.parametrize("name, kind", [("ddp", "MULTI_GPU"), ("deepspeed_zero2", "DEEPSPEED"),
+                                        ("deepspeed_zero3", "DEEPSPEED"), ("fsdp", "FSDP"), ("cpu_2proc", "MULTI_GPU")])
+def test_accelerate_configs_load_and_leave_precision_to_the_recipe(name, kind):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(str(ROOT / "recipes" / "accelerate" / f"{name}.yaml"))
+    assert cfg.distributed_type.value == kind and cfg.num_machines == 1 and cfg.num_processes >= 2
+    # 'bf16' here would turn on autocast even with sft.bf16=false: the recipe must be the one switch
+    assert cfg.mixed_precision == "no" and not cfg.use_cpu  # use_cpu would fall back to one process
+    if kind == "DEEPSPEED":
+        stage = cfg.deepspeed_config["zero_stage"]
+        assert stage == int(name[-1])
+        # batch/accumulation/clipping left "auto" so the trainer fills them from the recipe
+        assert not {"gradient_accumulation_steps", "gradient_clipping"} & set(cfg.deepspeed_config)
+        assert stage < 3 or cfg.deepspeed_config["zero3_save_16bit_model"]  # a loadable adapter is saved
+    if kind == "FSDP":
+        assert cfg.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
