@@ -10,11 +10,20 @@ from cowest.errors import ConfigError
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """The tiny model with its 600-token built-in tokenizer: a 49k-token vocabulary would make the
+    logits, and so every training step, ~40x bigger."""
+    from cowest.testing.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_small_vocab"), tokenizer="builtin")
+
+
 def _cfg(tmp_path, tiny_model_dir, *extra):
     return load_config(None, [
         "task.name=demo", "task.n_train=8", f"weak.model={tiny_model_dir}", f"output_dir={tmp_path}", "name=sft",
         "sft.max_steps=3", "sft.batch_size=2", "sft.learning_rate=0.01", "sft.logging_steps=1",
-        "sft.max_length=160", "sft.lora_r=4", "sft.lora_alpha=8", *extra,
+        "sft.max_length=512", "sft.lora_r=4", "sft.lora_alpha=8", *extra,
     ])
 
 

@@ -1,0 +1,167 @@
+"""DPO on the tiny model: a fresh LoRA on the merged SFT model, reference = the SFT model itself."""
+
+import json
+
+import pytest
+
+from cowest.config import load_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """The tiny model with its 600-token built-in tokenizer: a 49k-token vocabulary would make the
+    logits, and so every training step, ~40x bigger."""
+    from cowest.testing.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_small_vocab"), tokenizer="builtin")
+
+
+def _cfg(root, tiny_model_dir, *extra):
+    return load_config(None, [
+        "task.name=demo", "task.n_train=6", f"weak.model={tiny_model_dir}", f"output_dir={root}", "name=dpo",
+        "sft.max_steps=2", "sft.batch_size=2", "sft.max_length=512", "sft.learning_rate=0.02",
+        "sft.lora_r=4", "sft.lora_alpha=8", "sft.lora_target_modules=[q_proj,v_proj,up_proj]",
+        "align.max_steps=3", "align.batch_size=2", "align.learning_rate=0.02", "align.max_length=512",
+        "align.lora_r=2", "align.lora_alpha=4", "align.beta=0.5", *extra,
+    ])
+
+
+def write_feedback(cfg, round_, *, empty=False):
+    """A finished feedback stage from hand-made records (the real pair/stat code writes the files)."""
+    from cowest.feedback.collect import finish_feedback, stage_fingerprint
+    from cowest.inference.prompts import weak_messages
+    from cowest.rundir import RunDir, mark_done
+    from cowest.sft.train import load_train_examples
+
+    task, examples = load_train_examples(cfg)
+    records = []
+    for ex in examples:
+        gold = ex.gold[0]
+        wrong = "A" if gold != "A" else "C"
+        drafts = [f"The owner decides.\nAnswer: {gold}", f"It sounds like a refund.\nAnswer: {wrong}"]
+        deltas = [0.0, -1.0] if empty else [1.0, 0.0]
+        records.append({"id": ex.id, "prompt": weak_messages(task, ex, cfg.task.format), "drafts": drafts,
+                        "deltas": deltas, "z_mean": 0.0, "collab_scores": deltas})
+    stats = finish_feedback(cfg, round_, records, usage={})
+    mark_done(RunDir(cfg).feedback(round_), stage_fingerprint(cfg, round_))
+    return stats
+
+
+def _files(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def _logits(model, tok, text="Support ticket: my Palo-9 arrived late.\nAnswer: B"):
+    import torch
+
+    ids = tok(text, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_dpo_trains_a_fresh_lora_against_the_sft_reference(tmp_path, tiny_model_dir):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cowest.align.dpo import load_aligned_weak_model, run_align
+    from cowest.models.weak import WeakModel
+    from cowest.rundir import RunDir
+    from cowest.sft.train import run_sft
+
+    cfg = _cfg(tmp_path, tiny_model_dir)
+    rd = RunDir(cfg)
+    run_sft(cfg)
+    stats = write_feedback(cfg, 1)
+    assert stats["pairs"] == 6
+    base_before = _files(tiny_model_dir / "model.safetensors")
+    sft_before = _files(rd.sft_adapter / "adapter_model.safetensors")
+
+    out = run_align(cfg, 1)
+    stage = rd.align(1)
+    dpo = _files(stage / "dpo_adapter" / "adapter_model.safetensors")
+    # the fresh DPO LoRA moved (B starts at zero) ...
+    assert max(v.abs().max().item() for k, v in dpo.items() if "lora_B" in k) > 1e-4
+    # ... while the base checkpoint and the SFT adapter are untouched
+    base_after = _files(tiny_model_dir / "model.safetensors")
+    assert all(torch.equal(base_before[k], base_after[k]) for k in base_before)
+    sft_after = _files(rd.sft_adapter / "adapter_model.safetensors")
+    assert all(torch.equal(sft_before[k], sft_after[k]) for k in sft_before)
+
+    # reference = the SFT model: at step 1 the policy equals the reference, so both rewards are 0
+    # (had the reference been the base model, the SFT adapter would make them clearly non-zero).
+    m = json.loads((stage / "metrics.json").read_text())
+    steps = [r for r in m["log_history"] if "rewards/margins" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    assert abs(steps[0]["rewards/chosen"]) < 1e-4 and abs(steps[0]["rewards/rejected"]) < 1e-4
+    assert all("rewards/accuracies" in r for r in steps)
+    assert m["n_pairs"] == 6 and m["seconds_per_step"] > 0
+    assert (stage / "metrics.png").stat().st_size > 1000 and (stage / ".done.json").exists()
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    sft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)), str(rd.sft_adapter)).merge_and_unload()
+    sft_logits = _logits(sft, tok)
+    assert not torch.allclose(_logits(base, tok), sft_logits, atol=1e-3)  # SFT did change the model
+    stacked = PeftModel.from_pretrained(sft, str(stage / "dpo_adapter"))  # (wraps `sft` in place)
+    want = _logits(stacked, tok)
+
+    # the eval entry point: base + SFT + DPO
+    model, tok2 = load_aligned_weak_model(cfg, 1)
+    assert torch.allclose(_logits(model, tok2), want, atol=1e-4)
+    # the saved adapter is self-contained: one standard PEFT adapter on the base model
+    info = json.loads((stage / "adapter_info.json").read_text())
+    assert info["self_contained"] and info["merge"] == ["align/round1/adapter"]
+    assert rd.cowest_adapter() == str(out)
+    wm = WeakModel.load(cfg.weak, adapter=str(out))
+    assert torch.allclose(_logits(wm.model, tok), want, atol=1e-4)
+    assert not torch.allclose(sft_logits, want, atol=1e-4)  # and DPO changed it
+
+
+def test_second_round_starts_from_the_first(tmp_path, tiny_model_dir):
+    import torch
+    from peft import PeftModel
+
+    from cowest.align.dpo import load_aligned_weak_model, run_align
+    from cowest.rundir import RunDir
+    from cowest.sft.train import run_sft
+
+    cfg = _cfg(tmp_path, tiny_model_dir, "rounds=2", "align.max_steps=2")
+    run_sft(cfg)
+    write_feedback(cfg, 1)
+    run_align(cfg, 1)
+    write_feedback(cfg, 2)
+    run_align(cfg, 2)
+    stage2 = RunDir(cfg).align(2)
+    info = json.loads((stage2 / "adapter_info.json").read_text())
+    assert info["folded"] == ["align/round1/adapter", "align/round2/dpo_adapter"]
+    r1, tok = load_aligned_weak_model(cfg, 1)
+    want = _logits(PeftModel.from_pretrained(r1, str(stage2 / "dpo_adapter")), tok)
+    r2, _ = load_aligned_weak_model(cfg, 2)
+    assert torch.allclose(_logits(r2, tok), want, atol=1e-4)
+    m = json.loads((stage2 / "metrics.json").read_text())
+    first = next(r for r in m["log_history"] if "rewards/chosen" in r)
+    assert abs(first["rewards/chosen"]) < 1e-4  # round 2's reference is round 1's model
+    assert RunDir(cfg).cowest_adapter() == str(RunDir(cfg).align_adapter(2))
+
+
+def test_no_pairs_is_a_clear_error(tmp_path, tiny_model_dir):
+    from cowest.align.dpo import NoPairsError, run_align
+
+    cfg = _cfg(tmp_path, tiny_model_dir)
+    stats = write_feedback(cfg, 1, empty=True)
+    assert stats["pairs"] == 0
+    with pytest.raises(NoPairsError, match=r"no preference pairs.*all_rejected=6"):
+        run_align(cfg, 1)
+
+
+def test_align_before_feedback_is_a_clear_error(tmp_path, tiny_model_dir):
+    from cowest.align.dpo import run_align
+    from cowest.errors import CowestError
+
+    with pytest.raises(CowestError, match="cowest feedback"):
+        run_align(_cfg(tmp_path, tiny_model_dir), 1)
