@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -86,5 +85,4 @@ def serve(
         max_queue=4 * conc if max_queue is None else max_queue, max_body_bytes=max_body_bytes,
         show_draft=show_draft, use_task=use_task,
     )
-    os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bar per weak batch in a server log
     run_server(cfg, opts, host=host, port=port, shutdown_timeout_s=shutdown_timeout, log_level=log_level)
