@@ -203,3 +203,14 @@ def inference_placement(weak_cfg: Any) -> tuple[str, Any]:
     if device.startswith("cuda"):
         return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return device, torch.float32
+
+
+def checkpointing_kwargs(enabled: bool) -> dict[str, bool]:
+    """Gradient checkpointing under the argument name this transformers version uses (renamed in 5.x)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return {key: bool(enabled)}

@@ -177,7 +177,7 @@ def train_dpo(cfg: RunConfig, chain: dict[str, Any], pairs: list[dict[str, Any]]
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
-    from cowest.training import load_tokenizer, precision_kwargs, train_dtype
+    from cowest.training import checkpointing_kwargs, load_tokenizer, precision_kwargs, train_dtype
 
     a = cfg.align
     prec = precision_kwargs(bf16=a.bf16, fp16=a.fp16, section="align")
@@ -198,7 +198,6 @@ def train_dpo(cfg: RunConfig, chain: dict[str, Any], pairs: list[dict[str, Any]]
         gradient_accumulation_steps=a.gradient_accumulation_steps,
         max_length=a.max_length,
         precompute_ref_log_probs=a.precompute_ref_log_probs,
-        gradient_checkpointing=a.gradient_checkpointing,
         logging_steps=a.logging_steps,
         logging_first_step=True,
         save_strategy="no",
@@ -207,6 +206,7 @@ def train_dpo(cfg: RunConfig, chain: dict[str, Any], pairs: list[dict[str, Any]]
         data_seed=a.seed,
         dataloader_pin_memory=False,
         **prec,
+        **checkpointing_kwargs(a.gradient_checkpointing),
     )
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=ds, processing_class=tok,
                          peft_config=peft_config)

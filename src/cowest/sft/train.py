@@ -155,7 +155,8 @@ def train_sft(cfg: RunConfig, rows: list[dict[str, Any]], out: Path) -> Any:
     from trl import SFTTrainer
 
     from cowest.errors import ConfigError, DataError
-    from cowest.training import is_main_process, load_tokenizer, precision_kwargs, resolve_base, write_full_marker
+    from cowest.training import checkpointing_kwargs, is_main_process, load_tokenizer, precision_kwargs, resolve_base
+    from cowest.training import write_full_marker
 
     s = cfg.sft
     if not rows:
@@ -182,7 +183,6 @@ def train_sft(cfg: RunConfig, rows: list[dict[str, Any]], out: Path) -> Any:
         per_device_train_batch_size=s.batch_size,
         gradient_accumulation_steps=s.gradient_accumulation_steps,
         max_length=s.max_length,
-        gradient_checkpointing=s.gradient_checkpointing,
         logging_steps=s.logging_steps,
         logging_first_step=True,
         save_strategy="no",
@@ -191,6 +191,7 @@ def train_sft(cfg: RunConfig, rows: list[dict[str, Any]], out: Path) -> Any:
         data_seed=s.seed,
         dataloader_pin_memory=False,
         **prec,
+        **checkpointing_kwargs(s.gradient_checkpointing),
     )
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=peft_config,
