@@ -183,9 +183,7 @@ def open_strong(cfg: RunConfig, rd: Any, *, factory: Callable[[], Any] | None = 
 
 
 def _endpoint(cfg: RunConfig, rd: Any) -> Any:
-    """The strong endpoint's config; starts the managed local server when one is configured."""
-    if cfg.strong.local.gguf is None:
-        return contextlib.nullcontext(cfg.strong)
+    """The strong endpoint's config; starts the managed local server when ``strong.local.gguf`` is set."""
     from cowest.models.llama_server import strong_endpoint
 
     return strong_endpoint(cfg.strong, rd.root)

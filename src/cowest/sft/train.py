@@ -122,15 +122,18 @@ def prepare_sft_rows(
 
 def run_sft(cfg: RunConfig, *, overwrite: bool = False, strong_client_factory: Callable[[], Any] | None = None) -> Path:
     """Fine-tune the weak model; returns ``RunDir(cfg).sft_adapter``. Skipped when already done."""
+    from accelerate import PartialState
+
     from cowest.training import is_main_process
 
     rd = RunDir(cfg)
     out = rd.sft_adapter
     fp = sft_fingerprint(cfg)
-    if not check_stage(rd.sft, fp, overwrite=overwrite, name="sft"):
-        return out
+    # Under `accelerate launch` only rank 0 may clear a stale stage; the others then see it empty.
+    with PartialState().main_process_first():
+        if not check_stage(rd.sft, fp, overwrite=overwrite, name="sft"):
+            return out
     t0 = time.perf_counter()
-    from accelerate import PartialState
 
     # Under `accelerate launch`, rank 0 pays for strong rationales first; the others then hit the cache.
     with PartialState().main_process_first():
