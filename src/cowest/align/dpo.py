@@ -152,8 +152,11 @@ def run_align(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False) -> Pa
     if not (rd.feedback(round_) / ".done.json").exists():
         raise NotReadyError(f"feedback round {round_} has not finished: run `cowest feedback --round {round_}` first")
     fp = align_fingerprint(cfg, round_)
-    if not check_stage(stage, fp, overwrite=overwrite, name=f"align round {round_}"):
-        return out
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():  # only rank 0 may clear a stale stage under accelerate
+        if not check_stage(stage, fp, overwrite=overwrite, name=f"align round {round_}"):
+            return out
     pairs = load_pairs(cfg, round_)
     if not pairs:
         raise NoPairsError(_no_pairs_message(cfg, round_))
