@@ -98,8 +98,7 @@ CASES = [
                      str(_write(t / "p.jsonl", BOM + '{"id": 0, "prediction": "Answer: 4"}\n\n'
                                 '{"id": "1", "prediction": "Answer: b"}\n\n'))])[1],
          [], rc=0, check=_check_bom_score),
-    Case("empty dataset", lambda t: _jsonl_task(t, ""), ["dev.jsonl", "no examples"],
-         extra={"xfail": "the error names the task and split but not the empty file (eval/evaluate.py)"}),
+    Case("empty dataset", lambda t: _jsonl_task(t, ""), ["dev.jsonl", "no examples"]),
     Case("empty dataset (blank lines only)", lambda t: _jsonl_task(t, "\n\n"), ["split 'dev'", "no examples"]),
     Case("jsonl task: data path missing", lambda t: _eval(t, "task.name=jsonl", f"task.data={t / 'nope'}"),
          ["nope", "task.data"]),
@@ -136,8 +135,7 @@ CASES = [
          ["task.n_eval", "-1"]),
     Case("bad recipe YAML", lambda t: ["eval", str(_write(t / "r.yaml", "task: {name: demo\n"))], ["r.yaml", "YAML"]),
     Case("bad recipe YAML names the line", lambda t: ["eval", str(_write(t / "r.yaml", "a: 1\n b: 2\n"))],
-         ["r.yaml:2", "YAML"],
-         extra={"xfail": "config.load_config keeps only the first line of the YAML error, which has no line number"}),
+         ["r.yaml:2", "YAML"]),
     Case("missing recipe", lambda t: ["eval", str(t / "nope" / "recipe.yaml"), "task.n_eval=3"],
          ["recipe not found", "recipe.yaml"]),
     Case("missing model path", lambda t: _eval(t, "weak.model=/nonexistent/model", "eval.systems=[weak]"),
@@ -181,8 +179,6 @@ def test_bad_input(tmp_path, case):
     report("bad_input_" + case.name.replace(" ", "_").replace(":", "").replace("/", "_"), lines[0])
 
 
-@pytest.mark.xfail(strict=True, reason="cli/common.py: RecipeArg is a Path, and Path('strong.base_url=http://h/v1') "
-                   "collapses '//' to '/', so an override given first (in the recipe slot) is corrupted")
 def test_override_in_recipe_slot_keeps_url(tmp_path):
     """`cowest eval strong.base_url=http://...` (an override where the recipe goes) must keep the URL intact:
     the error then names the endpoint it could not reach, not a mangled 'http:/...'."""

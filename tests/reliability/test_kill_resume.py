@@ -161,8 +161,6 @@ def test_feedback_kill_and_resume(tmp_path, tiny, feedback_reference, kill_at):
     _kill_and_resume("feedback", kill_at, feedback_reference, tmp_path, tiny)
 
 
-@pytest.mark.xfail(strict=True, reason="usage.json is written only when a stage finishes (eval/evaluate.py run_eval, "
-                   "training.open_strong's finally): a SIGKILLed run's paid calls and retries are never recorded")
 def test_usage_json_counts_the_calls_a_killed_run_paid_for(tmp_path, tiny):
     with RecordingServer(latency_s=EVAL_LATENCY_S) as srv:
         args = eval_args(tmp_path, "usage", tiny, srv.base_url, *EVAL_EXTRA, "eval.systems=[strong]")

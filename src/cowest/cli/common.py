@@ -10,7 +10,7 @@ import typer
 from cowest.config import RunConfig, load_config
 
 RecipeArg = Annotated[
-    Optional[Path], typer.Argument(help="YAML recipe (see recipes/). Omit to use the defaults.", show_default=False)
+    Optional[str], typer.Argument(help="YAML recipe (see recipes/). Omit to use the defaults.", show_default=False)
 ]
 OverridesArg = Annotated[
     Optional[list[str]],
@@ -21,10 +21,10 @@ OverwriteOpt = Annotated[
 ]
 
 
-def load_cli_config(recipe: Path | None, overrides: list[str] | None) -> RunConfig:
+def load_cli_config(recipe: str | Path | None, overrides: list[str] | None) -> RunConfig:
     """Load a recipe; a lone ``key=value`` in the recipe slot is treated as an override."""
     overrides = list(overrides or [])
     if recipe is not None and "=" in str(recipe) and not Path(recipe).exists():
         overrides.insert(0, str(recipe))
         recipe = None
-    return load_config(recipe, overrides)
+    return load_config(Path(recipe) if recipe is not None else None, overrides)

@@ -135,7 +135,10 @@ def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: boo
     task = get_task(cfg.task)
     examples = subsample(task.load(cfg.task.eval_split), cfg.task.n_eval, cfg.seed)
     if not examples:
-        raise DataError(f"task {task.name!r} split {cfg.task.eval_split!r} has no examples")
+        from cowest.tasks.data import split_file
+
+        where = f" ({split_file(cfg.task.data, cfg.task.eval_split)})" if cfg.task.data else ""
+        raise DataError(f"task {task.name!r} split {cfg.task.eval_split!r}{where} has no examples")
     demos = []
     if "superICL" in systems:
         try:
@@ -149,7 +152,10 @@ def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: boo
         notes["weak model"] = "not fine-tuned (no SFT adapter): weak/superICL/collab use the base model"
     rows: dict[str, list[dict[str, Any]]] = {}
     with strong_endpoint(cfg.strong, rd.root) as strong_cfg:
-        with StrongClient(strong_cfg, cache_path=rd.cache_path if cfg.strong.cache else None) as client:
+        from cowest.models.usage import Usage
+
+        journal = Usage(journal=rd.root / "usage.journal.jsonl", stage="eval")
+        with StrongClient(strong_cfg, cache_path=rd.cache_path if cfg.strong.cache else None, usage=journal) as client:
             runner = SystemRunner(
                 cfg, task, examples, client, rd.eval, load_weak=make_weak_loader(cfg, rd), demos=demos
             )

@@ -22,11 +22,48 @@ def _empty() -> dict[str, Any]:
 class Usage:
     """``record_call``/``record_retry`` while running; ``by_tag()``, ``table()``, ``save()`` after."""
 
-    def __init__(self, tags: dict[str, dict[str, Any]] | None = None):
+    def __init__(self, tags: dict[str, dict[str, Any]] | None = None, *, journal: str | Path | None = None,
+                 stage: str | None = None):
         self._lock = threading.Lock()
         self.tags: dict[str, dict[str, Any]] = {}
         for tag, row in (tags or {}).items():
             self._merge_row(tag, row)
+        # Durable record of every call as it happens, so a killed run's paid calls are not lost.
+        self.journal = Path(journal) if journal is not None else None
+        self.stage = stage
+        self._jf = None
+        if self.journal is not None:
+            self.journal.parent.mkdir(parents=True, exist_ok=True)
+            torn = self.journal.exists() and self.journal.stat().st_size > 0 and not self.journal.read_bytes().endswith(b"\n")
+            self._jf = open(self.journal, "a", encoding="utf-8")
+            if torn:  # a kill mid-line: end it so the next entry starts clean (the torn one is skipped)
+                self._jf.write("\n")
+
+    def _log(self, entry: dict[str, Any]) -> None:  # under self._lock
+        if self._jf is not None and not self._jf.closed:
+            self._jf.write(json.dumps({"stage": self.stage, **entry}) + "\n")
+            self._jf.flush()
+
+    @staticmethod
+    def from_journal(path: str | Path) -> dict[str, "Usage"]:
+        """Per stage, the counts in a journal (a torn last line is ignored)."""
+        out: dict[str, Usage] = {}
+        p = Path(path)
+        if not p.exists():
+            return out
+        for line in p.read_text(encoding="utf-8").splitlines():
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            u = out.setdefault(str(e.get("stage")), Usage())
+            if "retry" in e:
+                u.record_retry(e["tag"], e["retry"])
+            else:
+                u.record_call(e["tag"], prompt_tokens=e.get("prompt_tokens", 0),
+                              completion_tokens=e.get("completion_tokens", 0), cost_usd=e.get("cost_usd", 0.0),
+                              cached=e.get("cached", False))
+        return out
 
     # -- recording -------------------------------------------------------------------------------
     def _row(self, tag: str) -> dict[str, Any]:
@@ -36,6 +73,8 @@ class Usage:
         self, tag: str, *, prompt_tokens: int = 0, completion_tokens: int = 0, cost_usd: float = 0.0, cached: bool = False
     ) -> None:
         with self._lock:
+            self._log({"tag": tag, "cached": cached, "prompt_tokens": int(prompt_tokens),
+                       "completion_tokens": int(completion_tokens), "cost_usd": float(cost_usd)})
             row = self._row(tag)
             row["calls"] += 1
             if cached:
@@ -47,6 +86,7 @@ class Usage:
 
     def record_retry(self, tag: str, reason: str) -> None:
         with self._lock:
+            self._log({"tag": tag, "retry": reason})
             retries = self._row(tag)["retries"]
             retries[reason] = retries.get(reason, 0) + 1
 
@@ -112,7 +152,10 @@ class Usage:
             stages = {name: Usage(d.get("tags", {})) for name, d in (old.get("stages") or {}).items()}
             if old.get("tags") and not old.get("stages"):
                 stages["unstaged"] = Usage(old["tags"])  # a flat file from before stages were used
-            stages.setdefault(stage, Usage()).merge(self)
+            if self.journal is not None:  # the journal holds every run of this stage, killed ones included
+                stages[stage] = Usage.from_journal(self.journal).get(stage, Usage())
+            else:
+                stages.setdefault(stage, Usage()).merge(self)
             total = Usage()
             for u in stages.values():
                 total.merge(u)
