@@ -180,3 +180,31 @@ def test_missing_sft_model_is_a_clear_error(tmp_path, tiny_model_dir):
     cfg = _cfg(tmp_path, tiny_model_dir, "http://127.0.0.1:9/v1", "nosft")
     with pytest.raises(CowestError, match="cowest sft"):
         run_feedback(cfg, 1)
+
+
+def judge_responder(messages, body):
+    """The responder above, plus an LLM judge: 9/10 for the gold answer, 2/10 otherwise."""
+    user = messages[-1]["content"]
+    if "Gold answer:" not in user:
+        return responder(messages, body)
+    gold = re.search(r"Gold answer: (\S+)", user).group(1)
+    cand = re.search(r"<response>\n(.*?)\n</response>", user, re.S).group(1)
+    return "Checked.\nScore: 9/10" if cand.rstrip().endswith(f"Answer: {gold}") else "Wrong.\nScore: 2/10"
+
+
+def test_feedback_with_the_llm_judge(tmp_path, tiny_model_dir, sft_run):
+    from cowest.feedback.collect import run_feedback
+
+    with OpenAITestServer(judge_responder) as srv:
+        cfg = _with_sft(tmp_path, sft_run, _cfg(tmp_path, tiny_model_dir, srv.base_url, "fb", "feedback.evaluator=judge"))
+        stats = run_feedback(cfg, 1)
+    records = read_jsonl(cfg.run_dir / "feedback" / "round1" / "records.jsonl")
+    lo, hi = (2 - 1) / 9, (9 - 1) / 9
+    for r in records:
+        assert r["z_scores"] == [pytest.approx(lo)]
+        for d, delta in zip(r["drafts"], r["deltas"]):
+            assert delta == pytest.approx(hi - lo if helps(d, r["gold"][0]) else 0.0)
+        assert all(texts[-1].startswith(("Checked.", "Wrong.")) for texts in r["judge"]["collab"])
+    # one judge call per distinct output (z outputs and collab outputs repeat a lot here)
+    assert 0 < stats["strong_calls_by_tag"]["feedback_judge"] <= len(records) * 5
+    assert stats["evaluator"] == "judge" and stats["missing_scores"] == 0
