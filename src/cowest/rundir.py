@@ -67,7 +67,11 @@ class RunDir:
         """The weak model used for `collab` (and as DPO reference): the SFT adapter, if trained."""
         if self.cfg.weak.adapter:
             return self.cfg.weak.adapter
-        return str(self.sft_adapter) if (self.sft_adapter / "adapter_config.json").exists() else None
+        sft = self.sft_adapter
+        # A LoRA adapter, or a fully fine-tuned model saved in the same place (sft.lora=false).
+        if (sft / "adapter_config.json").exists() or (sft / "config.json").exists():
+            return str(sft)
+        return None
 
     def cowest_adapter(self) -> str | None:
         """The aligned weak model of the last finished round, if any."""

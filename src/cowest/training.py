@@ -172,7 +172,11 @@ def open_strong(cfg: RunConfig, rd: Any, *, factory: Callable[[], Any] | None = 
             from cowest.models.strong import StrongClient
 
             strong_cfg = stack.enter_context(_endpoint(cfg, rd))
-            client = StrongClient(strong_cfg, cache_path=rd.cache_path if cfg.strong.cache else None)
+            from cowest.models.usage import Usage
+
+            # The journal records each paid call as it happens, so a killed stage still accounts for it.
+            usage = Usage(journal=rd.root / "usage.journal.jsonl", stage=stage) if stage else None
+            client = StrongClient(strong_cfg, cache_path=rd.cache_path if cfg.strong.cache else None, usage=usage)
         try:
             yield client
         finally:

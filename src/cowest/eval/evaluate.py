@@ -76,7 +76,13 @@ def make_weak_loader(cfg: RunConfig, rd: RunDir):
         from cowest.models.weak import WeakModel
 
         if kind == "sft":
-            wm = WeakModel.load(cfg.weak, adapter=rd.collab_adapter())
+            from cowest.training import is_full_model_dir
+
+            sft = rd.collab_adapter()
+            if sft is not None and is_full_model_dir(sft):  # sft.lora=false saved a whole model
+                wm = WeakModel.load(dataclasses.replace(cfg.weak, model=sft, gguf_file=None, adapter=None))
+            else:
+                wm = WeakModel.load(cfg.weak, adapter=sft)
         else:
             aligned = rd.cowest_adapter()
             if aligned is None:

@@ -23,6 +23,7 @@ from typing import Any
 from cowest.config import RunConfig
 from cowest.errors import ConfigError, CowestError
 from cowest.io import JsonlAppender, read_jsonl, write_json, write_text
+from cowest.tasks.base import subsample
 from cowest.rundir import RunDir, fingerprint, mark_done, stage_status
 from cowest.tasks.base import Example, Task
 
@@ -164,7 +165,7 @@ def collect_chunk(cfg: RunConfig, task: Task, examples: list[Example], weak: Any
             "gold": ex.gold,
             "prompt": prompts[qi],
             "drafts": drafts[qi],
-            "draft_answers": [task.parse_answer(d) for d in drafts[qi]],
+            "draft_answers": [task.parse_answer(d, example=ex) for d in drafts[qi]],
             "collab_outputs": c_texts[qi],
             "collab_answers": [s.answer for s in cs],
             "collab_scores": [s.score for s in cs],
@@ -203,6 +204,8 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
     (stage / ".done.json").unlink(missing_ok=True)
     t0 = time.perf_counter()
     task, examples = load_train_examples(cfg)
+    # Feedback costs 1 + K strong calls per question: a subset of the SFT questions may be enough.
+    examples = subsample(examples, cfg.feedback.max_questions, cfg.seed + round_)
     chunks = [examples[i:i + chunk_size] for i in range(0, len(examples), chunk_size)]
     usage: dict[str, Any] = {}
     with JsonlAppender(stage / "records.jsonl", key_field="id") as out:

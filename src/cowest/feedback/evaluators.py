@@ -43,7 +43,7 @@ class Evaluator:
     def score(self, task: Task, items: list[tuple[Example, str]], *, desc: str = "judge") -> list[Scored]:
         out = []
         for ex, text in items:
-            ans = task.parse_answer(text)
+            ans = task.parse_answer(text, example=ex)
             out.append(Scored(score=None, answer=ans, metric=float(task.item_reward(ans, ex))))
         if self.kind != "metric":
             self._judge(task, items, out, desc)
