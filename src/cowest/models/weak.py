@@ -130,19 +130,103 @@ class WeakModel:
             gen_kwargs.update(temperature=None, top_p=None, top_k=None)
 
         results: list[list[str]] = [[] for _ in prompts]
+        fast = self._forward_names() is not None
         with tqdm(total=len(prompts), desc=desc, unit="prompt", dynamic_ncols=True) as bar:
             for b, batch in enumerate(self._batches(ids)):
-                input_ids, mask = self._pad_left([ids[i] for i in batch], pad)
-                torch.manual_seed(seed + b)
-                with torch.inference_mode():
-                    out = self.model.generate(input_ids=input_ids, attention_mask=mask, **gen_kwargs)
-                texts = self.tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
                 per = gen_kwargs["num_return_sequences"]
+                if fast:  # own decode loop: each prompt encoded once, finished rows dropped
+                    gen = torch.Generator(device=self.device).manual_seed(seed + b)
+                    rows = self._decode([ids[i] for i in batch], n=per, temperature=temperature if sample else 0.0,
+                                        top_p=top_p, max_new_tokens=gen_kwargs["max_new_tokens"], generator=gen)
+                    texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+                else:
+                    input_ids, mask = self._pad_left([ids[i] for i in batch], pad)
+                    torch.manual_seed(seed + b)
+                    with torch.inference_mode():
+                        out = self.model.generate(input_ids=input_ids, attention_mask=mask, **gen_kwargs)
+                    texts = self.tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
                 for j, i in enumerate(batch):
                     got = [t.strip() for t in texts[j * per : (j + 1) * per]]
                     results[i] = got if sample else got * n
                 bar.update(len(batch))
         return results
+
+    # Decoding without ``model.generate``. For K samples per prompt, generate() encodes every prompt K times;
+    # here each prompt's KV cache is computed once and repeated. Rows that reached EOS leave the batch (their
+    # cache too) once they are an eighth of it, so neither the forward passes nor the per-step cache copies
+    # keep paying for them. Same distribution as generate(): temperature, then nucleus (top-p) filtering.
+    _COMPACT = 8  # drop finished rows once they are >= 1/_COMPACT of the batch
+
+    def _forward_names(self) -> tuple[str, str | None] | None:
+        """(cache kwarg, logits-to-keep kwarg) of the model's forward, or None: use model.generate."""
+        import inspect
+
+        if getattr(self, "_fwd_names", False) is not False:
+            return self._fwd_names
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        names: tuple[str, str | None] | None = None
+        try:
+            params = inspect.signature(base.forward).parameters
+        except (TypeError, ValueError):
+            params = {}
+        cache = next((k for k in ("cache", "past_key_values") if k in params), None)
+        if cache and not getattr(base.config, "is_encoder_decoder", False):
+            names = (cache, next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None))
+        self._fwd_names = names
+        return names
+
+    def _eos_ids(self) -> list[int]:
+        gc = getattr(self.model, "generation_config", None)
+        eos = getattr(gc, "eos_token_id", None)
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        ids = [eos] if isinstance(eos, int) else list(eos or [])
+        return ids or [self.tokenizer.pad_token_id]
+
+    def _decode(self, seqs: list[list[int]], *, n: int, temperature: float, top_p: float, max_new_tokens: int,
+                generator: Any) -> list[list[int]]:
+        """Token ids of ``n`` continuations per sequence (prompt-major), pad after EOS."""
+        import torch
+
+        cache_kw, keep_kw = self._forward_names()  # type: ignore[misc]
+        pad = self.tokenizer.pad_token_id
+        eos = torch.tensor(self._eos_ids(), device=self.device)
+        input_ids, mask = self._pad_left(seqs, pad)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        extra = {keep_kw: 1} if keep_kw else {}
+        with torch.inference_mode():
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True, **extra)
+            cache = getattr(out, "cache", None)
+            if cache is None:
+                cache = out.past_key_values  # transformers 4.x names it so
+            logits = out.logits[:, -1].float()
+            del out
+            next_pos = mask.sum(-1)
+            if n > 1:
+                cache.batch_repeat_interleave(n)
+                logits, mask, next_pos = (x.repeat_interleave(n, 0) for x in (logits, mask, next_pos))
+            rows = logits.shape[0]
+            tokens = torch.full((rows, max_new_tokens), pad, dtype=torch.long, device=self.device)
+            alive = torch.arange(rows, device=self.device)  # original row of each row still in the batch
+            done = torch.zeros(rows, dtype=torch.bool, device=self.device)
+            for t in range(max_new_tokens):
+                tok = _pick(logits, temperature, top_p, generator).masked_fill(done, pad)
+                tokens[alive, t] = tok
+                done |= torch.isin(tok, eos)
+                if t + 1 == max_new_tokens or bool(done.all()):
+                    break
+                n_done = int(done.sum())
+                if n_done and n_done * self._COMPACT >= len(alive):
+                    idx = (~done).nonzero().squeeze(1)
+                    cache.batch_select_indices(idx)
+                    alive, tok, mask, next_pos, done = (x[idx] for x in (alive, tok, mask, next_pos, done))
+                mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
+                out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                                 use_cache=True, **{cache_kw: cache})
+                logits = out.logits[:, -1].float()
+                del out
+                next_pos = next_pos + 1
+        return tokens.tolist()
 
     def _batches(self, ids: list[list[int]]) -> list[list[int]]:
         # longest first: similar lengths share a batch (less padding), and an OOM shows up at once
@@ -225,6 +309,23 @@ class WeakModel:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _pick(logits: Any, temperature: float, top_p: float, generator: Any) -> Any:
+    """One token per row: argmax when ``temperature`` is 0, else a draw from softmax(logits / T) restricted to
+    the nucleus (the smallest top set with mass >= ``top_p``, as transformers' TopPLogitsWarper)."""
+    import torch
+
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        vals, idx = probs.topk(min(1024, probs.shape[-1]))  # sorted; the nucleus is nearly always inside
+        if bool((vals.sum(-1) < top_p).any()):
+            vals, idx = probs.sort(dim=-1, descending=True)
+        probs = vals.masked_fill(vals.cumsum(-1) - vals >= top_p, 0.0)
+        return idx.gather(1, torch.multinomial(probs, 1, generator=generator)).squeeze(1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
 def resolve_device(device: str) -> Any:
