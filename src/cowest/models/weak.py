@@ -156,6 +156,7 @@ class WeakModel:
     # cache too) once they are an eighth of it, so neither the forward passes nor the per-step cache copies
     # keep paying for them. Same distribution as generate(): temperature, then nucleus (top-p) filtering.
     _COMPACT = 8  # drop finished rows once they are >= 1/_COMPACT of the batch
+    _PREALLOC = True  # room for the new tokens in the KV cache up front (no whole-cache copy per step)
 
     def _forward_names(self) -> tuple[str, str | None] | None:
         """(cache kwarg, logits-to-keep kwarg) of the model's forward, or None: use model.generate."""
@@ -205,6 +206,8 @@ class WeakModel:
             if n > 1:
                 cache.batch_repeat_interleave(n)
                 logits, mask, next_pos = (x.repeat_interleave(n, 0) for x in (logits, mask, next_pos))
+            if self._PREALLOC:
+                _preallocate(cache, max_new_tokens)
             rows = logits.shape[0]
             tokens = torch.full((rows, max_new_tokens), pad, dtype=torch.long, device=self.device)
             alive = torch.arange(rows, device=self.device)  # original row of each row still in the batch
@@ -326,6 +329,55 @@ def _pick(logits: Any, temperature: float, top_p: float, generator: Any) -> Any:
         probs = vals.masked_fill(vals.cumsum(-1) - vals >= top_p, 0.0)
         return idx.gather(1, torch.multinomial(probs, 1, generator=generator)).squeeze(1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+_ROOMY: Any = None
+
+
+def _preallocate(cache: Any, extra: int) -> bool:
+    """Give every layer of a transformers ``DynamicCache`` room for ``extra`` more tokens, so that decoding
+    writes each step's keys/values in place instead of concatenating (copying the whole cache) every step.
+    Only plain full-attention ``DynamicLayer`` layers are converted; otherwise the cache is left as it is."""
+    global _ROOMY
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:  # transformers 4.x: no cache layers
+        return False
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) is not DynamicLayer or not layer.is_initialized for layer in layers):
+        return False
+    if _ROOMY is None:
+
+        class RoomyLayer(DynamicLayer):
+            """A DynamicLayer whose keys/values are views into buffers with room to grow."""
+
+            def make_room(self, extra: int) -> None:
+                b, h, n, d = self.keys.shape
+                self._kbuf = self.keys.new_empty((b, h, n + extra, d))
+                self._vbuf = self.values.new_empty((b, h, n + extra, self.values.shape[-1]))
+                self._kbuf[:, :, :n] = self.keys
+                self._vbuf[:, :, :n] = self.values
+                self.keys, self.values = self._kbuf[:, :, :n], self._vbuf[:, :, :n]
+
+            def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> Any:
+                n, m = self.keys.shape[-2], key_states.shape[-2]
+                if n + m > self._kbuf.shape[-2]:
+                    self.make_room(max(m, n))
+                self._kbuf[:, :, n:n + m] = key_states
+                self._vbuf[:, :, n:n + m] = value_states
+                self.keys, self.values = self._kbuf[:, :, :n + m], self._vbuf[:, :, :n + m]
+                return self.keys, self.values
+
+            def batch_select_indices(self, indices: Any) -> None:
+                n = self.keys.shape[-2]
+                self._kbuf, self._vbuf = self._kbuf[indices], self._vbuf[indices]
+                self.keys, self.values = self._kbuf[:, :, :n], self._vbuf[:, :, :n]
+
+        _ROOMY = RoomyLayer
+    for layer in layers:
+        layer.__class__ = _ROOMY
+        layer.make_room(extra)
+    return True
 
 
 def resolve_device(device: str) -> Any:
