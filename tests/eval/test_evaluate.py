@@ -69,3 +69,20 @@ def test_eval_all_systems_then_resume_without_new_calls(tmp_path, tiny_model_dir
 def _rows(cfg, system):
     path = cfg.run_dir / "eval" / "predictions" / f"{system}.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_superICL_on_a_free_form_task_reports_confidence(tmp_path, tiny_model_dir):
+    """IfQA has no label set: SuperICL's confidence is the weak model's answer probability."""
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[1] / "fixtures" / "tasks" / "ifqa"
+    with OpenAITestServer(lambda m, b: "Answer: 1912") as srv:
+        cfg = _cfg(tmp_path, tiny_model_dir, srv.base_url, "task.name=ifqa", f"task.data={data}",
+                   "task.n_eval=3", "eval.systems=[weak,superICL]")
+        summary = run_eval(cfg, show=False)
+    assert summary["systems"]["superICL"]["n"] == 3
+    rows = _rows(cfg, "superICL")
+    for r in rows:
+        if r["weak_prediction"] is not None:
+            assert 0.0 < r["confidence"] <= 1.0
+        assert r["prediction"] == "1912"

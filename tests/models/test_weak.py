@@ -161,3 +161,26 @@ def test_unloadable_model_dir(tmp_path):
     with pytest.raises(ModelError, match="cannot load weak model") as e:
         WeakModel.load(cfg_for(tmp_path))
     assert str(tmp_path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_continuation_logprobs_match_choice_scoring(tiny_model_dir):
+    """Sum log-probs of a continuation after prompt+prefix, checked against a direct forward pass."""
+    import torch
+
+    from cowest.config import WeakConfig
+    from cowest.models.weak import WeakModel
+
+    wm = WeakModel.load(WeakConfig(model=str(tiny_model_dir), batch_size=2))
+    msgs = [[{"role": "user", "content": "Name a colour."}], [{"role": "user", "content": "And a longer question here?"}]]
+    got = wm.continuation_logprobs(msgs, ["Because.\nAnswer: ", "Answer: "], ["red", "blue sky"])
+    for (lp, n), m, pre, cont in zip(got, msgs, ["Because.\nAnswer: ", "Answer: "], ["red", "blue sky"]):
+        head = wm.tokenizer(wm.format_prompt(m), add_special_tokens=False)["input_ids"]
+        head += wm.tokenizer(pre, add_special_tokens=False)["input_ids"]
+        tail = wm.tokenizer(cont, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([head + tail])
+        with torch.no_grad():
+            logp = torch.log_softmax(wm.model(ids).logits.float(), -1)[0]
+        want = sum(logp[len(head) - 1 + i, t].item() for i, t in enumerate(tail))
+        assert n == len(tail)
+        assert lp == pytest.approx(want, abs=1e-4)
+        assert lp < 0

@@ -66,26 +66,31 @@ def strong_alone_messages(task: Task, example: Example) -> Messages:
         {
             "role": "user",
             "content": (
-                f"{_question_block(task, example)}\n\nThink step by step in at most three short sentences. "
-                f"Then give the final answer on the last line in the form 'Answer: <{task.answer_format()}>'."
+                f"{task.instruction()} Think step by step in at most three short sentences, then give the "
+                f"final answer on the last line in the form 'Answer: <{task.answer_format()}>'.\n\n"
+                f"{example.question.strip()}"
             ),
         },
     ]
 
 
 def collab_messages(task: Task, example: Example, draft: str, fmt: str) -> Messages:
-    """The strong model refines the weak model's draft into the final answer (π_s(·|x, y))."""
+    """The strong model refines the weak model's draft into the final answer (π_s(·|x, y)).
+
+    Fixed text comes first, then the question, then the draft: servers that reuse a cached prompt
+    prefix (llama.cpp, OpenAI's prompt caching) then re-read only what changes, and the K drafts of one
+    question in feedback share everything up to the draft.
+    """
     return [
         {"role": "system", "content": STRONG_SYSTEM},
         {
             "role": "user",
             "content": (
-                f"{_question_block(task, example)}\n\n"
-                f"A smaller model that was fine-tuned on this domain wrote {_DRAFT_NAME[fmt]}:\n"
-                f"<draft>\n{draft.strip()}\n</draft>\n\n"
-                "The draft holds domain knowledge you may lack, but it can be wrong. Weigh it against "
-                "your own knowledge, reason briefly, then give the final answer on the last line in the "
-                f"form 'Answer: <{task.answer_format()}>'."
+                f"{task.instruction()} A smaller model that was fine-tuned on this domain wrote "
+                f"{_DRAFT_NAME[fmt]} for the question below. The draft holds domain knowledge you may lack, "
+                "but it can be wrong. Weigh it against your own knowledge, reason briefly, then give the "
+                f"final answer on the last line in the form 'Answer: <{task.answer_format()}>'.\n\n"
+                f"Question:\n{example.question.strip()}\n\n<draft>\n{draft.strip()}\n</draft>"
             ),
         },
     ]

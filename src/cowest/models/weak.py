@@ -288,6 +288,27 @@ class WeakModel:
             out.append(t.tolist())
         return out
 
+    def continuation_logprobs(
+        self, prompts: list[Messages], prefixes: list[str], continuations: list[str]
+    ) -> list[tuple[float, int]]:
+        """Per prompt, (sum of log p(continuation | formatted prompt + prefix), continuation tokens).
+
+        SuperICL's confidence for a free-form answer: the prefix is the draft's reasoning and
+        ``'Answer: '``, the continuation the parsed answer."""
+        ctx = self._encode_prompts(prompts)
+        items = []
+        for p, (pre, cont) in enumerate(zip(prefixes, continuations)):
+            head = ctx[p] + self.tokenizer(pre, add_special_tokens=False)["input_ids"]
+            tail = self.tokenizer(cont, add_special_tokens=False)["input_ids"] or [self.tokenizer.eos_token_id]
+            items.append((p, 0, head, tail))
+        out: list[tuple[float, int]] = [(0.0, 0)] * len(items)
+        order = sorted(range(len(items)), key=lambda k: -(len(items[k][2]) + len(items[k][3])))
+        for start in range(0, len(order), self.cfg.batch_size):
+            batch = [items[k] for k in order[start : start + self.cfg.batch_size]]
+            for (p, _, _, tail), lp in zip(batch, self._continuation_logprobs(batch)):
+                out[p] = (lp, len(tail))
+        return out
+
     def _continuation_logprobs(self, batch: list[tuple]) -> list[float]:
         """Sum of log-probs of each continuation after its context; right padding (positions exact)."""
         import torch
