@@ -201,3 +201,14 @@ def test_choice_probs_and_continuation_logprobs_on_fake_engine(fake_vllm, tok):
     [(lp, ntok)] = wm.continuation_logprobs(msgs, ["It is "], ["B"])
     b_ids = tok("B", add_special_tokens=False)["input_ids"]
     assert ntok == len(b_ids) and lp == pytest.approx(sum(fake_lp(t) for t in b_ids))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_weak_model_load_dispatches_to_vllm(tiny_model_dir):
+    """`weak.backend=vllm` goes through the vLLM backend everywhere WeakModel.load is used (eval, feedback)."""
+    from cowest.models.weak import WeakModel
+
+    with pytest.raises(ModelError, match=r"pip install 'cowest\[vllm\]'"):
+        WeakModel.load(WeakConfig(model=str(tiny_model_dir), backend="vllm"))
+    with pytest.raises(ModelError, match="one LoRA adapter"):
+        WeakModel.load(WeakConfig(model=str(tiny_model_dir), backend="vllm"), adapter=["a", "b"])

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cowest.config import RunConfig
-from cowest.errors import ConfigError, DataError
+from cowest.errors import ConfigError, DataError, ModelError
 from cowest.eval.report import print_table, write_report
 from cowest.eval.stats import paired_bootstrap
 from cowest.inference.systems import N_SUPERICL_DEMOS, SystemRunner
@@ -90,8 +90,14 @@ def make_weak_loader(cfg: RunConfig, rd: RunDir):
             from cowest.align.dpo import load_aligned_weak_model
 
             round_ = int(Path(aligned).parent.name.removeprefix("round"))
-            model, tokenizer = load_aligned_weak_model(cfg, round_)
-            wm = WeakModel(model, tokenizer, cfg.weak)
+            if cfg.weak.backend == "vllm":
+                info = json.loads((Path(aligned).parent / "adapter_info.json").read_text())
+                if not info.get("self_contained"):
+                    raise ModelError(f"{aligned} must be stacked on the SFT model; vLLM needs one folded adapter")
+                wm = WeakModel.load(cfg.weak, adapter=aligned)
+            else:
+                model, tokenizer = load_aligned_weak_model(cfg, round_)
+                wm = WeakModel(model, tokenizer, cfg.weak)
         loaded[kind] = wm
         return wm
 

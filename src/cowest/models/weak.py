@@ -48,8 +48,13 @@ class WeakModel:
 
         from cowest.models.offline import resolve_weak_model
 
-        if cfg.backend != "transformers":
-            raise ModelError(f"weak.backend={cfg.backend} is not supported by WeakModel; use transformers")
+        if cfg.backend == "vllm":  # same generate() contract, on a vLLM engine with the adapter as LoRA
+            from cowest.models.vllm_backend import VLLMWeakModel
+
+            chosen = adapter if adapter is not None else cfg.adapter
+            if chosen is not None and not isinstance(chosen, str):
+                raise ModelError("weak.backend=vllm serves one LoRA adapter; fold stacked adapters first")
+            return VLLMWeakModel.load(cfg, adapter=chosen)  # type: ignore[return-value]
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         path, gguf_file = resolve_weak_model(cfg.model, cfg.gguf_file)
