@@ -342,19 +342,49 @@ class WeakModel:
 
 def _pick(logits: Any, temperature: float, top_p: float, generator: Any) -> Any:
     """One token per row: argmax when ``temperature`` is 0, else a draw from softmax(logits / T) restricted to
-    the nucleus (the smallest top set with mass >= ``top_p``, as transformers' TopPLogitsWarper)."""
+    the nucleus (the smallest top set with mass >= ``top_p``, as transformers' TopPLogitsWarper).
+
+    Cheaper than sort + multinomial over the whole vocabulary (for 64 rows x 49k tokens: ~250 ms + ~100 ms a
+    step on 2 cores, more than the forward pass): the nucleus is looked for in the top 1024 tokens and only
+    rows whose nucleus is larger are sorted in full; the draw is an inverse-CDF lookup on the cumulative sum."""
     import torch
 
     if temperature <= 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        vals, idx = probs.topk(min(1024, probs.shape[-1]))  # sorted; the nucleus is nearly always inside
-        if bool((vals.sum(-1) < top_p).any()):
-            vals, idx = probs.sort(dim=-1, descending=True)
-        probs = vals.masked_fill(vals.cumsum(-1) - vals >= top_p, 0.0)
-        return idx.gather(1, torch.multinomial(probs, 1, generator=generator)).squeeze(1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    if top_p >= 1.0:
+        return _draw(probs, None, probs.cumsum(-1), probs.shape[-1], generator)
+    vals, idx = probs.topk(min(1024, probs.shape[-1]))  # sorted, largest first
+    wide = vals.sum(-1) < top_p  # the nucleus reaches past the top 1024
+    if bool(wide.any()):
+        out = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
+        narrow = ~wide
+        if bool(narrow.any()):
+            out[narrow] = _nucleus(vals[narrow], idx[narrow], top_p, generator)
+        v, i = probs[wide].sort(dim=-1, descending=True)
+        out[wide] = _nucleus(v, i, top_p, generator)
+        return out
+    return _nucleus(vals, idx, top_p, generator)
+
+
+def _nucleus(vals: Any, idx: Any, top_p: float, generator: Any) -> Any:
+    """Draw from sorted (descending) ``vals``: keep tokens whose mass before them is < top_p."""
+    cum = vals.cumsum(-1)
+    kept = ((cum - vals) < top_p).sum(-1)  # the kept tokens are a prefix; at least one
+    return _draw(vals, idx, cum, kept, generator)
+
+
+def _draw(vals: Any, idx: Any, cum: Any, kept: Any, generator: Any) -> Any:
+    """Inverse CDF over the first ``kept`` entries of each row (``cum`` = cumulative sum of ``vals``)."""
+    import torch
+
+    rows = vals.shape[0]
+    if isinstance(kept, int):
+        kept = torch.full((rows,), kept, dtype=torch.long, device=vals.device)
+    last = (kept - 1).clamp(min=0)[:, None]
+    u = torch.rand((rows, 1), generator=generator, device=vals.device, dtype=cum.dtype) * cum.gather(1, last)
+    j = torch.searchsorted(cum, u, right=True).clamp(max=last)  # first index with cum > u, within the kept prefix
+    return (j if idx is None else idx.gather(1, j)).squeeze(1)
 
 
 _ROOMY: Any = None
