@@ -3,7 +3,7 @@ import json
 import pytest
 
 from cowest.errors import DataError
-from cowest.io import JsonlAppender, iter_jsonl, read_json_or_jsonl
+from cowest.io import JsonlAppender, iter_jsonl
 
 
 def test_iter_jsonl_tolerates_bom_and_blank_lines(tmp_path):
@@ -30,15 +30,6 @@ def test_iter_jsonl_errors_name_file_and_line(tmp_path, content, message):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         list(iter_jsonl(tmp_path / "x.jsonl"))
-
-
-def test_json_array(tmp_path):
-    p = tmp_path / "a.json"
-    p.write_text('[{"a": 1}, {"a": 2}]')
-    assert read_json_or_jsonl(p) == [{"a": 1}, {"a": 2}]
-    p.write_text('[{"a": 1}, 3]')
-    with pytest.raises(DataError, match="item 1"):
-        read_json_or_jsonl(p)
 
 
 def test_appender_resumes_and_repairs_torn_line(tmp_path):

@@ -41,27 +41,6 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [obj for _, obj in iter_jsonl(path)]
 
 
-def read_json_or_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """A ``.json`` file holding an array of objects, or a JSON Lines file."""
-    path = Path(path)
-    if path.suffix == ".json":
-        if not path.is_file():
-            raise DataError(f"{path}: no such file")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8-sig"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-        if isinstance(data, dict) and isinstance(data.get("data"), list):
-            data = data["data"]
-        if not isinstance(data, list):
-            raise DataError(f"{path}: expected a JSON array of objects")
-        for i, row in enumerate(data):
-            if not isinstance(row, dict):
-                raise DataError(f"{path}: item {i} is a {type(row).__name__}, expected an object")
-        return data
-    return read_jsonl(path)
-
-
 def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically (temp file + rename) so a kill never leaves half a file."""
     path = Path(path)
