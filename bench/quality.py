@@ -1,0 +1,179 @@
+"""Does collaboration help? The full recipe on a real task with the local models, one command.
+
+    python bench/quality.py prosocial_dialog --scale small
+    python bench/quality.py medmcqa                    # --scale default
+    python bench/quality.py ifqa --scale small strong.max_tokens=160   # extra key=value overrides last
+
+Base recipe: ``recipes/<task>_cpu.yaml`` (SmolLM2-135M weak, Qwen2.5-Coder-1.5B strong via llama.cpp),
+overridden to the scale below. Runs ``cowest.pipeline.run_all`` (SFT → feedback → DPO → eval of weak,
+strong, superICL, collab, cowest) in ``bench/out/quality/<task>-<scale>/runs/`` (finished stages are
+reused on a rerun), then writes ``quality.json`` (raw figures), ``quality.md`` and ``quality.png`` next to it.
+Data must be in ``../shared/data/<task>``; otherwise the task is skipped with a message (exit 0).
+
+Scales (2-core CPU, no GPU):
+- ``small``: a smoke-scale run that fits ~40 min on this machine (strong calls dominate: ~4-8 s each).
+- ``default``: the largest scale estimated to finish in < 2 h per task here (estimate from the measured
+  strong-call and training rates of the small run; see bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import OUT, ROOT, RSSPoller, machine, machine_line, md_table, now_utc, write_json  # noqa: E402
+
+TASKS = ("ifqa", "medmcqa", "prosocial_dialog")
+SCALES: dict[str, list[str]] = {
+    # ~290 strong calls at most (64 SFT rationales where the task has none + 16×(1+4) feedback + 40×4 eval)
+    "small": ["task.n_train=64", "task.n_eval=40", "feedback.max_questions=16", "feedback.k=4", "sft.epochs=2",
+              "align.epochs=2"],
+    # ~550 strong calls at most (128 + 32×5 + 64×4); estimated < 2 h per task on 2 cores
+    "default": ["task.n_train=128", "task.n_eval=64", "feedback.max_questions=32", "feedback.k=4", "sft.epochs=2",
+                "align.epochs=2"],
+}
+
+
+def collect(cfg: Any, wall_s: float, mem: dict[str, Any]) -> dict[str, Any]:
+    rd = cfg.run_dir
+    metrics = json.loads((rd / "eval" / "metrics.json").read_text())
+    fb = {}
+    for r in range(1, cfg.rounds + 1):
+        p = rd / "feedback" / f"round{r}" / "feedback_stats.json"
+        if p.exists():
+            fb[f"round{r}"] = json.loads(p.read_text())
+    timings = json.loads((rd / "timings.json").read_text()) if (rd / "timings.json").exists() else {}
+    usage = json.loads((rd / "usage.json").read_text()) if (rd / "usage.json").exists() else {}
+    align = {}
+    for r in range(1, cfg.rounds + 1):
+        p = rd / "align" / f"round{r}" / "metrics.json"
+        if p.exists():
+            m = json.loads(p.read_text())
+            align[f"round{r}"] = {k: m.get(k) for k in ("n_pairs", "global_step", "seconds_per_step", "wall_s")}
+    sft = {}
+    p = rd / "sft" / "metrics.json"
+    if p.exists():
+        m = json.loads(p.read_text())
+        sft = {k: m.get(k) for k in ("global_step", "seconds_per_step", "wall_s") if k in m}
+        sft.update({k: v for k, v in (m.get("data") or {}).items() if k != "strong_usage"})
+    return {"metrics": metrics, "feedback_stats": fb, "timings_s": timings, "usage": usage, "align": align, "sft": sft,
+            "wall_s": round(wall_s, 1), "peak_rss_mb": mem}
+
+
+def summary_md(r: dict[str, Any]) -> str:
+    m = r["metrics"]
+    names = m["metric_names"]
+    out = [f"# cowest quality: {r['task']} at scale `{r['scale']}`\n",
+           f"`{r['command']}` — {r['date']} — {machine_line(r['machine'])}\n",
+           f"Overrides on `recipes/{r['task']}_cpu.yaml`: `{' '.join(r['overrides'])}`. "
+           f"Eval split `{m['split']}`, n = {m['n']} questions (the same for every system). "
+           f"Total wall time {r['wall_s'] / 60:.1f} min.\n"]
+    rows = []
+    for s, info in m["systems"].items():
+        d = info.get("delta_vs_cowest")
+        ci = f"{d[0]:+.1f} [{d[1]:+.1f}, {d[2]:+.1f}]" if d else "(reference)"
+        rows.append([s, info["n"]] + [f"{100 * info['metrics'][k]:.1f}" if info["metrics"][k] <= 1.0 else info["metrics"][k]
+                                      for k in names]
+                    + [ci, info.get("unparsed"), info.get("strong_calls"), info.get("strong_tokens")])
+    out.append(md_table(["system", "n"] + names + [f"Δ {m['primary_metric']} vs cowest, pts [95% CI]", "unparsed",
+                                                    "strong calls", "strong tokens"], rows))
+    out.append("\nΔ = system − cowest on the per-question primary metric, paired bootstrap (2000 resamples) "
+               "over the same questions; a CI that spans 0 means no detectable difference at this n.\n")
+    for rnd, st in r["feedback_stats"].items():
+        pairs = st.get("pairs") or 0
+        per_pair = f"{st['strong_calls'] / pairs:.1f}" if pairs else "–"
+        tok_pair = f"{st['strong_tokens'] / pairs:.0f}" if pairs else "–"
+        out.append(f"## Feedback ({rnd})\n\n" + md_table(
+            ["questions", "drafts", "chosen (Δ>0)", "rejected (Δ≤0)", "questions with pairs", "no pair (why)", "pairs",
+             "strong calls", "strong tokens", "calls / pair", "tokens / pair", "mean E(z)", "mean E(collab)"],
+            [[st["questions"], st["drafts"], st["chosen"], st["rejected"], st["questions_with_pairs"],
+              ", ".join(f"{k} {v}" for k, v in st["no_pair"].items() if v) or "–", pairs, st["strong_calls"],
+              st["strong_tokens"], per_pair, tok_pair, st.get("mean_z_score"), st.get("mean_collab_score")]]) + "\n")
+    usage = r.get("usage", {}).get("stages", {})
+    if usage:
+        rows = [[stage, u["total"].get("calls", 0) - u["total"].get("cached", 0), u["total"].get("cached", 0),
+                 u["total"].get("prompt_tokens", 0) + u["total"].get("completion_tokens", 0)] for stage, u in usage.items()]
+        out.append("## Strong usage per stage (usage.json)\n\n" + md_table(["stage", "calls paid", "cache hits", "tokens"], rows) + "\n")
+    t = r["timings_s"]
+    if t:
+        out.append("## Wall time per stage (timings.json)\n\n" + md_table(
+            ["stage", "seconds", "minutes"], [[k, v, round(v / 60, 1)] for k, v in t.items()]) + "\n")
+    extra = []
+    if r.get("sft"):
+        extra.append(f"SFT: {r['sft']}")
+    for rnd, a in r.get("align", {}).items():
+        extra.append(f"DPO {rnd}: {a}")
+    if r.get("peak_rss_mb"):
+        extra.append(f"Peak RSS (bench process incl. children: llama.cpp server): {r['peak_rss_mb']}")
+    if extra:
+        out.append("\n".join(f"- {e}" for e in extra) + "\n")
+    return "\n".join(out)
+
+
+def plot(r: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = r["metrics"]
+    systems = list(m["systems"])
+    names = m["metric_names"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(names)
+    for j, k in enumerate(names):
+        vals = [100 * m["systems"][s]["metrics"][k] for s in systems]
+        ax.bar([i + j * width for i in range(len(systems))], vals, width, label=k)
+    ax.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(systems))], systems)
+    ax.set_ylabel("score (%)")
+    ax.set_title(f"{r['task']} ({r['scale']} scale, n={m['n']})")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("task", choices=TASKS)
+    p.add_argument("--scale", choices=list(SCALES), default="default")
+    p.add_argument("--out", default=None, help="default bench/out/quality/<task>-<scale>")
+    p.add_argument("--overwrite", action="store_true", help="redo stages made with another config")
+    p.add_argument("overrides", nargs="*", help="extra key=value config overrides, applied last")
+    a = p.parse_args(argv)
+    os.chdir(ROOT)  # the recipes' data paths are relative to the project root
+    data = ROOT.parent / "shared" / "data" / a.task
+    if not data.exists():
+        print(f"skipping {a.task}: no data at {data} (see ../shared/data/README.md)")
+        return 0
+    from cowest.config import load_config
+    from cowest.pipeline import run_all
+
+    out = Path(a.out) if a.out else OUT / "quality" / f"{a.task}-{a.scale}"
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = SCALES[a.scale] + list(a.overrides)
+    cfg = load_config(ROOT / "recipes" / f"{a.task}_cpu.yaml",
+                      overrides + [f"name={a.task}-{a.scale}", f"output_dir={out / 'runs'}"])
+    command = f"python bench/quality.py {a.task} --scale {a.scale}" + (" " + " ".join(a.overrides) if a.overrides else "")
+    started = now_utc()
+    t0 = time.perf_counter()
+    with RSSPoller(os.getpid(), interval_s=0.5) as poller:
+        run_all(cfg, overwrite=a.overwrite, show=True)
+    wall = time.perf_counter() - t0
+    res = {"task": a.task, "scale": a.scale, "overrides": overrides, "command": command, "date": started,
+           "machine": machine(), **collect(cfg, wall, poller.peaks.get("start", {}))}
+    write_json(out / "quality.json", res)
+    (out / "quality.md").write_text(summary_md(res), encoding="utf-8")
+    plot(res, out / "quality.png")
+    print(f"wrote {out / 'quality.json'}, {out / 'quality.md'}, {out / 'quality.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
