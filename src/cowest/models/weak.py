@@ -328,12 +328,13 @@ class WeakModel:
             mask[r, : len(s)] = 1
         with torch.inference_mode():
             logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
-        logp = torch.log_softmax(logits.float(), dim=-1).cpu()
         result = []
         for r, (_, _, ctx, cont) in enumerate(batch):
-            # token at position t is predicted by the logits at t-1
-            pos = torch.arange(len(ctx) - 1, len(ctx) + len(cont) - 1)
-            result.append(logp[r, pos, torch.tensor(cont)].sum().item())
+            # token at position t is predicted by the logits at t-1; normalise only those rows, not the
+            # whole (batch, length, vocab) tensor (a second copy of it is ~0.6 GB at batch 16 here)
+            pos = torch.arange(len(ctx) - 1, len(ctx) + len(cont) - 1, device=logits.device)
+            logp = torch.log_softmax(logits[r, pos].float(), dim=-1)
+            result.append(logp[torch.arange(len(cont)), torch.tensor(cont, device=logits.device)].sum().item())
         return result
 
 
