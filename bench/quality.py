@@ -11,9 +11,9 @@ reused on a rerun), then writes ``quality.json`` (raw figures), ``quality.md`` a
 Data must be in ``../shared/data/<task>``; otherwise the task is skipped with a message (exit 0).
 
 Scales (2-core CPU, no GPU):
-- ``small``: a smoke-scale run that fits ~40 min on this machine (strong calls dominate: ~4-8 s each).
-- ``default``: the largest scale estimated to finish in < 2 h per task here (estimate from the measured
-  strong-call and training rates of the small run; see bench/RESULTS.md).
+- ``small``: 64 train / 40 eval questions, feedback on 16 (K=4): 31 min for prosocial_dialog on 2 cores.
+- ``default``: 128 / 64 / 32 (K=4), estimated ~1 h for prosocial_dialog and < 2 h per task here (scaled from
+  the small run's stage times; not measured yet; see bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ SCALES: dict[str, list[str]] = {
     # ~290 strong calls at most (64 SFT rationales where the task has none + 16×(1+4) feedback + 40×4 eval)
     "small": ["task.n_train=64", "task.n_eval=40", "feedback.max_questions=16", "feedback.k=4", "sft.epochs=2",
               "align.epochs=2"],
-    # ~550 strong calls at most (128 + 32×5 + 64×4); estimated < 2 h per task on 2 cores
+    # ~550 strong calls at most (128 + 32×5 + 64×4). Estimated ~1 h for prosocial_dialog on 2 cores by scaling each
+    # stage of the measured small run (31 min: sft 7.7, feedback 4.0, align 3.1, eval 16.2); longer prompts
+    # (IfQA passages, MedMCQA) take longer per strong call, hence the margin to 2 h. Not measured yet.
     "default": ["task.n_train=128", "task.n_eval=64", "feedback.max_questions=32", "feedback.k=4", "sft.epochs=2",
                 "align.epochs=2"],
 }
@@ -110,7 +112,9 @@ def summary_md(r: dict[str, Any]) -> str:
     for rnd, a in r.get("align", {}).items():
         extra.append(f"DPO {rnd}: {a}")
     if r.get("peak_rss_mb"):
-        extra.append(f"Peak RSS (bench process incl. children: llama.cpp server): {r['peak_rss_mb']}")
+        pk = r["peak_rss_mb"]
+        extra.append(f"Peak RSS over the whole run: cowest process {pk['main_mb']:.0f} MB, children (llama.cpp server) "
+                     f"{pk['children_mb']:.0f} MB, together {pk['total_mb']:.0f} MB")
     if extra:
         out.append("\n".join(f"- {e}" for e in extra) + "\n")
     return "\n".join(out)
