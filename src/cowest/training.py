@@ -197,14 +197,37 @@ def inference_placement(weak_cfg: Any) -> tuple[str, Any]:
     """(device, dtype) for a weak model used for generation, from ``weak.device``/``weak.dtype``."""
     import torch
 
+    from cowest.models.weak import resolve_dtype
+
     device = weak_cfg.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if weak_cfg.dtype != "auto":
-        return device, getattr(torch, weak_cfg.dtype)
-    if device.startswith("cuda"):
-        return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return device, torch.float32
+    return device, resolve_dtype(weak_cfg.dtype, device)
+
+
+def trainer_kwargs(section: Any, *, output_dir: Path | str, prec: dict[str, Any]) -> dict[str, Any]:
+    """The TrainingArguments that SFT and DPO share, from their config section (``cfg.sft`` / ``cfg.align``).
+
+    ``prec`` is :func:`precision_kwargs`' result (checked before the model is loaded). Checkpoints are not
+    saved by the trainer: each stage saves its adapter itself once training ends."""
+    return {
+        "output_dir": str(output_dir),
+        "num_train_epochs": section.epochs,
+        "max_steps": section.max_steps,
+        "learning_rate": section.learning_rate,
+        "per_device_train_batch_size": section.batch_size,
+        "gradient_accumulation_steps": section.gradient_accumulation_steps,
+        "max_length": section.max_length,
+        "logging_steps": section.logging_steps,
+        "logging_first_step": True,
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": section.seed,
+        "data_seed": section.seed,
+        "dataloader_pin_memory": False,
+        **prec,
+        **checkpointing_kwargs(section.gradient_checkpointing),
+    }
 
 
 def checkpointing_kwargs(enabled: bool) -> dict[str, bool]:

@@ -24,7 +24,7 @@ def _cfg(root, tiny_model_dir, *extra):
         "sft.max_steps=2", "sft.batch_size=2", "sft.max_length=512", "sft.learning_rate=0.02",
         "sft.lora_r=4", "sft.lora_alpha=8", "sft.lora_target_modules=[q_proj,v_proj,up_proj]",
         "align.max_steps=3", "align.batch_size=2", "align.learning_rate=0.02", "align.max_length=512",
-        "align.lora_r=2", "align.lora_alpha=4", "align.beta=0.5", *extra,
+        "align.lora_r=2", "align.lora_alpha=4", "align.beta=0.5", "weak.dtype=float32", *extra,
     ])
 
 
@@ -113,6 +113,12 @@ def test_dpo_trains_a_fresh_lora_against_the_sft_reference(tmp_path, tiny_model_
     # the eval entry point: base + SFT + DPO
     model, tok2 = load_aligned_weak_model(cfg, 1)
     assert torch.allclose(_logits(model, tok2), want, atol=1e-4)
+    # in bf16 (weak.dtype=auto on a native-bf16 CPU) the adapters are merged at fp32, then rounded once
+    cfg.weak.dtype = "bfloat16"
+    half, _ = load_aligned_weak_model(cfg, 1)
+    cfg.weak.dtype = "float32"
+    full = dict(model.named_parameters())
+    assert all(p.dtype == torch.bfloat16 and torch.equal(p, full[k].to(torch.bfloat16)) for k, p in half.named_parameters())
     # the saved adapter is self-contained: one standard PEFT adapter on the base model
     info = json.loads((stage / "adapter_info.json").read_text())
     assert info["self_contained"] and info["merge"] == ["align/round1/adapter"]

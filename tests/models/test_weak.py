@@ -24,7 +24,8 @@ def msgs(q: str) -> list[dict[str, str]]:
 
 
 def cfg_for(path, **kw) -> WeakConfig:
-    return WeakConfig(model=str(path), device="cpu", **{"batch_size": 2, "max_new_tokens": 8, **kw})
+    # fp32: these tests compare batched against one-by-one outputs exactly
+    return WeakConfig(model=str(path), device="cpu", **{"batch_size": 2, "max_new_tokens": 8, "dtype": "float32", **kw})
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,42 @@ def test_load_defaults(wm):
     assert wm.tokenizer.pad_token is not None
     assert wm.device.type == "cpu" and wm.model.dtype == torch.float32
     assert not wm.model.training
+
+
+def test_auto_dtype_is_bf16_only_on_native_bf16_cpus(monkeypatch):
+    import torch
+
+    import cowest.models.weak as weak
+
+    monkeypatch.setattr(weak, "cpu_has_native_bf16", lambda: True)
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.bfloat16
+    assert resolve_dtype("auto", "cpu") == torch.bfloat16
+    monkeypatch.setattr(weak, "cpu_has_native_bf16", lambda: False)
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("float32", torch.device("cpu")) == torch.float32  # an explicit dtype always wins
+    monkeypatch.undo()
+    flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
+    assert weak.cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def test_batches_respect_the_token_budget(tiny_model_dir):
+    w = WeakModel(None, None, WeakConfig(model=str(tiny_model_dir), batch_size=3, max_batch_tokens=100))
+    lengths = [10, 40, 10, 30, 10, 10, 10, 5]
+    batches = w._batches(lengths, rows_per_prompt=2, new_tokens=10)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # each index exactly once
+    for b in batches:
+        widest = max(lengths[i] for i in b)
+        assert len(b) <= 3
+        assert len(b) == 1 or (widest + 10) * 2 * len(b) <= 100  # a single over-budget prompt still runs
+    assert [[lengths[i] for i in b] for b in batches] == [[40], [30], [10, 10], [10, 10], [10, 5]]
+    assert w._batches([1] * 7) == [[0, 1, 2], [3, 4, 5], [6]]  # only batch_size binds for short items
+
+
+def test_token_budget_does_not_change_greedy_outputs(wm, tiny_model_dir):
+    tight = WeakModel(wm.model, wm.tokenizer, cfg_for(tiny_model_dir, batch_size=64, max_batch_tokens=60))
+    prompts = [msgs(q) for q in QUESTIONS]
+    assert len(tight._batches([len(x) for x in tight._encode_prompts(prompts)], rows_per_prompt=2, new_tokens=8)) > 1
+    assert tight.generate(prompts, n=2, max_new_tokens=8) == wm.generate(prompts, n=2, max_new_tokens=8)
 
 
 def test_format_prompt_uses_chat_template(wm):
@@ -143,6 +179,13 @@ def test_adapter_changes_outputs(tiny_model_dir, tmp_path):
     prompts = [msgs(q) for q in QUESTIONS]
     assert merged.generate(prompts, max_new_tokens=8) != plain.generate(prompts, max_new_tokens=8)
 
+    # bf16 inference: the adapter is folded in at fp32 and the sum rounded once
+    half = WeakModel.load(cfg_for(tiny_model_dir, dtype="bfloat16"), adapter=str(tmp_path / "adapter"))
+    assert half.model.dtype == torch.bfloat16
+    want = dict(merged.model.named_parameters())
+    for name, p in half.model.named_parameters():
+        assert torch.equal(p, want[name].to(torch.bfloat16)), name
+
 
 def test_missing_paths_raise_model_error(tiny_model_dir, tmp_path):
     with pytest.raises(ModelError, match="not found") as e:
@@ -170,7 +213,7 @@ def test_continuation_logprobs_match_choice_scoring(tiny_model_dir):
     from cowest.config import WeakConfig
     from cowest.models.weak import WeakModel
 
-    wm = WeakModel.load(WeakConfig(model=str(tiny_model_dir), batch_size=2))
+    wm = WeakModel.load(WeakConfig(model=str(tiny_model_dir), batch_size=2, dtype="float32"))
     msgs = [[{"role": "user", "content": "Name a colour."}], [{"role": "user", "content": "And a longer question here?"}]]
     got = wm.continuation_logprobs(msgs, ["Because.\nAnswer: ", "Answer: "], ["red", "blue sky"])
     for (lp, n), m, pre, cont in zip(got, msgs, ["Because.\nAnswer: ", "Answer: "], ["red", "blue sky"]):

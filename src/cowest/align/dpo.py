@@ -107,6 +107,8 @@ def _tokenizer_dir(cfg: RunConfig, chain: dict[str, Any]) -> str:
 
 def load_aligned_weak_model(cfg: RunConfig, round_: int) -> tuple[Any, Any]:
     """(model, tokenizer) of the aligned weak model of ``round_``, adapters merged, on weak.device."""
+    import torch
+
     from cowest.training import inference_placement, load_tokenizer
 
     info_path = RunDir(cfg).align(round_) / "adapter_info.json"
@@ -114,7 +116,9 @@ def load_aligned_weak_model(cfg: RunConfig, round_: int) -> tuple[Any, Any]:
         raise NotReadyError(f"no aligned model for round {round_}: run `cowest align --round {round_}` first")
     info = json.loads(info_path.read_text())
     device, dtype = inference_placement(cfg.weak)
-    model = load_chain(cfg, info, dtype=dtype).to(device).eval()
+    # adapters are folded in at fp32 and the sum rounded once to the inference dtype (see WeakModel.load)
+    fold = torch.float32 if info["merge"] and dtype in (torch.bfloat16, torch.float16) else dtype
+    model = load_chain(cfg, info, dtype=fold).to(device=device, dtype=dtype).eval()
     return model, load_tokenizer(_tokenizer_dir(cfg, info))
 
 
@@ -180,7 +184,7 @@ def train_dpo(cfg: RunConfig, chain: dict[str, Any], pairs: list[dict[str, Any]]
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
-    from cowest.training import checkpointing_kwargs, load_tokenizer, precision_kwargs, train_dtype
+    from cowest.training import load_tokenizer, precision_kwargs, train_dtype, trainer_kwargs
 
     a = cfg.align
     prec = precision_kwargs(bf16=a.bf16, fp16=a.fp16, section="align")
@@ -191,25 +195,10 @@ def train_dpo(cfg: RunConfig, chain: dict[str, Any], pairs: list[dict[str, Any]]
     peft_config = LoraConfig(r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=a.lora_dropout,
                              target_modules=targets, task_type="CAUSAL_LM")
     args = DPOConfig(
-        output_dir=str(save_to.parent / "trainer"),
         beta=a.beta,
         loss_type=[a.loss_type],
-        learning_rate=a.learning_rate,
-        num_train_epochs=a.epochs,
-        max_steps=a.max_steps,
-        per_device_train_batch_size=a.batch_size,
-        gradient_accumulation_steps=a.gradient_accumulation_steps,
-        max_length=a.max_length,
         precompute_ref_log_probs=a.precompute_ref_log_probs,
-        logging_steps=a.logging_steps,
-        logging_first_step=True,
-        save_strategy="no",
-        report_to="none",
-        seed=a.seed,
-        data_seed=a.seed,
-        dataloader_pin_memory=False,
-        **prec,
-        **checkpointing_kwargs(a.gradient_checkpointing),
+        **trainer_kwargs(a, output_dir=save_to.parent / "trainer", prec=prec),
     )
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=ds, processing_class=tok,
                          peft_config=peft_config)

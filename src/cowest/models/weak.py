@@ -60,24 +60,26 @@ class WeakModel:
         path, gguf_file = resolve_weak_model(cfg.model, cfg.gguf_file)
         device = resolve_device(cfg.device)
         dtype = resolve_dtype(cfg.dtype, device)
-        extra = {"gguf_file": gguf_file} if gguf_file else {}
-        try:
-            tok = AutoTokenizer.from_pretrained(path, padding_side="left", **extra)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **extra)
-        except Exception as e:  # noqa: BLE001 - hub/IO/parse failures all mean "cannot load this model"
-            raise ModelError(f"cannot load weak model {path}: {_first_line(e)}") from None
-        tok.padding_side = "left"
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        model.to(device)
-
         adapters = [adapter] if isinstance(adapter, (str, Path)) else list(adapter or [])
         if not adapters and cfg.adapter:
             adapters = [cfg.adapter]
         if len(adapters) > 1 and not merge:
             raise ValueError("several adapters can only be loaded with merge=True")
+        # Merged adapters are folded in at fp32 and the sum rounded once: a small LoRA delta added to
+        # weights already in bf16 would be rounded twice.
+        fold_fp32 = bool(adapters) and merge and dtype in (torch.bfloat16, torch.float16)
+        extra = {"gguf_file": gguf_file} if gguf_file else {}
+        try:
+            tok = AutoTokenizer.from_pretrained(path, padding_side="left", **extra)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if fold_fp32 else dtype, **extra)
+        except Exception as e:  # noqa: BLE001 - hub/IO/parse failures all mean "cannot load this model"
+            raise ModelError(f"cannot load weak model {path}: {_first_line(e)}") from None
+        tok.padding_side = "left"
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
         for a in adapters:
             model = _load_adapter(model, str(a), merge=merge)
+        model.to(device=device, dtype=dtype)
         model.eval()
         return cls(model, tok, cfg)
 
@@ -137,8 +139,8 @@ class WeakModel:
         results: list[list[str]] = [[] for _ in prompts]
         fast = self._forward_names() is not None
         with tqdm(total=len(prompts), desc=desc, unit="prompt", dynamic_ncols=True) as bar:
-            for b, batch in enumerate(self._batches(ids)):
-                per = gen_kwargs["num_return_sequences"]
+            per = gen_kwargs["num_return_sequences"]
+            for b, batch in enumerate(self._batches([len(x) for x in ids], rows_per_prompt=per, new_tokens=gen_kwargs["max_new_tokens"])):
                 if fast:  # own decode loop: each prompt encoded once, finished rows dropped
                     gen = torch.Generator(device=self.device).manual_seed(seed + b)
                     rows = self._decode([ids[i] for i in batch], n=per, temperature=temperature if sample else 0.0,
@@ -236,11 +238,20 @@ class WeakModel:
                 next_pos = next_pos + 1
         return tokens.tolist()
 
-    def _batches(self, ids: list[list[int]]) -> list[list[int]]:
-        # longest first: similar lengths share a batch (less padding), and an OOM shows up at once
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        size = self.cfg.batch_size
-        return [order[k : k + size] for k in range(0, len(order), size)]
+    def _batches(self, lengths: list[int], *, rows_per_prompt: int = 1, new_tokens: int = 0) -> list[list[int]]:
+        """Indices per forward/decode call: at most ``weak.batch_size`` sequences, and at most
+        ``weak.max_batch_tokens`` token slots (rows × (padded length + new tokens)), so long prompts with
+        K samples get smaller batches instead of an out-of-memory error."""
+        # longest first: similar lengths share a batch (less padding), and the biggest batch comes first
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        out: list[list[int]] = []
+        k = 0
+        while k < len(order):
+            slots = (lengths[order[k]] + new_tokens) * rows_per_prompt  # the first one is the widest
+            size = max(1, min(self.cfg.batch_size, self.cfg.max_batch_tokens // max(1, slots)))
+            out.append(order[k : k + size])
+            k += size
+        return out
 
     def _pad_left(self, seqs: list[list[int]], pad: int) -> tuple[Any, Any]:
         import torch
@@ -281,10 +292,8 @@ class WeakModel:
                     raise ValueError(f"candidate {text!r} encodes to no tokens")
                 items.append((p, c, ctx[p], cont))
         scores = [[0.0] * len(c) for c in candidates]
-        order = sorted(range(len(items)), key=lambda k: -(len(items[k][2]) + len(items[k][3])))
-        size = self.cfg.batch_size
-        for start in range(0, len(order), size):
-            batch = [items[k] for k in order[start : start + size]]
+        for idx in self._batches([len(x[2]) + len(x[3]) for x in items]):
+            batch = [items[k] for k in idx]
             for (p, c, _, _), lp in zip(batch, self._continuation_logprobs(batch)):
                 scores[p][c] = lp
         out = []
@@ -307,33 +316,34 @@ class WeakModel:
             tail = self.tokenizer(cont, add_special_tokens=False)["input_ids"] or [self.tokenizer.eos_token_id]
             items.append((p, 0, head, tail))
         out: list[tuple[float, int]] = [(0.0, 0)] * len(items)
-        order = sorted(range(len(items)), key=lambda k: -(len(items[k][2]) + len(items[k][3])))
-        for start in range(0, len(order), self.cfg.batch_size):
-            batch = [items[k] for k in order[start : start + self.cfg.batch_size]]
+        for idx in self._batches([len(x[2]) + len(x[3]) for x in items]):
+            batch = [items[k] for k in idx]
             for (p, _, _, tail), lp in zip(batch, self._continuation_logprobs(batch)):
                 out[p] = (lp, len(tail))
         return out
 
     def _continuation_logprobs(self, batch: list[tuple]) -> list[float]:
-        """Sum of log-probs of each continuation after its context; right padding (positions exact)."""
+        """Sum of log-probs of each continuation after its context.
+
+        Left padding puts every continuation at the right edge, so the logits are computed only for the last
+        ``longest continuation + 1`` positions (``logits_to_keep``) instead of for every position: at batch 64
+        with 300-token prompts the full (batch, length, vocab) tensor would be ~3.8 GB on SmolLM2."""
         import torch
 
         seqs = [ctx + cont for _, _, ctx, cont in batch]
-        width = max(len(s) for s in seqs)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            input_ids[r, : len(s)] = torch.tensor(s)
-            mask[r, : len(s)] = 1
+        input_ids, mask = self._pad_left(seqs, self.tokenizer.pad_token_id)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        longest = max(len(cont) for _, _, _, cont in batch)
+        names = self._forward_names()
+        extra = {names[1]: longest + 1} if names and names[1] else {}
         with torch.inference_mode():
-            logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, **extra).logits
+        width = logits.shape[1]
         result = []
-        for r, (_, _, ctx, cont) in enumerate(batch):
-            # token at position t is predicted by the logits at t-1; normalise only those rows, not the
-            # whole (batch, length, vocab) tensor (a second copy of it is ~0.6 GB at batch 16 here)
-            pos = torch.arange(len(ctx) - 1, len(ctx) + len(cont) - 1, device=logits.device)
-            logp = torch.log_softmax(logits[r, pos].float(), dim=-1)
+        for r, (_, _, _, cont) in enumerate(batch):
+            # the token at position t is predicted by the logits at t-1; normalise only those rows
+            rows = torch.arange(width - len(cont) - 1, width - 1, device=logits.device)
+            logp = torch.log_softmax(logits[r, rows].float(), dim=-1)
             result.append(logp[torch.arange(len(cont)), torch.tensor(cont, device=logits.device)].sum().item())
         return result
 
@@ -452,13 +462,31 @@ def resolve_device(device: str) -> Any:
 
 
 def resolve_dtype(dtype: str, device: Any) -> Any:
+    """``weak.dtype`` for inference. ``auto``: bf16 on GPUs that have it (else fp16); on CPUs bf16 only where
+    the hardware computes it natively (avx512_bf16 / AMX: 1.5x faster drafting than fp32 in bench/speed.py),
+    else fp32, because emulated half precision is slower than fp32 there."""
     import torch
 
     if dtype == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32  # CPU half precision is slow and lossy
+        device = torch.device(device)
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     return getattr(torch, dtype)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 matmul instructions (x86 avx512_bf16 or AMX-BF16; Linux /proc/cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[-1].split())
+            break
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def _load_adapter(model: Any, adapter: str, *, merge: bool) -> Any:

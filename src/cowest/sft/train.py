@@ -158,7 +158,7 @@ def train_sft(cfg: RunConfig, rows: list[dict[str, Any]], out: Path) -> Any:
     from trl import SFTTrainer
 
     from cowest.errors import ConfigError, DataError
-    from cowest.training import checkpointing_kwargs, is_main_process, load_tokenizer, precision_kwargs, resolve_base
+    from cowest.training import is_main_process, load_tokenizer, precision_kwargs, resolve_base, trainer_kwargs
     from cowest.training import write_full_marker
 
     s = cfg.sft
@@ -178,24 +178,7 @@ def train_sft(cfg: RunConfig, rows: list[dict[str, Any]], out: Path) -> Any:
             r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
             target_modules=s.lora_target_modules, task_type="CAUSAL_LM",
         )
-    args = TRLSFTConfig(
-        output_dir=str(out.parent / "trainer"),
-        num_train_epochs=s.epochs,
-        max_steps=s.max_steps,
-        learning_rate=s.learning_rate,
-        per_device_train_batch_size=s.batch_size,
-        gradient_accumulation_steps=s.gradient_accumulation_steps,
-        max_length=s.max_length,
-        logging_steps=s.logging_steps,
-        logging_first_step=True,
-        save_strategy="no",
-        report_to="none",
-        seed=s.seed,
-        data_seed=s.seed,
-        dataloader_pin_memory=False,
-        **prec,
-        **checkpointing_kwargs(s.gradient_checkpointing),
-    )
+    args = TRLSFTConfig(**trainer_kwargs(s, output_dir=out.parent / "trainer", prec=prec))
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=peft_config,
     )
