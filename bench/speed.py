@@ -12,7 +12,9 @@ Writes ``bench/out/speed/`` (gitignored): ``speed.json`` (raw figures, saved aft
    per batch, kept here as ``hf_generate``), a naive loop (one ``model.generate`` per draft), the same model
    in llama.cpp (the packaged Q4_1 GGUF through ``llama_cpp.Llama``), and the fp32 compute ceiling of this
    CPU (2048x2048 matmul GFLOP/s ÷ 2·params per token). Only generated tokens count (up to, not including,
-   EOS; padding never).
+   EOS; padding never). Then the shipped defaults (``weak.dtype=auto``) vs fp32 at 16 and 64 prompts/call.
+1b. scoring — SuperICL's ``choice_probs`` at batch 64: logits at every position (before) vs only at the
+   continuation positions (after): wall time and peak RSS.
 2. strong — completed calls/s of ``StrongClient.chat_batch`` at concurrency 1..32 against the
    OpenAI test server (separate process) with 200 ms latency, vs the ideal concurrency/latency; per-call
    client overhead at latency 0.
@@ -20,8 +22,8 @@ Writes ``bench/out/speed/`` (gitignored): ``speed.json`` (raw figures, saved aft
    (predictions redone, strong answers from the SQLite cache): wall time and strong calls.
 4. dpo   — seconds per DPO step (SmolLM2, batch 2) with the reference as the disabled LoRA vs
    ``align.precompute_ref_log_probs=true``.
-5. memory — peak RSS per stage of ``cowest run src/cowest/demo.yaml`` at small n (main process and its
-   children, i.e. the llama.cpp server).
+5. memory — peak RSS per stage of ``cowest run src/cowest/demo.yaml`` at small n, or of ``cowest demo``
+   itself with ``--full-demo`` (main process and its children, i.e. the llama.cpp server).
 """
 
 from __future__ import annotations
@@ -208,7 +210,8 @@ def bench_weak(quick: bool, log: Any) -> dict[str, Any]:
                            "prompts": "demo task, cot format (weak_messages)", "runs": []}
     res["matmul_fp32_gflops_before"] = round(matmul_gflops(), 1)
     res["matmul_bf16_gflops"] = round(matmul_gflops(dtype="bfloat16"), 1)
-    wm, load_s = timed(WeakModel.load, WeakConfig(model=WEAK_ALIAS, device="cpu"))
+    # the before/after table is fp32 (the ceiling's dtype); the defaults comparison below adds weak.dtype=auto
+    wm, load_s = timed(WeakModel.load, WeakConfig(model=WEAK_ALIAS, device="cpu", dtype="float32"))
     params = sum(p.numel() for p in wm.model.parameters())
     res.update(params=params, load_s=round(load_s, 1))
     eos = set(wm._eos_ids()) | {wm.tokenizer.pad_token_id}
@@ -262,21 +265,90 @@ def bench_weak(quick: bool, log: Any) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001
         res["llama_cpp"] = {"error": f"{type(e).__name__}: {e}"}
 
-    # bf16 weights (this CPU has avx512_bf16): one side run at batch 16, not the default
+    # The shipped defaults: weak.dtype=auto (bf16 on CPUs with native bf16, else fp32) at 16 vs 64 prompts per
+    # call, against fp32 at the same sizes; A-B-B-A per size so load changes hit both alike.
     if not quick:
-        wm_bf = WeakModel.load(WeakConfig(model=WEAK_ALIAS, device="cpu", dtype="bfloat16"))
-        ps = prompts[:16]
-        fp32 = measured(cowest_generate, wm, ps, batch_size=16, max_new=max_new, seed=0, eos=eos)
-        bf16 = measured(cowest_generate, wm_bf, ps, batch_size=16, max_new=max_new, seed=0, eos=eos)
-        res["cowest_bf16_bs16"] = merge([bf16])
-        res["cowest_fp32_bs16_beside_bf16"] = merge([fp32])
-        log(f"weak bs=16 cowest bf16: {res['cowest_bf16_bs16']['tok_s']} tok/s vs fp32 right before: "
-            f"{res['cowest_fp32_bs16_beside_bf16']['tok_s']} tok/s")
-        del wm_bf
+        from cowest.models.weak import resolve_dtype
+
+        auto = str(resolve_dtype("auto", "cpu")).replace("torch.", "")
+        res["auto_dtype"] = auto
+        wm_auto = WeakModel.load(WeakConfig(model=WEAK_ALIAS, device="cpu"))
+        res["defaults"] = []
+        for bs in (16, 64):
+            ps = prompts[:bs]
+            parts = {"float32": [], auto: []}
+            for name in ("float32", auto, auto, "float32") if auto != "float32" else ("float32", "float32"):
+                model = wm if name == "float32" else wm_auto
+                m = measured(cowest_generate, model, ps, batch_size=bs, max_new=max_new, seed=0, eos=eos)
+                parts[name].append(m)
+                log(f"weak defaults bs={bs} {name}: {m['tokens'] / m['wall_s']:.1f} tok/s")
+            res["defaults"].append({"batch_size": bs, **{k: merge(v) for k, v in parts.items() if v}})
+            write_partial("weak", res)
+        del wm_auto
 
     res["matmul_fp32_gflops_after"] = round(matmul_gflops(), 1)
     g = max(res["matmul_fp32_gflops_before"], res["matmul_fp32_gflops_after"])
     res["ceiling_tok_s"] = round(g * 1e9 / (2 * params), 1)
+    return res
+
+
+# ------------------------------------------------------------------------------------------ 1b. scoring
+
+
+def full_logits_scoring(wm: Any, batch: list[tuple]) -> list[float]:
+    """The pre-change WeakModel._continuation_logprobs: right padding, logits at every position."""
+    import torch
+
+    seqs = [ctx + cont for _, _, ctx, cont in batch]
+    width = max(len(x) for x in seqs)
+    input_ids = torch.full((len(seqs), width), wm.tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, x in enumerate(seqs):
+        input_ids[r, : len(x)] = torch.tensor(x)
+        mask[r, : len(x)] = 1
+    with torch.inference_mode():
+        logits = wm.model(input_ids=input_ids, attention_mask=mask).logits
+    out = []
+    for r, (_, _, ctx, cont) in enumerate(batch):
+        pos = torch.arange(len(ctx) - 1, len(ctx) + len(cont) - 1)
+        logp = torch.log_softmax(logits[r, pos].float(), dim=-1)
+        out.append(logp[torch.arange(len(cont)), torch.tensor(cont)].sum().item())
+    return out
+
+
+def bench_scoring(quick: bool, log: Any) -> dict[str, Any]:
+    """SuperICL's confidence: choice_probs over the demo's 4 labels for 64 prompts in one batch of 64, with
+    logits for every position (before) vs only the continuation positions (after). Peak RSS above the level
+    just before the call (psutil, 20 ms polling), and wall time; the same model, fp32."""
+    import psutil
+
+    from cowest.config import WeakConfig
+    from cowest.models.weak import WeakModel
+
+    n = 16 if quick else 64
+    prompts = demo_prompts(n)
+    labels = ["billing", "platform", "security", "hardware"]  # demo teams; the scoring cost is what matters
+    wm = WeakModel.load(WeakConfig(model=WEAK_ALIAS, device="cpu", dtype="float32", batch_size=n))
+    res: dict[str, Any] = {"prompts": n, "candidates": len(labels), "batch_size": n, "runs": {}}
+    probs: dict[str, Any] = {}
+    wm.choice_probs(prompts[:2], labels)  # warm-up: the first forward's one-off allocations are not the method's
+    for name in ("after", "before", "after", "before") if not quick else ("after", "before"):
+        if name == "before":
+            wm._continuation_logprobs = lambda batch: full_logits_scoring(wm, batch)  # type: ignore[method-assign]
+        else:
+            wm.__dict__.pop("_continuation_logprobs", None)
+        base = psutil.Process().memory_info().rss / 2**20
+        with RSSPoller(os.getpid(), interval_s=0.02) as poller:
+            t0 = time.perf_counter()
+            probs[name] = wm.choice_probs(prompts, labels)
+            wall = time.perf_counter() - t0
+        peak = poller.peaks["start"]["main_mb"]
+        r = res["runs"].setdefault(name, {"wall_s": [], "peak_above_start_mb": []})
+        r["wall_s"].append(round(wall, 2))
+        r["peak_above_start_mb"].append(round(peak - base))
+        log(f"scoring {name}: {wall:.2f}s, peak +{peak - base:.0f} MB")
+    wm.__dict__.pop("_continuation_logprobs", None)
+    res["max_abs_prob_diff"] = max(abs(a - b) for ra, rb in zip(probs["after"], probs["before"]) for a, b in zip(ra, rb))
     return res
 
 
@@ -455,15 +527,22 @@ def bench_dpo(quick: bool, log: Any, out: Path) -> dict[str, Any]:
 STAGE_RE = re.compile(r"─+\s*(sft|feedback round \d+|align round \d+|eval)\s*─+")
 
 
-def bench_memory(quick: bool, log: Any, out: Path) -> dict[str, Any]:
+def bench_memory(quick: bool, log: Any, out: Path, full_demo: bool = False) -> dict[str, Any]:
+    """Peak RSS per stage of a small demo run, or of ``cowest demo`` itself with ``--full-demo`` (~12 min)."""
     runs = out / "runs"
-    name = "mem_bench"
+    name = "mem_demo" if full_demo else "mem_bench"
     shutil.rmtree(runs / name, ignore_errors=True)
-    over = [f"name={name}", f"output_dir={runs}", "task.n_train=32", f"task.n_eval={3 if quick else 4}",
-            "sft.epochs=1", f"feedback.max_questions={4 if quick else 6}", "feedback.k=4", "align.epochs=1",
-            "strong.max_tokens=48"]
-    cmd = cowest_cmd() + ["run", str(DEMO_RECIPE)] + over
-    res: dict[str, Any] = {"command": "cowest run src/cowest/demo.yaml " + " ".join(over), "stages": {}}
+    if full_demo:
+        over = [f"name={name}", f"output_dir={runs}"]
+        cmd = cowest_cmd() + ["demo"] + over
+        shown = "cowest demo " + " ".join(over)
+    else:
+        over = [f"name={name}", f"output_dir={runs}", "task.n_train=32", f"task.n_eval={3 if quick else 4}",
+                "sft.epochs=1", f"feedback.max_questions={4 if quick else 6}", "feedback.k=4", "align.epochs=1",
+                "strong.max_tokens=48"]
+        cmd = cowest_cmd() + ["run", str(DEMO_RECIPE)] + over
+        shown = "cowest run src/cowest/demo.yaml " + " ".join(over)
+    res: dict[str, Any] = {"command": shown, "stages": {}}
     logf = out / "logs" / "memory_run.log"
     logf.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -483,6 +562,9 @@ def bench_memory(quick: bool, log: Any, out: Path) -> dict[str, Any]:
     tpath = runs / name / "timings.json"
     if tpath.exists():
         res["timings_s"] = json.loads(tpath.read_text())
+    mpath = runs / name / "eval" / "metrics.json"
+    if full_demo and mpath.exists():
+        res["accuracy"] = {k: v["metrics"].get("accuracy") for k, v in json.loads(mpath.read_text())["systems"].items()}
     log(f"memory: rc={rc} {res['stages']}")
     return res
 
@@ -530,7 +612,7 @@ def summary_md(r: dict[str, Any], command: str) -> str:
         for key, label in (("naive_loop", "naive loop, one model.generate per draft (batch 1)"),
                            ("llama_cpp", "llama.cpp, same model as Q4_1 GGUF, sequential drafts"),
                            ("cowest_fp32_bs16_beside_bf16", "WeakModel.generate fp32, 16 prompts/call (run beside bf16)"),
-                           ("cowest_bf16_bs16", "WeakModel.generate with weak.dtype=bfloat16, 16 prompts/call")):
+                           ("cowest_bf16_bs16", "WeakModel.generate with weak.dtype=bfloat16, 16 prompts/call")):  # older runs
             v = w.get(key)
             if v and "tok_s" in v:
                 extra.append([label, v["tok_s"], v.get("tok_per_cpu_s"), f"{v['tok_s'] / ceil:.0%}"])
@@ -539,6 +621,28 @@ def summary_md(r: dict[str, Any], command: str) -> str:
         parts.append("\n" + md_table(["other ways to draft", "tok/s", "tok per CPU-s", "% of fp32 ceiling"], extra))
         parts.append(f"\nGreedy output of the new decode loop equals `model.generate` greedy: "
                      f"{w.get('greedy_matches_model_generate')}.\n")
+        if w.get("defaults"):
+            auto = w["auto_dtype"]
+            bf_ceil = round(w["matmul_bf16_gflops"] * 1e9 / (2 * w["params"]), 1)
+            rows = []
+            for d in w["defaults"]:
+                f32, au = d["float32"], d.get(auto, d["float32"])
+                rows.append([d["batch_size"], f32["tok_s"], f"{f32['tok_s'] / ceil:.0%}", au["tok_s"],
+                             f"{au['tok_s'] / ceil:.0%}", f"{au['tok_s'] / bf_ceil:.0%}" if auto == "bfloat16" else "–",
+                             f"{au['tok_s'] / f32['tok_s']:.2f}×"])
+            parts.append(f"\n**Defaults** (`weak.dtype=auto` resolves to {auto} on this CPU), A-B-B-A per size:\n\n"
+                         + md_table(["prompts/call", "fp32 tok/s", "% fp32 ceiling", f"auto ({auto}) tok/s",
+                                     "% fp32 ceiling", f"% bf16 ceiling ({bf_ceil} tok/s)", "auto/fp32"], rows) + "\n")
+    sc = r.get("scoring")
+    if sc:
+        rows = [[k, " / ".join(map(str, v["wall_s"])), " / ".join(map(str, v["peak_above_start_mb"]))]
+                for k, v in sc["runs"].items()]
+        parts.append(f"## 1b. SuperICL scoring: `choice_probs`, {sc['prompts']} demo prompts × {sc['candidates']} "
+                     f"labels, batch {sc['batch_size']}, fp32\n\n"
+                     + md_table(["logits computed", "wall s (each run)", "peak RSS above start MB (each run)"],
+                                [[("every position (before)" if r[0] == "before" else "continuation positions only (after)")]
+                                 + r[1:] for r in rows])
+                     + f"\n\nLargest difference between the two probability tables: {sc['max_abs_prob_diff']:.1e}.\n")
     s = r.get("strong")
     if s:
         rows = [[c["concurrency"], c["calls"], c["calls_per_s"], c["ideal_calls_per_s"], f"{c['fraction_of_ideal']:.0%}"]
@@ -566,7 +670,8 @@ def summary_md(r: dict[str, Any], command: str) -> str:
         rows = [[k, v["main_mb"], v["children_mb"], v["total_mb"]] for k, v in mem["stages"].items()]
         parts.append(f"## 5. Peak RSS per stage: `{mem['command']}` (exit {mem['rc']}, {mem['wall_s']} s)\n\n"
                      + md_table(["stage", "cowest process MB", "children (llama.cpp server) MB", "total MB"], rows)
-                     + (f"\n\nStage wall times (s): {mem.get('timings_s')}" if mem.get("timings_s") else "") + "\n")
+                     + (f"\n\nStage wall times (s): {mem.get('timings_s')}" if mem.get("timings_s") else "")
+                     + (f"\n\nAccuracy per system: {mem['accuracy']}" if mem.get("accuracy") else "") + "\n")
     for k, v in r.get("errors", {}).items():
         parts.append(f"**{k} failed**: `{v.splitlines()[-1] if v else ''}`\n")
     return "\n".join(parts)
@@ -604,13 +709,15 @@ def main(argv: list[str] | None = None) -> int:
     global _OUT
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a few minutes instead of ~30")
-    p.add_argument("--only", default="weak,strong,cache,dpo,memory", help="comma-separated sections")
+    p.add_argument("--only", default="weak,scoring,strong,cache,dpo,memory", help="comma-separated sections")
     p.add_argument("--out", default=str(OUT / "speed"))
+    p.add_argument("--full-demo", action="store_true", help="memory section: measure `cowest demo` itself (~12 min)")
     a = p.parse_args(argv)
     _OUT = Path(a.out)
     _OUT.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    command = "python bench/speed.py" + (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only != p.get_default("only") else "")
+    command = ("python bench/speed.py" + (" --quick" if a.quick else "") + (" --full-demo" if a.full_demo else "")
+               + (f" --only {a.only}" if a.only != p.get_default("only") else ""))
     partial = a.only != p.get_default("only")
     if partial and (_OUT / "speed.json").exists():  # re-measure some sections, keep the others' figures
         _RESULTS.update(json.loads((_OUT / "speed.json").read_text()))
@@ -627,9 +734,10 @@ def main(argv: list[str] | None = None) -> int:
         logf.write(line + "\n")
         logf.flush()
 
-    sections = {"weak": lambda: bench_weak(a.quick, log), "strong": lambda: bench_strong(a.quick, log),
+    sections = {"weak": lambda: bench_weak(a.quick, log), "scoring": lambda: bench_scoring(a.quick, log),
+                "strong": lambda: bench_strong(a.quick, log),
                 "cache": lambda: bench_cache(a.quick, log, _OUT), "dpo": lambda: bench_dpo(a.quick, log, _OUT),
-                "memory": lambda: bench_memory(a.quick, log, _OUT)}
+                "memory": lambda: bench_memory(a.quick, log, _OUT, a.full_demo)}
     for name in [s.strip() for s in a.only.split(",") if s.strip()]:
         t0 = time.perf_counter()
         log(f"== {name}")
