@@ -38,3 +38,10 @@ def test_env_json():
     assert r.returncode == 0
     info = json.loads(r.stdout)
     assert info["packages"]["torch"]
+    # what weak.dtype=auto resolves to here, as the weak model would load it
+    import torch
+
+    from cowest.models.weak import resolve_dtype
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert info["torch"]["weak_dtype_auto"] == str(resolve_dtype("auto", device)).removeprefix("torch.")

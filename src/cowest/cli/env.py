@@ -24,11 +24,15 @@ def collect_env() -> dict:
     try:
         import torch
 
+        from cowest.models.weak import cpu_has_native_bf16, resolve_dtype
+
+        cuda = torch.cuda.is_available()
         info["torch"] = {
-            "cuda": torch.cuda.is_available(),
+            "cuda": cuda,
             "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
             "threads": torch.get_num_threads(),
-            "bf16_cpu": _bf16_cpu(torch),
+            "cpu_native_bf16": cpu_has_native_bf16(),
+            "weak_dtype_auto": str(resolve_dtype("auto", "cuda" if cuda else "cpu")).removeprefix("torch."),
         }
     except ImportError:
         info["torch"] = None
@@ -40,14 +44,6 @@ def collect_env() -> dict:
     }
     info["api_keys_set"] = sorted(k for k in os.environ if k.endswith("_API_KEY"))  # names only, never values
     return info
-
-
-def _bf16_cpu(torch) -> bool:
-    try:
-        torch.zeros(2, dtype=torch.bfloat16) @ torch.zeros(2, dtype=torch.bfloat16)
-        return True
-    except Exception:
-        return False
 
 
 def env(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
@@ -68,6 +64,7 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> No
     if info["torch"]:
         t.add_row("cuda", str(info["torch"]["cuda"]) + (f" {info['torch']['devices']}" if info["torch"]["devices"] else ""))
         t.add_row("torch threads", str(info["torch"]["threads"]))
+        t.add_row("weak.dtype=auto means", info["torch"]["weak_dtype_auto"])
     for k, v in info["offline_models"].items():
         t.add_row(k, "installed" if v else "[dim]missing (scripts/setup.sh installs it)[/dim]")
     t.add_row("API keys in env (names)", ", ".join(info["api_keys_set"]) or "none")
