@@ -12,7 +12,9 @@ Writes ``bench/out/speed/`` (gitignored): ``speed.json`` (raw figures, saved aft
    per batch, kept here as ``hf_generate``), a naive loop (one ``model.generate`` per draft), the same model
    in llama.cpp (the packaged Q4_1 GGUF through ``llama_cpp.Llama``), and the fp32 compute ceiling of this
    CPU (2048x2048 matmul GFLOP/s ÷ 2·params per token). Only generated tokens count (up to, not including,
-   EOS; padding never). Then the shipped defaults (``weak.dtype=auto``) vs fp32 at 16 and 64 prompts/call.
+   EOS; padding never).
+1a. defaults — the shipped defaults (``weak.dtype=auto``: bf16 on native-bf16 CPUs) vs fp32 at 16 and 64
+   prompts/call, against both compute ceilings.
 1b. scoring — SuperICL's ``choice_probs`` at batch 64: logits at every position (before) vs only at the
    continuation positions (after): wall time and peak RSS.
 2. strong — completed calls/s of ``StrongClient.chat_batch`` at concurrency 1..32 against the
@@ -265,30 +267,43 @@ def bench_weak(quick: bool, log: Any) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001
         res["llama_cpp"] = {"error": f"{type(e).__name__}: {e}"}
 
-    # The shipped defaults: weak.dtype=auto (bf16 on CPUs with native bf16, else fp32) at 16 vs 64 prompts per
-    # call, against fp32 at the same sizes; A-B-B-A per size so load changes hit both alike.
-    if not quick:
-        from cowest.models.weak import resolve_dtype
-
-        auto = str(resolve_dtype("auto", "cpu")).replace("torch.", "")
-        res["auto_dtype"] = auto
-        wm_auto = WeakModel.load(WeakConfig(model=WEAK_ALIAS, device="cpu"))
-        res["defaults"] = []
-        for bs in (16, 64):
-            ps = prompts[:bs]
-            parts = {"float32": [], auto: []}
-            for name in ("float32", auto, auto, "float32") if auto != "float32" else ("float32", "float32"):
-                model = wm if name == "float32" else wm_auto
-                m = measured(cowest_generate, model, ps, batch_size=bs, max_new=max_new, seed=0, eos=eos)
-                parts[name].append(m)
-                log(f"weak defaults bs={bs} {name}: {m['tokens'] / m['wall_s']:.1f} tok/s")
-            res["defaults"].append({"batch_size": bs, **{k: merge(v) for k, v in parts.items() if v}})
-            write_partial("weak", res)
-        del wm_auto
-
     res["matmul_fp32_gflops_after"] = round(matmul_gflops(), 1)
     g = max(res["matmul_fp32_gflops_before"], res["matmul_fp32_gflops_after"])
     res["ceiling_tok_s"] = round(g * 1e9 / (2 * params), 1)
+    return res
+
+
+def bench_defaults(quick: bool, log: Any) -> dict[str, Any]:
+    """The shipped defaults: weak.dtype=auto (bf16 on CPUs with native bf16, else fp32) vs fp32, at 16 and 64
+    prompts per call (K=4 each), A-B-B-A per size so a load change hits both alike; ceilings from matmuls
+    measured in the same run."""
+    from cowest.config import WeakConfig
+    from cowest.models.weak import WeakModel, resolve_dtype
+
+    max_new = 24 if quick else 64
+    sizes = [16] if quick else [16, 64]
+    auto = str(resolve_dtype("auto", "cpu")).removeprefix("torch.")
+    res: dict[str, Any] = {"k": K, "max_new_tokens": max_new, "auto_dtype": auto, "runs": [],
+                           "matmul_fp32_gflops": round(matmul_gflops(), 1),
+                           "matmul_bf16_gflops": round(matmul_gflops(dtype="bfloat16"), 1)}
+    models = {"float32": WeakModel.load(WeakConfig(model=WEAK_ALIAS, device="cpu", dtype="float32"))}
+    if auto != "float32":
+        models[auto] = WeakModel.load(WeakConfig(model=WEAK_ALIAS, device="cpu"))
+    params = sum(p.numel() for p in models["float32"].model.parameters())
+    res["params"] = params
+    res["ceiling_fp32_tok_s"] = round(res["matmul_fp32_gflops"] * 1e9 / (2 * params), 1)
+    res["ceiling_bf16_tok_s"] = round(res["matmul_bf16_gflops"] * 1e9 / (2 * params), 1)
+    eos = set(models["float32"]._eos_ids()) | {models["float32"].tokenizer.pad_token_id}
+    prompts = demo_prompts(max(sizes))
+    for bs in sizes:
+        parts: dict[str, list] = {k: [] for k in models}
+        order = ["float32", auto, auto, "float32"] if auto != "float32" else ["float32"]
+        for name in order:
+            m = measured(cowest_generate, models[name], prompts[:bs], batch_size=bs, max_new=max_new, seed=0, eos=eos)
+            parts[name].append(m)
+            log(f"defaults bs={bs} {name}: {m['tokens'] / m['wall_s']:.1f} tok/s (cpu {m['cpu_s']}s, load {m['load1']})")
+        res["runs"].append({"batch_size": bs, **{k: merge(v) for k, v in parts.items()}})
+        write_partial("defaults", res)
     return res
 
 
@@ -621,18 +636,23 @@ def summary_md(r: dict[str, Any], command: str) -> str:
         parts.append("\n" + md_table(["other ways to draft", "tok/s", "tok per CPU-s", "% of fp32 ceiling"], extra))
         parts.append(f"\nGreedy output of the new decode loop equals `model.generate` greedy: "
                      f"{w.get('greedy_matches_model_generate')}.\n")
-        if w.get("defaults"):
-            auto = w["auto_dtype"]
-            bf_ceil = round(w["matmul_bf16_gflops"] * 1e9 / (2 * w["params"]), 1)
-            rows = []
-            for d in w["defaults"]:
-                f32, au = d["float32"], d.get(auto, d["float32"])
-                rows.append([d["batch_size"], f32["tok_s"], f"{f32['tok_s'] / ceil:.0%}", au["tok_s"],
-                             f"{au['tok_s'] / ceil:.0%}", f"{au['tok_s'] / bf_ceil:.0%}" if auto == "bfloat16" else "–",
-                             f"{au['tok_s'] / f32['tok_s']:.2f}×"])
-            parts.append(f"\n**Defaults** (`weak.dtype=auto` resolves to {auto} on this CPU), A-B-B-A per size:\n\n"
-                         + md_table(["prompts/call", "fp32 tok/s", "% fp32 ceiling", f"auto ({auto}) tok/s",
-                                     "% fp32 ceiling", f"% bf16 ceiling ({bf_ceil} tok/s)", "auto/fp32"], rows) + "\n")
+    d = r.get("defaults")
+    if d and d.get("runs"):
+        auto = d["auto_dtype"]
+        rows = []
+        for x in d["runs"]:
+            f32, au = x["float32"], x.get(auto, x["float32"])
+            rows.append([x["batch_size"], f32["tok_s"], f"{f32['tok_s'] / d['ceiling_fp32_tok_s']:.0%}", au["tok_s"],
+                         f"{au['tok_s'] / d['ceiling_fp32_tok_s']:.0%}",
+                         f"{au['tok_s'] / d['ceiling_bf16_tok_s']:.0%}" if auto == "bfloat16" else "–",
+                         f"{au['tok_s'] / f32['tok_s']:.2f}×"])
+        parts.append(f"## 1a. Drafting with the defaults: `weak.dtype=auto` (= {auto} on this CPU) vs fp32, K={d['k']}, "
+                     f"{d['max_new_tokens']} new tokens max\n\nCeilings from matmuls in the same run: fp32 "
+                     f"{d['matmul_fp32_gflops']} GFLOP/s → {d['ceiling_fp32_tok_s']} tok/s; bf16 {d['matmul_bf16_gflops']} "
+                     f"GFLOP/s → {d['ceiling_bf16_tok_s']} tok/s.\n\n"
+                     + md_table(["prompts/call", "fp32 tok/s", "% fp32 ceiling", f"{auto} tok/s", "% fp32 ceiling",
+                                 "% bf16 ceiling", f"{auto}/fp32"], rows)
+                     + "\n\nEach cell sums two runs in A-B-B-A order on the same prompts and seed.\n")
     sc = r.get("scoring")
     if sc:
         rows = [[k, " / ".join(map(str, v["wall_s"])), " / ".join(map(str, v["peak_above_start_mb"]))]
@@ -709,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
     global _OUT
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a few minutes instead of ~30")
-    p.add_argument("--only", default="weak,scoring,strong,cache,dpo,memory", help="comma-separated sections")
+    p.add_argument("--only", default="weak,defaults,scoring,strong,cache,dpo,memory", help="comma-separated sections")
     p.add_argument("--out", default=str(OUT / "speed"))
     p.add_argument("--full-demo", action="store_true", help="memory section: measure `cowest demo` itself (~12 min)")
     a = p.parse_args(argv)
@@ -734,7 +754,8 @@ def main(argv: list[str] | None = None) -> int:
         logf.write(line + "\n")
         logf.flush()
 
-    sections = {"weak": lambda: bench_weak(a.quick, log), "scoring": lambda: bench_scoring(a.quick, log),
+    sections = {"weak": lambda: bench_weak(a.quick, log), "defaults": lambda: bench_defaults(a.quick, log),
+                "scoring": lambda: bench_scoring(a.quick, log),
                 "strong": lambda: bench_strong(a.quick, log),
                 "cache": lambda: bench_cache(a.quick, log, _OUT), "dpo": lambda: bench_dpo(a.quick, log, _OUT),
                 "memory": lambda: bench_memory(a.quick, log, _OUT, a.full_demo)}
