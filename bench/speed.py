@@ -542,10 +542,11 @@ def bench_dpo(quick: bool, log: Any, out: Path) -> dict[str, Any]:
 STAGE_RE = re.compile(r"─+\s*(sft|feedback round \d+|align round \d+|eval)\s*─+")
 
 
-def bench_memory(quick: bool, log: Any, out: Path, full_demo: bool = False) -> dict[str, Any]:
-    """Peak RSS per stage of a small demo run, or of ``cowest demo`` itself with ``--full-demo`` (~12 min)."""
+def bench_memory(quick: bool, log: Any, out: Path, full_demo: bool = False, recipe: str | None = None) -> dict[str, Any]:
+    """Peak RSS per stage of a small run of the demo (or of ``recipe``, e.g. a real task), or of ``cowest demo``
+    itself with ``--full-demo`` (~12 min)."""
     runs = out / "runs"
-    name = "mem_demo" if full_demo else "mem_bench"
+    name = "mem_demo" if full_demo else f"mem_{Path(recipe).stem}" if recipe else "mem_bench"
     shutil.rmtree(runs / name, ignore_errors=True)
     if full_demo:
         over = [f"name={name}", f"output_dir={runs}"]
@@ -555,8 +556,9 @@ def bench_memory(quick: bool, log: Any, out: Path, full_demo: bool = False) -> d
         over = [f"name={name}", f"output_dir={runs}", "task.n_train=32", f"task.n_eval={3 if quick else 4}",
                 "sft.epochs=1", f"feedback.max_questions={4 if quick else 6}", "feedback.k=4", "align.epochs=1",
                 "strong.max_tokens=48"]
-        cmd = cowest_cmd() + ["run", str(DEMO_RECIPE)] + over
-        shown = "cowest run src/cowest/demo.yaml " + " ".join(over)
+        path = Path(recipe) if recipe else DEMO_RECIPE
+        cmd = cowest_cmd() + ["run", str(path)] + over
+        shown = f"cowest run {path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path} " + " ".join(over)
     res: dict[str, Any] = {"command": shown, "stages": {}}
     logf = out / "logs" / "memory_run.log"
     logf.parent.mkdir(parents=True, exist_ok=True)
@@ -685,8 +687,8 @@ def summary_md(r: dict[str, Any], command: str) -> str:
         parts.append(f"## 4. DPO step time: {d['model']}, batch {d['batch_size']}, {d['steps']} steps\n\n"
                      + md_table(["reference", "s/step (median)", "train runtime s", "of which outside steps s",
                                  "wall s incl. model load"], rows) + "\n")
-    mem = r.get("memory")
-    if mem:
+    for key in sorted(k for k in r if k.startswith("memory")):
+        mem = r[key]
         rows = [[k, v["main_mb"], v["children_mb"], v["total_mb"]] for k, v in mem["stages"].items()]
         parts.append(f"## 5. Peak RSS per stage: `{mem['command']}` (exit {mem['rc']}, {mem['wall_s']} s)\n\n"
                      + md_table(["stage", "cowest process MB", "children (llama.cpp server) MB", "total MB"], rows)
@@ -732,11 +734,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default="weak,defaults,scoring,strong,cache,dpo,memory", help="comma-separated sections")
     p.add_argument("--out", default=str(OUT / "speed"))
     p.add_argument("--full-demo", action="store_true", help="memory section: measure `cowest demo` itself (~12 min)")
+    p.add_argument("--memory-recipe", default=None, help="memory section: a small run of this recipe instead of the demo")
     a = p.parse_args(argv)
     _OUT = Path(a.out)
     _OUT.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     command = ("python bench/speed.py" + (" --quick" if a.quick else "") + (" --full-demo" if a.full_demo else "")
+               + (f" --memory-recipe {a.memory_recipe}" if a.memory_recipe else "")
                + (f" --only {a.only}" if a.only != p.get_default("only") else ""))
     partial = a.only != p.get_default("only")
     if partial and (_OUT / "speed.json").exists():  # re-measure some sections, keep the others' figures
@@ -758,8 +762,10 @@ def main(argv: list[str] | None = None) -> int:
                 "scoring": lambda: bench_scoring(a.quick, log),
                 "strong": lambda: bench_strong(a.quick, log),
                 "cache": lambda: bench_cache(a.quick, log, _OUT), "dpo": lambda: bench_dpo(a.quick, log, _OUT),
-                "memory": lambda: bench_memory(a.quick, log, _OUT, a.full_demo)}
-    for name in [s.strip() for s in a.only.split(",") if s.strip()]:
+                "memory": lambda: bench_memory(a.quick, log, _OUT, a.full_demo, a.memory_recipe)}
+    for section in [s.strip() for s in a.only.split(",") if s.strip()]:
+        # a memory run of another recipe is kept beside the demo's, not over it
+        name = f"memory_{Path(a.memory_recipe).stem}" if section == "memory" and a.memory_recipe else section
         t0 = time.perf_counter()
         log(f"== {name}")
         _RESULTS["section_dates"][name] = now_utc()
@@ -767,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
         if partial:
             _RESULTS.setdefault("section_commands", {})[name] = command
         try:
-            write_partial(name, sections[name]())
+            write_partial(name, sections[section]())
         except Exception:  # noqa: BLE001 - record and go on with the other sections
             _RESULTS["errors"][name] = traceback.format_exc()
             log(f"{name} FAILED:\n{_RESULTS['errors'][name]}")
