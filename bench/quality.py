@@ -11,9 +11,9 @@ reused on a rerun), then writes ``quality.json`` (raw figures), ``quality.md`` a
 Data must be in ``../shared/data/<task>``; otherwise the task is skipped with a message (exit 0).
 
 Scales (2-core CPU, no GPU):
-- ``small``: 64 train / 40 eval questions, feedback on 16 (K=4): 31 min for prosocial_dialog on 2 cores.
-- ``default``: 128 / 64 / 32 (K=4), estimated ~1 h for prosocial_dialog and < 2 h per task here (scaled from
-  the small run's stage times; not measured yet; see bench/RESULTS.md).
+- ``small``: 64 train / 40 eval questions, feedback on 16 (K=4): 31 min for prosocial_dialog, 29 min for ifqa.
+- ``default``: 128 / 64 / 32 (K=4): 44 min for medmcqa (measured, bench/RESULTS.md); ifqa's longer passages
+  should take about twice its small run, well under the 2 h limit per task.
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ SCALES: dict[str, list[str]] = {
     # ~290 strong calls at most (64 SFT rationales where the task has none + 16×(1+4) feedback + 40×4 eval)
     "small": ["task.n_train=64", "task.n_eval=40", "feedback.max_questions=16", "feedback.k=4", "sft.epochs=2",
               "align.epochs=2"],
-    # ~550 strong calls at most (128 + 32×5 + 64×4). Estimated ~1 h for prosocial_dialog on 2 cores by scaling each
-    # stage of the measured small run (31 min: sft 7.7, feedback 4.0, align 3.1, eval 16.2); longer prompts
-    # (IfQA passages, MedMCQA) take longer per strong call, hence the margin to 2 h. Not measured yet.
+    # ~550 strong calls at most (128 + 32×5 + 64×4). medmcqa measured 44 min on 2 cores (sft 15.9, feedback 8.8,
+    # align 4.4, eval 15.3); IfQA's passages make every call longer, hence the margin to 2 h.
     "default": ["task.n_train=128", "task.n_eval=64", "feedback.max_questions=32", "feedback.k=4", "sft.epochs=2",
                 "align.epochs=2"],
 }
@@ -165,13 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(ROOT / "recipes" / f"{a.task}_cpu.yaml",
                       overrides + [f"name={a.task}-{a.scale}", f"output_dir={out / 'runs'}"])
     command = f"python bench/quality.py {a.task} --scale {a.scale}" + (" " + " ".join(a.overrides) if a.overrides else "")
-    started = now_utc()
+    started, at_start = now_utc(), machine()  # the commit that ran, not the one checked out at the end
     t0 = time.perf_counter()
     with RSSPoller(os.getpid(), interval_s=0.5) as poller:
         run_all(cfg, overwrite=a.overwrite, show=True)
     wall = time.perf_counter() - t0
     res = {"task": a.task, "scale": a.scale, "overrides": overrides, "command": command, "date": started,
-           "machine": machine(), **collect(cfg, wall, poller.peaks.get("start", {}))}
+           "machine": at_start, **collect(cfg, wall, poller.peaks.get("start", {}))}
     write_json(out / "quality.json", res)
     (out / "quality.md").write_text(summary_md(res), encoding="utf-8")
     plot(res, out / "quality.png")
