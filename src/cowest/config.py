@@ -68,7 +68,9 @@ class WeakConfig:
     adapter: str | None = None  # a PEFT adapter to load on top (overrides the run's SFT adapter)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (auto: bf16 where the GPU/CPU has it natively)
-    batch_size: int = 64  # prompts per generate() call (each with K samples), sequences per scoring call
+    # prompts per generate() call (each with K samples), sequences per scoring call. 64 drafts 1.3x faster in bf16
+    # on CPU but a bf16 forward over 64 long rows peaks ~2 GB higher (bench/RESULTS.md), so 16 keeps the demo small
+    batch_size: int = 16
     max_batch_tokens: int = 65536  # cap on rows x (padded prompt + new tokens) per call: bounds the KV cache
     max_new_tokens: int = 128
     max_prompt_tokens: int = 768

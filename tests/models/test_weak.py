@@ -150,6 +150,29 @@ def test_choice_probs_match_direct_forward(wm):
     assert probs[1] != pytest.approx([1 / 3] * 3, abs=1e-4)  # the candidates are actually scored
 
 
+def test_choice_probs_with_a_shared_reasoning_prefix(wm):
+    """SuperICL's candidates share the draft's reasoning; the shared tokens move into the context (their
+    log-prob is the same under every candidate), and the result equals scoring the whole candidates."""
+    import torch
+
+    from cowest.models.weak import _common_prefix_len
+
+    assert _common_prefix_len([[1, 2, 3], [1, 2, 4]]) == 2
+    assert _common_prefix_len([[1, 2], [1, 2, 5]]) == 1  # at least one token stays with each candidate
+    reasoning = "The ticket names the product, and that team owns it, so it goes there.\nAnswer: "
+    cands = [reasoning + lab for lab in ("billing", "platform", "security")]
+    prompt = msgs(QUESTIONS[1])
+    got = wm.choice_probs([prompt], [cands])[0]
+    ctx = wm.tokenizer(wm.format_prompt(prompt), add_special_tokens=False)["input_ids"]
+    scores = []
+    for c in cands:
+        cont = wm.tokenizer(c, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logp = torch.log_softmax(wm.model(input_ids=torch.tensor([ctx + cont])).logits[0], -1)
+        scores.append(sum(logp[len(ctx) - 1 + k, t].item() for k, t in enumerate(cont)))
+    assert got == pytest.approx(torch.softmax(torch.tensor(scores, dtype=torch.float64), 0).tolist(), abs=1e-5)
+
+
 def test_adapter_changes_outputs(tiny_model_dir, tmp_path):
     import torch
     from peft import LoraConfig, get_peft_model

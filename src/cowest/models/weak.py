@@ -286,11 +286,16 @@ class WeakModel:
         for p, cands in enumerate(candidates):
             if not cands:
                 raise ValueError(f"prompt {p} has no candidates")
-            for c, text in enumerate(cands):
-                cont = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            conts = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in cands]
+            for text, cont in zip(cands, conts):
                 if not cont:
                     raise ValueError(f"candidate {text!r} encodes to no tokens")
-                items.append((p, c, ctx[p], cont))
+            # Tokens every candidate starts with (e.g. SuperICL's draft reasoning + "Answer:") have the same
+            # log-prob under each, which cancels in the softmax: they join the context, so logits are computed
+            # only for the tokens that differ.
+            shared = _common_prefix_len(conts) if len(conts) > 1 else 0
+            for c, cont in enumerate(conts):
+                items.append((p, c, ctx[p] + cont[:shared], cont[shared:]))
         scores = [[0.0] * len(c) for c in candidates]
         for idx in self._batches([len(x[2]) + len(x[3]) for x in items]):
             batch = [items[k] for k in idx]
@@ -349,6 +354,15 @@ class WeakModel:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _common_prefix_len(seqs: list[list[int]]) -> int:
+    """Length of the token prefix all ``seqs`` share, leaving at least one token in each."""
+    limit = min(len(x) for x in seqs) - 1
+    n = 0
+    while n < limit and all(x[n] == seqs[0][n] for x in seqs):
+        n += 1
+    return n
 
 
 def _pick(logits: Any, temperature: float, top_p: float, generator: Any) -> Any:
