@@ -127,34 +127,34 @@ def test_prompt_truncated_from_left(tiny_model_dir):
     assert len(short.generate([msgs(QUESTIONS[1])], max_new_tokens=2)) == 1
 
 
-def test_choice_probs_match_direct_forward(wm):
+def whole_candidate_probs(wm, prompt, cands):
+    """By hand: a full forward of context + candidate, the candidate's token log-probs summed, then a softmax."""
     import torch
 
-    cands = ["yes", "no maybe", "A"]
-    prompts = [msgs(q) for q in QUESTIONS[:3]]
-    probs = wm.choice_probs(prompts, [cands] * 3)
-    for row in probs:
-        assert len(row) == 3 and math.isclose(sum(row), 1.0, abs_tol=1e-9)
-    assert wm.choice_probs(prompts, cands) == probs  # a shared candidate list broadcasts
-
-    # by hand for prompt 1: full forward of context+candidate, sum token log-probs, softmax
-    ctx = wm.tokenizer(wm.format_prompt(prompts[1]), add_special_tokens=False)["input_ids"]
+    ctx = wm.tokenizer(wm.format_prompt(prompt), add_special_tokens=False)["input_ids"]
     scores = []
     for c in cands:
         cont = wm.tokenizer(c, add_special_tokens=False)["input_ids"]
         with torch.inference_mode():
             logp = torch.log_softmax(wm.model(input_ids=torch.tensor([ctx + cont])).logits[0], -1)
         scores.append(sum(logp[len(ctx) - 1 + k, t].item() for k, t in enumerate(cont)))
-    expected = torch.softmax(torch.tensor(scores, dtype=torch.float64), 0).tolist()
-    assert probs[1] == pytest.approx(expected, abs=1e-5)
+    return torch.softmax(torch.tensor(scores, dtype=torch.float64), 0).tolist()
+
+
+def test_choice_probs_match_direct_forward(wm):
+    cands = ["yes", "no maybe", "A"]
+    prompts = [msgs(q) for q in QUESTIONS[:3]]
+    probs = wm.choice_probs(prompts, [cands] * 3)
+    for row in probs:
+        assert len(row) == 3 and math.isclose(sum(row), 1.0, abs_tol=1e-9)
+    assert wm.choice_probs(prompts, cands) == probs  # a shared candidate list broadcasts
+    assert probs[1] == pytest.approx(whole_candidate_probs(wm, prompts[1], cands), abs=1e-5)
     assert probs[1] != pytest.approx([1 / 3] * 3, abs=1e-4)  # the candidates are actually scored
 
 
 def test_choice_probs_with_a_shared_reasoning_prefix(wm):
     """SuperICL's candidates share the draft's reasoning; the shared tokens move into the context (their
     log-prob is the same under every candidate), and the result equals scoring the whole candidates."""
-    import torch
-
     from cowest.models.weak import _common_prefix_len
 
     assert _common_prefix_len([[1, 2, 3], [1, 2, 4]]) == 2
@@ -163,14 +163,7 @@ def test_choice_probs_with_a_shared_reasoning_prefix(wm):
     cands = [reasoning + lab for lab in ("billing", "platform", "security")]
     prompt = msgs(QUESTIONS[1])
     got = wm.choice_probs([prompt], [cands])[0]
-    ctx = wm.tokenizer(wm.format_prompt(prompt), add_special_tokens=False)["input_ids"]
-    scores = []
-    for c in cands:
-        cont = wm.tokenizer(c, add_special_tokens=False)["input_ids"]
-        with torch.inference_mode():
-            logp = torch.log_softmax(wm.model(input_ids=torch.tensor([ctx + cont])).logits[0], -1)
-        scores.append(sum(logp[len(ctx) - 1 + k, t].item() for k, t in enumerate(cont)))
-    assert got == pytest.approx(torch.softmax(torch.tensor(scores, dtype=torch.float64), 0).tolist(), abs=1e-5)
+    assert got == pytest.approx(whole_candidate_probs(wm, prompt, cands), abs=1e-5)
 
 
 def test_adapter_changes_outputs(tiny_model_dir, tmp_path):
