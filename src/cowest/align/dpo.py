@@ -107,8 +107,7 @@ def _tokenizer_dir(cfg: RunConfig, chain: dict[str, Any]) -> str:
 
 def load_aligned_weak_model(cfg: RunConfig, round_: int) -> tuple[Any, Any]:
     """(model, tokenizer) of the aligned weak model of ``round_``, adapters merged, on weak.device."""
-    import torch
-
+    from cowest.models.weak import merge_dtype
     from cowest.training import inference_placement, load_tokenizer
 
     info_path = RunDir(cfg).align(round_) / "adapter_info.json"
@@ -116,8 +115,7 @@ def load_aligned_weak_model(cfg: RunConfig, round_: int) -> tuple[Any, Any]:
         raise NotReadyError(f"no aligned model for round {round_}: run `cowest align --round {round_}` first")
     info = json.loads(info_path.read_text())
     device, dtype = inference_placement(cfg.weak)
-    # adapters are folded in at fp32 and the sum rounded once to the inference dtype (see WeakModel.load)
-    fold = torch.float32 if info["merge"] and dtype in (torch.bfloat16, torch.float16) else dtype
+    fold = merge_dtype(dtype, merging=bool(info["merge"]))
     model = load_chain(cfg, info, dtype=fold).to(device=device, dtype=dtype).eval()
     return model, load_tokenizer(_tokenizer_dir(cfg, info))
 

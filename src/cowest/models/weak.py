@@ -65,13 +65,12 @@ class WeakModel:
             adapters = [cfg.adapter]
         if len(adapters) > 1 and not merge:
             raise ValueError("several adapters can only be loaded with merge=True")
-        # Merged adapters are folded in at fp32 and the sum rounded once: a small LoRA delta added to
-        # weights already in bf16 would be rounded twice.
-        fold_fp32 = bool(adapters) and merge and dtype in (torch.bfloat16, torch.float16)
         extra = {"gguf_file": gguf_file} if gguf_file else {}
         try:
             tok = AutoTokenizer.from_pretrained(path, padding_side="left", **extra)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if fold_fp32 else dtype, **extra)
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=merge_dtype(dtype, merging=bool(adapters) and merge), **extra
+            )
         except Exception as e:  # noqa: BLE001 - hub/IO/parse failures all mean "cannot load this model"
             raise ModelError(f"cannot load weak model {path}: {_first_line(e)}") from None
         tok.padding_side = "left"
@@ -487,6 +486,15 @@ def resolve_dtype(dtype: str, device: Any) -> Any:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     return getattr(torch, dtype)
+
+
+def merge_dtype(dtype: Any, *, merging: bool) -> Any:
+    """The dtype to load weights in before adapters are merged and the model is cast to ``dtype``: fp32
+    when merging into half precision, so a small LoRA delta is added exactly and the sum rounded once
+    (added to weights already in bf16 it would be rounded twice)."""
+    import torch
+
+    return torch.float32 if merging and dtype in (torch.bfloat16, torch.float16) else dtype
 
 
 def cpu_has_native_bf16() -> bool:
