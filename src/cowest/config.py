@@ -98,6 +98,12 @@ class LocalServerConfig:
     threads: int | None = None
     parallel: int = 1  # llama.cpp slots
     startup_timeout_s: float = 300.0
+    # llama.cpp's extra buffer types (AMX, weight repacking). auto: off only for a library with AMX kernels on
+    # an AMX CPU, where they crash (cowest.models.llama_build); on | off force it.
+    extra_bufts: str = "auto"
+
+    def __post_init__(self) -> None:
+        _choice("strong.local.extra_bufts", self.extra_bufts, ("auto", "on", "off"))
 
 
 @dataclass

@@ -26,3 +26,7 @@ class StrongAPIError(CowestError):
         super().__init__(message)
         self.endpoint = endpoint
         self.status = status
+
+
+class ServerCrashed(StrongAPIError):
+    """The strong-model server that cowest started (the managed llama.cpp server) exited: not retried."""

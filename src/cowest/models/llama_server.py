@@ -3,8 +3,12 @@
     with strong_endpoint(cfg.strong, run_dir) as strong_cfg:   # cfg unchanged without strong.local.gguf
         client = StrongClient(strong_cfg, ...)
 
-The server is ``python -m llama_cpp.server`` in a subprocess of its own session, its output in
-``<log_dir>/llama_server.log``; it is stopped with SIGTERM, then SIGKILL, when the block exits.
+The server is ``python -m llama_cpp.server`` (through :mod:`cowest.models.llama_launch`, which decides one
+load setting for AMX CPUs) in a subprocess of its own session, its output in ``<log_dir>/llama_server.log``.
+It is ready once it has listed its model and generated one token, so a server that cannot generate fails at
+start. While it runs, the strong client asks it whether it is alive before retrying a failed request: a dead
+server stops the stage at once with one line (``ServerCrashed``) naming how it exited and where its log is.
+It is stopped with SIGTERM, then SIGKILL, when the block exits.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -44,6 +49,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def describe_exit(returncode: int) -> str:
+    """``exited with code 3`` / ``exited with SIGILL (illegal instruction)`` for a Popen return code."""
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        sig = signal.Signals(-returncode)
+    except ValueError:
+        return f"was killed by signal {-returncode}"
+    what = signal.strsignal(sig) or ""
+    return f"exited with {sig.name}" + (f" ({what.lower()})" if what else "")
+
+
+_HINTS = {
+    -signal.SIGILL: "its llama.cpp build uses CPU instructions this machine cannot run; rebuild it with "
+                    "scripts/setup.sh (COWEST_REBUILD_LLAMA=1), or set strong.local.extra_bufts=off",
+    -signal.SIGKILL: "killed from outside, often by the kernel when memory ran out",
+}
+
+
 def _tail(path: Path, n: int = 15) -> str:
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -66,6 +90,7 @@ class LlamaServer:
         model_alias: str | None = None,
         log_path: str | Path | None = None,
         startup_timeout_s: float = 300.0,
+        extra_bufts: str = "auto",
         extra_args: list[str] | None = None,
     ):
         self.gguf = Path(gguf)
@@ -74,16 +99,18 @@ class LlamaServer:
         self.model_alias = model_alias or self.gguf.stem
         self.log_path = Path(log_path) if log_path else Path("llama_server.log")
         self.startup_timeout_s = startup_timeout_s
+        self.extra_bufts = extra_bufts
         self.extra_args = list(extra_args or [])
         self.proc: subprocess.Popen | None = None
         self.model: str | None = None
+        self._unwatch: Any = None
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf), "--model_alias", self.model_alias,
+        cmd = [sys.executable, "-m", "cowest.models.llama_launch", "--extra-bufts", self.extra_bufts, "--model", str(self.gguf), "--model_alias", self.model_alias,
                "--host", self.host, "--port", str(self.port), "--n_ctx", str(self.n_ctx)]
         if self.n_threads:
             cmd += ["--n_threads", str(self.n_threads)]
@@ -109,32 +136,81 @@ class LlamaServer:
         except BaseException:
             self.stop()
             raise
+        from cowest.models.strong import watch_endpoint
+
+        self._unwatch = watch_endpoint(self.base_url, self.failure)
         return self.base_url
 
+    def failure(self, wait_s: float = 0.0) -> str | None:
+        """None while the server runs; else one line saying how it exited and where its log is. ``wait_s``:
+        how long to wait for an exit first (a dying server closes its sockets before it can be reaped)."""
+        proc = self.proc
+        if proc is None:
+            return None
+        try:
+            code = proc.wait(wait_s) if wait_s > 0 else proc.poll()
+        except subprocess.TimeoutExpired:
+            code = None
+        if code is None:
+            return None
+        hint = _HINTS.get(code)
+        return (f"llama.cpp server for {self.gguf.name} {describe_exit(code)}"
+                + (f": {hint}" if hint else "") + f" — see {self.log_path}")
+
     def _wait_ready(self) -> None:
+        """Listed models, then one generated token: a server that loads but cannot generate fails here."""
         deadline = time.monotonic() + self.startup_timeout_s
         with httpx.Client(timeout=2.0, trust_env=False) as http:
-            while True:
-                assert self.proc is not None
-                if self.proc.poll() is not None:
-                    raise ModelError(
-                        f"llama.cpp server for {self.gguf.name} exited with code {self.proc.returncode} "
-                        f"while starting; last lines of {self.log_path}:\n{_tail(self.log_path)}")
+            while self.model is None:
+                self._check_alive("while starting")
                 try:
                     r = http.get(self.base_url + "/models")
                     if r.status_code == 200:
                         data = r.json().get("data") or [{}]
                         self.model = data[0].get("id") or self.model_alias
-                        return
+                        break
                 except (httpx.TransportError, ValueError):
                     pass
-                if time.monotonic() > deadline:
-                    raise ModelError(
-                        f"llama.cpp server for {self.gguf.name} not ready after {self.startup_timeout_s:g}s "
-                        f"(strong.local.startup_timeout_s); last lines of {self.log_path}:\n{_tail(self.log_path)}")
+                self._check_deadline(deadline)
                 time.sleep(0.25)
+            body = {"model": self.model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1,
+                    "temperature": 0}
+            while True:
+                try:
+                    r = http.post(self.base_url + "/chat/completions", json=body,
+                                  timeout=max(1.0, deadline - time.monotonic()))
+                    if r.status_code == 200 and (r.json().get("choices") or None):
+                        return
+                    detail = f"HTTP {r.status_code}: {r.text[:200]}"
+                except (httpx.TransportError, ValueError) as e:
+                    detail = f"{type(e).__name__}: {e}"
+                self._check_alive("on its first completion", wait_s=2.0)
+                self._check_deadline(deadline, detail)
+                time.sleep(0.5)
+
+    def _check_alive(self, when: str, wait_s: float = 0.0) -> None:
+        assert self.proc is not None
+        try:
+            code = self.proc.wait(wait_s) if wait_s > 0 else self.proc.poll()
+        except subprocess.TimeoutExpired:
+            return
+        if code is not None:
+            hint = _HINTS.get(code)
+            raise ModelError(
+                f"llama.cpp server for {self.gguf.name} {describe_exit(code)} {when}"
+                + (f" ({hint})" if hint else "") + f"; last lines of {self.log_path}:\n{_tail(self.log_path)}")
+
+    def _check_deadline(self, deadline: float, detail: str = "") -> None:
+        if time.monotonic() > deadline:
+            raise ModelError(
+                f"llama.cpp server for {self.gguf.name} not ready after {self.startup_timeout_s:g}s "
+                f"(strong.local.startup_timeout_s){'; last answer: ' + detail if detail else ''}; "
+                f"last lines of {self.log_path}:\n{_tail(self.log_path)}")
 
     def stop(self, grace_s: float = 10.0) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
@@ -172,7 +248,8 @@ def strong_endpoint(cfg: StrongConfig, log_dir: str | Path) -> Iterator[StrongCo
     gguf = resolve_strong_gguf(cfg.local.gguf)
     local = cfg.local
     with LlamaServer(gguf, host=local.host, port=local.port, n_ctx=local.n_ctx, n_threads=local.threads,
-                     log_path=Path(log_dir) / "llama_server.log", startup_timeout_s=local.startup_timeout_s) as srv:
+                     log_path=Path(log_dir) / "llama_server.log", startup_timeout_s=local.startup_timeout_s,
+                     extra_bufts=local.extra_bufts) as srv:
         yield dataclasses.replace(
             cfg,
             base_url=srv.base_url,

@@ -12,7 +12,9 @@
 
 Talks to ``{base_url}/chat/completions`` with plain httpx: this module is the only retry layer.
 Retried (exponential backoff, full jitter, ``Retry-After`` honoured): connection errors, timeouts,
-408/409/429/5xx, HTML/malformed/truncated bodies and empty ``choices``. Other 4xx fail at once.
+408/409/429/5xx, HTML/malformed/truncated bodies and empty ``choices``. Other 4xx fail at once, and so does
+any failure on an endpoint whose server process has exited (``watch_endpoint``: the managed llama.cpp
+server), which raises :class:`~cowest.errors.ServerCrashed` naming how it exited.
 The API key is read from the env var ``cfg.api_key_env`` per request and never stored or printed.
 """
 
@@ -40,12 +42,12 @@ from tqdm.auto import tqdm
 
 from cowest import __version__
 from cowest.config import StrongConfig
-from cowest.errors import ConfigError, StrongAPIError
+from cowest.errors import ConfigError, ServerCrashed, StrongAPIError
 from cowest.models.cache import ResponseCache, cache_key
 from cowest.models.ratelimit import limiter_for
 from cowest.models.usage import Usage
 
-__all__ = ["ChatRequest", "ChatResult", "Messages", "StrongClient", "Usage"]
+__all__ = ["ChatRequest", "ChatResult", "Messages", "StrongClient", "Usage", "watch_endpoint"]
 
 Messages = list[dict[str, str]]
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
@@ -107,6 +109,18 @@ class _LoopState:
     async def aclose(self) -> None:
         for pool in self.pools:
             await pool.aclose()
+
+
+# endpoint -> a check that returns None while the process serving it lives, else one line on how it exited
+_WATCHES: dict[str, Callable[[float], str | None]] = {}
+
+
+def watch_endpoint(base_url: str, check: Callable[[float], str | None]) -> Callable[[], None]:
+    """Register the process behind ``base_url`` (``check(wait_s)``); returns the function that unregisters it.
+    A failed request to a watched endpoint asks the check before any retry, so a crash is reported at once."""
+    key = safe_endpoint(base_url)
+    _WATCHES[key] = check
+    return lambda: _WATCHES.pop(key, None) if _WATCHES.get(key) is check else None
 
 
 def safe_endpoint(url: str) -> str:
@@ -320,6 +334,7 @@ class StrongClient:
                     result = await self._attempt(http, body)
             except _Retry as e:
                 last = e
+                await self._raise_if_crashed(e)
                 if attempt + 1 >= attempts:
                     break
                 self.usage.record_retry(tag, e.reason)
@@ -338,6 +353,15 @@ class StrongClient:
             f"strong model at {self.endpoint} failed after {attempts} attempt(s); last error: {last.detail}",
             endpoint=self.endpoint, status=last.status,
         )
+
+    async def _raise_if_crashed(self, e: _Retry) -> None:
+        check = _WATCHES.get(self.endpoint)
+        if check is None:
+            return
+        # A server that died mid-request resets the connection before it can be reaped: give it a moment.
+        crashed = await asyncio.to_thread(check, 2.0 if e.reason == "connect" else 0.0)
+        if crashed:
+            raise ServerCrashed(crashed, endpoint=self.endpoint, status=e.status)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         cap = self.cfg.backoff_max_s

@@ -499,16 +499,9 @@ def merge_dtype(dtype: Any, *, merging: bool) -> Any:
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU has bf16 matmul instructions (x86 avx512_bf16 or AMX-BF16; Linux /proc/cpuinfo)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[-1].split())
-            break
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    from cowest.models.cpu import cpu_has_native_bf16 as native
+
+    return native()
 
 
 def _load_adapter(model: Any, adapter: str, *, merge: bool) -> Any:
