@@ -243,3 +243,63 @@ def test_continuation_logprobs_match_choice_scoring(tiny_model_dir):
         assert n == len(tail)
         assert lp == pytest.approx(want, abs=1e-4)
         assert lp < 0
+
+
+@pytest.fixture(scope="module")
+def frozen_adapter(tiny_model_dir, tmp_path_factory):
+    """A non-zero LoRA on every linear layer but the output one (what SFT's ``all-linear`` trains)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    out = tmp_path_factory.mktemp("lora") / "adapter"
+    lora.save_pretrained(out)
+    return str(out)
+
+
+def _largest_allocation(fn) -> tuple[int, list]:
+    """(bytes of the largest single CPU allocation while ``fn`` runs, input shapes of each aten::bmm)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True) as prof:
+        fn()
+    events = prof.events()
+    return max(e.cpu_memory_usage for e in events), [e.input_shapes for e in events if e.name == "aten::bmm"]
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_merged_model_does_not_copy_the_output_layer_per_row(tiny_model_dir, frozen_adapter, merge):
+    """bench/RESULTS.md 5b: a bf16 forward cost +3.3 GB once an adapter was merged. PEFT leaves the weights
+    frozen, and with frozen weights torch.matmul ran lm_head on the ``logits_to_keep`` slice as a bmm against
+    the output weight expanded over the batch, which bf16 bmm copied: one (vocab x hidden) copy per row."""
+    import torch
+
+    wm = WeakModel.load(cfg_for(tiny_model_dir, dtype="bfloat16", batch_size=8), adapter=frozen_adapter, merge=merge)
+    head = wm.model.get_output_embeddings()
+    assert not any(p.requires_grad for p in wm.model.parameters())  # the trigger: PEFT froze the weights
+    vocab, hidden = head.weight.shape
+    head_bytes = head.weight.numel() * head.weight.element_size()
+    rows = 8
+    g = torch.Generator().manual_seed(0)
+    batch = [(0, 0, torch.randint(3, vocab, (40 + r,), generator=g).tolist(), [5, 6]) for r in range(rows)]
+
+    peak, bmms = _largest_allocation(lambda: wm._continuation_logprobs(batch))
+    assert not [s for s in bmms if any(vocab in shape for shape in s)], bmms
+    assert peak < 2 * head_bytes, (peak, head_bytes)  # before the fix: rows * head_bytes in one allocation
+    prompts = [msgs(q) for q in QUESTIONS] * 2  # generate's prefill keeps 1 position: the same slice
+    peak, bmms = _largest_allocation(lambda: wm.generate(prompts[:rows], max_new_tokens=2))
+    assert not [s for s in bmms if any(vocab in shape for shape in s)], bmms
+    assert peak < 2 * head_bytes, (peak, head_bytes)
+
+    # the hook changes the memory, not the numbers; and wrapping the same model again adds no second hook
+    again = WeakModel(wm.model, wm.tokenizer, wm.cfg)
+    assert len(again.model.get_output_embeddings()._forward_pre_hooks) == 1
+    ids = torch.tensor([batch[0][2]])
+    with torch.inference_mode():
+        hidden_states = wm.model(input_ids=ids, output_hidden_states=True).hidden_states[-1]
+        want = torch.nn.functional.linear(hidden_states[:, -3:].contiguous(), head.weight)
+        got = wm.model(input_ids=ids, logits_to_keep=3).logits
+    assert torch.equal(got, want)

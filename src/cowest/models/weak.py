@@ -27,6 +27,7 @@ class WeakModel:
         self.model = model
         self.tokenizer = tokenizer
         self.cfg = cfg
+        dense_head_input(model)  # or a merged (frozen) model copies the output embedding per row: see there
 
     @property
     def device(self) -> Any:
@@ -502,6 +503,41 @@ def cpu_has_native_bf16() -> bool:
     from cowest.models.cpu import cpu_has_native_bf16 as native
 
     return native()
+
+
+def dense_head_input(model: Any) -> bool:
+    """Make the output layer (lm_head) get a densely strided input; True if the hook is (already) there.
+
+    With ``logits_to_keep`` the causal LMs call ``lm_head(hidden[:, -k:, :])``, a strided view of the hidden
+    states, and lm_head has no bias, so ``F.linear`` goes to ``torch.matmul``. matmul folds a 3-D input into
+    one ``mm`` only if the weight requires grad or the input's leading dims are dense; otherwise it runs
+    ``bmm`` against the (vocab x hidden) weight expanded over the batch, and the CPU bf16 ``bmm`` makes that
+    expansion contiguous: one copy of the output embedding per row (49,152 x 576 x 2 bytes = 54 MB a row on
+    SmolLM2, 3.5 GB at batch 64, whatever the length). ``from_pretrained`` leaves weights requiring grad, so
+    a plain model folds; PEFT freezes the base weights and ``merge_and_unload`` keeps them frozen, so a merged
+    (or live-adapter, or aligned) model took the ``bmm`` path. Copying the kept rows (rows x k x hidden) into
+    a dense tensor makes matmul fold whatever ``requires_grad`` says. See bench/profile_memory.py."""
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    if head is None or not hasattr(head, "register_forward_pre_hook"):
+        return False
+    if not getattr(head, "_cowest_dense_input", False):
+        head.register_forward_pre_hook(_dense_input_hook)
+        head._cowest_dense_input = True
+    return True
+
+
+def _dense_input_hook(module: Any, args: tuple) -> tuple | None:
+    x = args[0] if args else None
+    if x is None or not hasattr(x, "stride") or x.dim() < 3:
+        return None
+    # matmul's own test (should_fold): each leading dim steps over exactly the dims after it. is_contiguous()
+    # is not enough, as it ignores the stride of a size-1 dim (batch 1: still one copy of the weight).
+    if all(x.stride(i) == x.stride(i + 1) * x.size(i + 1) for i in range(x.dim() - 2)):
+        return None
+    import torch
+
+    return (x.clone(memory_format=torch.contiguous_format), *args[1:])
 
 
 def _load_adapter(model: Any, adapter: str, *, merge: bool) -> Any:
