@@ -3,6 +3,10 @@
 The server's strong model answers a question correctly only when the weak draft it is shown contains
 the gold letter; alone it is always wrong. So Δ = 1 exactly for drafts that contain the gold letter
 and 0 otherwise, which the test can check draft by draft.
+
+The draft-journal tests (fast, not marked slow) draft with a stub weak model whose drafts change with
+every call: the fault a real weak model shows on some CPUs (bf16 sampling not bit-reproducible across
+processes), which cannot be produced here on demand.
 """
 
 import json
@@ -16,7 +20,7 @@ from cowest.models.strong import StrongAPIError
 from cowest.tasks import get_task
 from cowest.testing.openai_server import OpenAITestServer
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +84,7 @@ def _with_sft(tmp_path, sft_run, cfg):
     return cfg
 
 
+@slow
 def test_feedback_end_to_end(tmp_path, tiny_model_dir, sft_run):
     from cowest.feedback.collect import run_feedback
     from cowest.feedback.pairs import make_pairs
@@ -130,6 +135,7 @@ def _q(pair):
     return next(q for q in GOLD if q in user)
 
 
+@slow
 def test_resume_after_a_failure_pays_for_nothing_twice(tmp_path, tiny_model_dir, sft_run):
     from cowest.feedback.collect import run_feedback
 
@@ -149,7 +155,7 @@ def test_resume_after_a_failure_pays_for_nothing_twice(tmp_path, tiny_model_dir,
         again = [_key(b) for b in srv.bodies]
     assert not set(answered) & set(again), "a request answered before the failure was sent again"
     records = read_jsonl(stage / "records.jsonl")
-    # the half-done chunk was redrafted identically: its answered requests are used, not replaced
+    # the half-done chunk reused its journaled drafts: its answered requests are used, not replaced
     needed = N_TRAIN + sum(len(set(r["drafts"])) for r in records)
     assert len(again) == needed - fail_after
     assert stats["questions"] == N_TRAIN and stats["questions_resumed"] == len(done)
@@ -161,6 +167,7 @@ def _key(body):
     return json.dumps([body["messages"], body.get("temperature")], sort_keys=True)
 
 
+@slow
 def test_changed_config_refuses_to_resume(tmp_path, tiny_model_dir, sft_run):
     from cowest.errors import ConfigError
     from cowest.feedback.collect import run_feedback
@@ -173,6 +180,7 @@ def test_changed_config_refuses_to_resume(tmp_path, tiny_model_dir, sft_run):
             run_feedback(_cfg(tmp_path, tiny_model_dir, srv.base_url, "fb", "feedback.k=2"), 1)
 
 
+@slow
 def test_missing_sft_model_is_a_clear_error(tmp_path, tiny_model_dir):
     from cowest.errors import CowestError
     from cowest.feedback.collect import run_feedback
@@ -192,6 +200,7 @@ def judge_responder(messages, body):
     return "Checked.\nScore: 9/10" if cand.rstrip().endswith(f"Answer: {gold}") else "Wrong.\nScore: 2/10"
 
 
+@slow
 def test_feedback_with_the_llm_judge(tmp_path, tiny_model_dir, sft_run):
     from cowest.feedback.collect import run_feedback
 
@@ -208,3 +217,184 @@ def test_feedback_with_the_llm_judge(tmp_path, tiny_model_dir, sft_run):
     # one judge call per distinct output (z outputs and collab outputs repeat a lot here)
     assert 0 < stats["strong_calls_by_tag"]["feedback_judge"] <= len(records) * 5
     assert stats["evaluator"] == "judge" and stats["missing_scores"] == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# the draft journal (fast: a stub weak model, the local server as the strong model)
+
+CHUNK = 3  # 8 questions: chunks of 3, 3, 2; K=4 distinct drafts each: 15, 15, 10 requests (z first)
+
+
+class StubWeak:
+    """A weak model whose drafts differ on every call (as bf16 sampling does across processes on some
+    CPUs), so a resumed run that redrafted would ask for other strong requests than the killed one."""
+
+    def __init__(self, tag):
+        self.tag, self.seeds = tag, []
+
+    def generate(self, prompts, *, n, seed, **kw):
+        self.seeds.append(seed)
+        return [[f"{self.tag} call {len(self.seeds)} q{qi} sample {j}" for j in range(n)] for qi in range(len(prompts))]
+
+
+def _stub_cfg(tmp_path, base_url, *extra):
+    return _cfg(tmp_path, "/nonexistent/stub-weak-model", base_url, "journal", *extra)
+
+
+def _loader(monkeypatch, tag="resumed"):
+    """Replace the weak-model loader with one that counts loads and hands out a fresh StubWeak."""
+    from cowest.feedback import collect
+
+    loaded = []
+
+    def load(cfg, round_):
+        loaded.append(StubWeak(tag))
+        return loaded[-1]
+
+    monkeypatch.setattr(collect, "load_feedback_weak", load)
+    return loaded
+
+
+def _killed_run(tmp_path, fail_after, chunk_size=CHUNK):
+    """A first run, stopped by a 400 at request ``fail_after``; returns (cfg, stub, answered request keys)."""
+    from cowest.feedback.collect import run_feedback
+
+    first = StubWeak("killed")
+    with OpenAITestServer(responder, faults=lambda n, body: "ok" if n < fail_after else "400") as srv:
+        cfg = _stub_cfg(tmp_path, srv.base_url)
+        with pytest.raises(StrongAPIError):
+            run_feedback(cfg, 1, weak=first, chunk_size=chunk_size)
+        answered = [_key(b) for b in srv.bodies[:fail_after]]
+    return cfg, first, answered
+
+
+def _resume(cfg, chunk_size=CHUNK, **kw):
+    from cowest.feedback.collect import run_feedback
+
+    with OpenAITestServer(responder) as srv:
+        cfg = _stub_cfg(cfg.output_dir, srv.base_url, *kw.pop("extra", ()))
+        stats = run_feedback(cfg, 1, chunk_size=chunk_size, **kw)
+        return stats, list(srv.bodies)
+
+
+def _collab_draft(body):
+    """(question, draft) of a strong+draft request; None for the strong model alone."""
+    user = body["messages"][-1]["content"]
+    m = re.search(r"<draft>\n(.*?)\n</draft>", user, re.S)
+    return None if m is None else (next(q for q in GOLD if q in user), m.group(1))
+
+
+def _stage(cfg):
+    return cfg.run_dir / "feedback" / "round1"
+
+
+def _check_every_request_is_used(records, *key_lists):
+    """Every strong+draft request asked for is one of the final records' drafts (none thrown away)."""
+    used = {(r["question"].strip(), d) for r in records for d in r["drafts"]}
+    for keys in key_lists:
+        for k in keys:
+            messages, _ = json.loads(k)
+            qd = _collab_draft({"messages": messages})
+            assert qd is None or qd in used, f"paid for a draft the records do not use: {qd}"
+
+
+def test_resume_reuses_journaled_drafts_not_redrafts(tmp_path, monkeypatch):
+    # 15 (chunk 0) + 3 z + 2 collab of chunk 1 answered, then the run dies inside chunk 1's strong calls.
+    fail_after = 20
+    cfg, first, answered = _killed_run(tmp_path, fail_after)
+    stage = _stage(cfg)
+    assert len(read_jsonl(stage / "records.jsonl")) == CHUNK
+    journal = read_jsonl(stage / "drafts.jsonl")
+    assert [row["chunk"] for row in journal] == [0, 1]  # chunk 1 was journaled before its strong calls
+    assert first.seeds == [row["seed"] for row in journal]
+
+    loaded = _loader(monkeypatch)  # a resumed weak model would now draft differently
+    stats, bodies = _resume(cfg)
+    again = [_key(b) for b in bodies]
+    records = read_jsonl(stage / "records.jsonl")
+    assert [r["id"] for r in records[CHUNK:2 * CHUNK]] == journal[1]["ids"]
+    assert [r["drafts"] for r in records[CHUNK:2 * CHUNK]] == journal[1]["drafts"]  # the journaled drafts, reused
+    # only chunk 2 was drafted on resume (one load, one generate call with chunk 2's seed)
+    assert len(loaded) == 1 and loaded[0].seeds == [journal[1]["seed"] + 1]
+    assert all(d.startswith("resumed ") for r in records[2 * CHUNK:] for d in r["drafts"])
+    # the resumed run asked for exactly what was still missing: nothing twice, nothing for a discarded draft
+    assert not set(answered) & set(again)
+    needed = N_TRAIN + sum(len(set(r["drafts"])) for r in records)
+    assert len(again) == len(set(again)) == needed - fail_after
+    _check_every_request_is_used(records, answered, again)
+    assert stats["questions"] == N_TRAIN and stats["questions_resumed"] == CHUNK
+    assert [row["chunk"] for row in read_jsonl(stage / "drafts.jsonl")] == [0, 1, 2]
+
+
+def test_resume_without_the_weak_model_when_every_chunk_is_journaled(tmp_path, monkeypatch):
+    # chunks 0 and 1 done (30), chunk 2's 2 z + 3 collab answered: the last chunk is half done.
+    fail_after = 35
+    cfg, first, answered = _killed_run(tmp_path, fail_after)
+    loaded = _loader(monkeypatch)
+    stats, bodies = _resume(cfg)
+    assert loaded == [], "the weak model was loaded although every unfinished chunk had journaled drafts"
+    records = read_jsonl(_stage(cfg) / "records.jsonl")
+    assert len(records) == N_TRAIN and all(d.startswith("killed ") for r in records for d in r["drafts"])
+    again = [_key(b) for b in bodies]
+    assert not set(answered) & set(again)
+    assert len(again) == N_TRAIN + 4 * N_TRAIN - fail_after
+    _check_every_request_is_used(records, answered, again)
+
+
+def test_a_torn_journal_line_is_redrafted(tmp_path, monkeypatch):
+    # The kill hit while chunk 1's drafts were being journaled: no strong call for chunk 1 was made yet.
+    fail_after = 15
+    cfg, first, answered = _killed_run(tmp_path, fail_after)
+    path = _stage(cfg) / "drafts.jsonl"
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) - 40])  # chunk 1's line cut short, no newline
+    loaded = _loader(monkeypatch)
+    stats, bodies = _resume(cfg)
+    assert len(loaded) == 1 and len(loaded[0].seeds) == 2  # chunks 1 and 2 drafted again
+    records = read_jsonl(_stage(cfg) / "records.jsonl")
+    assert len(records) == N_TRAIN and stats["questions_resumed"] == CHUNK
+    again = [_key(b) for b in bodies]
+    assert not set(answered) & set(again)
+    _check_every_request_is_used(records, answered, again)
+    journal = read_jsonl(path)  # strict read: the torn line was cut off, not kept
+    assert [row["chunk"] for row in journal] == [0, 1, 2]
+    assert journal[1]["drafts"] == [r["drafts"] for r in records[CHUNK:2 * CHUNK]]
+
+
+def test_journaled_drafts_for_other_questions_are_not_used(tmp_path, monkeypatch):
+    # Journaled with chunks of 3; resumed with chunks of 4, whose ids differ: chunks 0 and 1 are redrafted.
+    cfg, first, answered = _killed_run(tmp_path, 20)
+    before = read_jsonl(_stage(cfg) / "drafts.jsonl")
+    loaded = _loader(monkeypatch)
+    _resume(cfg, chunk_size=4)
+    assert len(loaded) == 1 and len(loaded[0].seeds) == 2
+    records = read_jsonl(_stage(cfg) / "records.jsonl")
+    assert len(records) == N_TRAIN
+    assert [r["drafts"] for r in records[:CHUNK]] == before[0]["drafts"]  # finished records are kept as they were
+    assert all(d.startswith("resumed ") for r in records[CHUNK:] for d in r["drafts"])
+    journal = read_jsonl(_stage(cfg) / "drafts.jsonl")
+    assert journal[:2] == before and [len(row["ids"]) for row in journal[2:]] == [4, 4]
+
+
+def test_journal_lookup_checks_chunk_ids_seed_and_shape(tmp_path):
+    from cowest.feedback.collect import journal_drafts, journaled_drafts
+    from cowest.io import JsonlAppender
+
+    with JsonlAppender(tmp_path / "drafts.jsonl", key_field="key") as j:
+        journal_drafts(j, 1, ["a", "b"], 7, [["x", "y"], ["z", "w"]])
+        assert journaled_drafts(j, 1, ["a", "b"], 7, 2) == [["x", "y"], ["z", "w"]]
+        assert journaled_drafts(j, 1, ["a", "c"], 7, 2) is None  # other questions
+        assert journaled_drafts(j, 0, ["a", "b"], 7, 2) is None  # other chunk
+        assert journaled_drafts(j, 1, ["a", "b"], 8, 2) is None  # other seed
+        assert journaled_drafts(j, 1, ["a", "b"], 7, 3) is None  # other K
+    with JsonlAppender(tmp_path / "drafts.jsonl", key_field="key") as j:  # reopened: read back from disk
+        assert journaled_drafts(j, 1, ["a", "b"], 7, 2) == [["x", "y"], ["z", "w"]]
+
+
+def test_overwrite_under_another_config_clears_the_journal(tmp_path, monkeypatch):
+    cfg, first, answered = _killed_run(tmp_path, 20)
+    loaded = _loader(monkeypatch)
+    _resume(cfg, extra=("feedback.k=2",), overwrite=True)
+    journal = read_jsonl(_stage(cfg) / "drafts.jsonl")
+    assert len(loaded[0].seeds) == 3 and [row["chunk"] for row in journal] == [0, 1, 2]
+    assert all(len(ds) == 2 and d.startswith("resumed ") for row in journal for ds in row["drafts"] for d in ds)

@@ -2,11 +2,22 @@
 process, ~80/50 ms per answer), SIGKILLed once the server has answered N requests, then run again with
 the same command. Compared with an uninterrupted reference run:
 
-- the final predictions/records hold exactly the reference ids, every line valid JSON, no duplicates,
-  and the same content (same drafts, same strong answers);
-- the killed + resumed runs asked the server for exactly the reference's set of requests, and the server
-  never answered one request twice, except a request answered after (or at) the kill, which the dead
-  client could not keep ("answered but lost", counted and reported; at most the in-flight bound).
+- the final predictions/records hold exactly the reference ids, every line valid JSON, no duplicates;
+- eval: the same content as the reference (same drafts, same strong answers), and the killed + resumed
+  runs asked the server for exactly the reference's set of requests;
+- feedback: every question has the reference's strong-alone (z) outputs, and the killed + resumed runs
+  asked for exactly the reference's z requests. The weak *drafts* may differ from the reference's for the
+  chunk the kill hit: the killed run drafted it in its own process, and sampling with the bf16 weak model
+  is not bit-reproducible from run to run on some CPUs (oneDNN/AMX kernels, seen on a Sapphire Rapids
+  Xeon), so the same seed can give another draft there. The resumed run reuses the killed run's journaled
+  drafts (drafts.jsonl) instead of redrafting, so what must hold is: every strong+draft request the server
+  received, in either phase, is for a draft that the final records use (nothing was paid for a draft
+  that was then thrown away), every draft the records use was asked for, and a record whose drafts
+  equal the reference's has the reference's strong+draft outputs and Δ. (A client killed between
+  sending a request's headers and its body leaves a truncated body; the test server ignores it, and these
+  checks also leave out any body without messages);
+- the server never answered one request twice, except a request answered after (or at) the kill, which
+  the dead client could not keep ("answered but lost", counted and reported; at most the in-flight bound).
 
     pytest -s -m slow tests/reliability/test_kill_resume.py
 """
@@ -15,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -36,9 +48,28 @@ ROWS: list[tuple] = []  # report rows, printed after each test
 
 @dataclasses.dataclass
 class Reference:
-    content: dict[str, dict[str, object]]  # file -> id -> what must be identical after resume
+    content: dict[str, dict[str, object]]  # file -> id -> what to compare after resume
     hashes: set[str]  # distinct requests the uninterrupted run made
     answers: int
+    draft_free: set[str]  # those of them that carry no weak draft (eval: `strong`; feedback: z)
+
+
+_COLLAB = re.compile(r"Question:\n(.*?)\n\n<draft>\n(.*)\n</draft>\Z", re.S)
+
+
+def question_and_draft(body: dict) -> tuple[str, str] | None:
+    """(question, draft) of a strong+draft request body; None for a request without a draft."""
+    m = _COLLAB.search(str(body["messages"][-1]["content"])) if _is_chat(body) else None
+    return None if m is None else (m.group(1), m.group(2))
+
+
+def _is_chat(body: dict) -> bool:
+    # A client killed while sending leaves a truncated body: not a request of the stage.
+    return bool(body.get("messages"))
+
+
+def _draft_free(body: dict) -> bool:
+    return _is_chat(body) and question_and_draft(body) is None
 
 
 def _eval_content(run_dir: Path) -> dict[str, dict[str, object]]:
@@ -79,7 +110,8 @@ def _reference(command: str, root: Path, tiny: Path) -> Reference:
         assert run.returncode == 0, run.stderr[-3000:]
         assert srv.repeated_answers() == {}
         content = _eval_content(root / "ref") if command == "eval" else _feedback_content(root / "ref")
-        return Reference(content, srv.requested_hashes(), srv.answered_count())
+        return Reference(content, srv.requested_hashes(), srv.answered_count(),
+                         srv.hashes_where(_draft_free))
 
 
 @pytest.fixture(scope="module")
@@ -123,11 +155,14 @@ def _kill_and_resume(command: str, kill_at: int, ref: Reference, tmp_path: Path,
             assert chk.bad_lines == [] and not chk.torn_tail, f"{path}: invalid lines {chk.bad_lines}"
             assert chk.duplicates == [], f"{path}: duplicate ids {chk.duplicates}"
             assert set(chk.ids) == set(ref.content[key]), f"{path}: ids differ from the reference run"
-        content = _eval_content(run_dir) if command == "eval" else _feedback_content(run_dir)
-        assert content == ref.content, "resumed outputs differ from the uninterrupted run"
+        if command == "eval":
+            assert _eval_content(run_dir) == ref.content, "resumed outputs differ from the uninterrupted run"
+            assert srv.requested_hashes() == ref.hashes, \
+                "killed + resumed runs asked for other requests than the reference"
+        else:
+            _check_feedback(run_dir, srv, ref)
 
-        # Requests: the same set as the reference; none answered twice but what the kill cut off.
-        assert srv.requested_hashes() == ref.hashes, "killed + resumed runs asked for other requests than the reference"
+        # Requests: none answered twice but what the kill cut off.
         repeated = srv.repeated_answers()
         assert all(phases == ["killed", "resumed"] for phases in repeated.values()), repeated
         cut_off = {h for p, h in srv.answers_between(killed.killed_at) if p == "killed"}
@@ -144,6 +179,25 @@ def _kill_and_resume(command: str, kill_at: int, ref: Reference, tmp_path: Path,
                 "answered but lost", "in flight at kill", "ids lost", "duplicate lines",
                 "usage.json paid / server answered")
         report("kill_resume", format_table(head, ROWS))
+
+
+def _check_feedback(run_dir: Path, srv: RecordingServer, ref: Reference) -> None:
+    """What the resumed feedback records and the server's log must satisfy (see the module docstring)."""
+    path = run_dir / "feedback" / "round1" / "records.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in records:
+        drafts, collab_outputs, z_outputs, deltas = ref.content["records"][r["id"]]
+        assert r["z_outputs"] == z_outputs, f"{r['id']}: strong-alone outputs differ from the reference"
+        if r["drafts"] == drafts:  # drafted alike (always so, where the weak model is reproducible)
+            assert (r["collab_outputs"], r["deltas"]) == (collab_outputs, deltas), \
+                f"{r['id']}: drafted like the reference, but other strong+draft outputs or Δ"
+    used = {(r["question"].strip(), d.strip()) for r in records for d in r["drafts"]}
+    wasted = srv.hashes_where(lambda b: (qd := question_and_draft(b)) is not None and qd not in used)
+    assert not wasted, f"{len(wasted)} strong+draft requests were paid for drafts the records do not use"
+    asked = {qd for b in list(srv.bodies) if (qd := question_and_draft(b)) is not None}
+    assert asked == used, "a draft in the records was never sent to the strong model"
+    assert srv.hashes_where(_draft_free) == ref.draft_free, \
+        "killed + resumed runs asked for other strong-alone requests than the reference"
 
 
 @pytest.mark.parametrize("kill_at", [1, 5, 11, 17])

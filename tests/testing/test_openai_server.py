@@ -133,3 +133,16 @@ def test_cli_standalone():
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_body_cut_short_by_a_dying_client_is_not_a_request():
+    # A killed client can send the headers and part of the body: that must not be logged or answered as `{}`.
+    with OpenAITestServer() as srv:
+        port = int(srv.base_url.split(":")[2].split("/")[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 200\r\n\r\n{\"model\": ")
+            s.shutdown(socket.SHUT_WR)
+            assert s.recv(100) == b""  # closed without an answer
+        assert _post(srv.base_url).status_code == 200
+        assert srv.requests_total == 1 and srv.outcomes == {"ok": 1} and srv.bodies == [CHAT]

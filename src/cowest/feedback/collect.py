@@ -5,14 +5,20 @@ y_k ~ π_w(·|x) by sampling, the collaboration's answer π_s(·|x, y_k) for eac
 evaluator, and Δ_k = E(π_s∘y_k) − mean E(z). Δ_k > 0: chosen; Δ_k ≤ 0: rejected.
 
 Questions go in fixed chunks of ``CHUNK`` (drafts → strong calls for the chunk, concurrently → scores →
-one JSON line per question in ``records.jsonl``). A killed run restarts where it stopped: finished
-questions are skipped, and a half-done chunk is redrafted with the same seed, so its strong answers
-come from the cache and nothing is paid twice. Then ``pairs.jsonl`` and ``feedback_stats.json``.
+one JSON line per question in ``records.jsonl``). A chunk's drafts are journaled in ``drafts.jsonl`` (one
+line per chunk: index, question ids, seed, drafts) before any strong call for it. A killed run restarts
+where it stopped: finished questions are skipped, and a half-done chunk reuses its journaled drafts, so
+its strong answers come from the cache and nothing is paid twice. Redrafting would not do: sampling
+with the same seed is not bit-reproducible across processes on every CPU (bf16 kernels), and a different
+draft is a different, newly paid request. Only a chunk with no journaled drafts (or drafts journaled for
+other questions) is drafted, and the weak model is loaded only then. Then ``pairs.jsonl`` and
+``feedback_stats.json``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -29,6 +35,7 @@ from cowest.tasks.base import Example, Task
 
 CHUNK = 16
 TAGS = ("feedback_z", "feedback_collab", "feedback_judge")
+DRAFTS = "drafts.jsonl"  # the draft journal, in the stage directory
 
 
 class NoSFTModelError(CowestError):
@@ -73,10 +80,36 @@ def _claim(stage: Path, cfp: str, overwrite: bool, round_: int) -> None:
                     "to discard its records (cached strong answers are kept) or choose another run name"
                 )
             shutil.rmtree(stage)
-    elif stage.exists() and (stage / "records.jsonl").exists() and overwrite:
-        shutil.rmtree(stage)
+    elif overwrite and any((stage / f).exists() for f in ("records.jsonl", DRAFTS)):
+        shutil.rmtree(stage)  # the draft journal goes with the records
     stage.mkdir(parents=True, exist_ok=True)
     write_json(marker, {"fingerprint": cfp})
+
+
+def chunk_seed(cfg: RunConfig, round_: int, ci: int) -> int:
+    return cfg.seed * 1_000_003 + round_ * 10_007 + ci
+
+
+def _journal_key(ci: int, ids: list[str], seed: int, k: int) -> str:
+    return f"{ci}/{seed}/{k}/" + hashlib.sha256(json.dumps(ids).encode("utf-8")).hexdigest()[:16]
+
+
+def journal_drafts(journal: JsonlAppender, ci: int, ids: list[str], seed: int, drafts: list[list[str]]) -> None:
+    """Persist a chunk's drafts (before any strong call for it): a resumed run reuses them."""
+    key = _journal_key(ci, ids, seed, len(drafts[0]) if drafts else 0)
+    journal.write({"key": key, "chunk": ci, "ids": ids, "seed": seed, "drafts": drafts})
+
+
+def journaled_drafts(journal: JsonlAppender, ci: int, ids: list[str], seed: int, k: int) -> list[list[str]] | None:
+    """The drafts journaled for chunk ``ci`` of exactly these questions and seed, K per question, or None
+    (never drafted, or journaled for other questions: e.g. another ``chunk_size``)."""
+    key = _journal_key(ci, ids, seed, k)
+    for row in journal.rows:
+        ds = row.get("drafts")
+        if (row.get("key") == key and row.get("ids") == ids and isinstance(ds, list) and len(ds) == len(ids)
+                and all(isinstance(d, list) and len(d) == k and all(isinstance(t, str) for t in d) for d in ds)):
+            return ds
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -121,16 +154,27 @@ def _judge_client(cfg: RunConfig, strong: Any, rd: RunDir) -> Any:
 # one chunk
 
 
+def draft_chunk(cfg: RunConfig, task: Task, examples: list[Example], weak: Any, seed: int) -> list[list[str]]:
+    """K sampled drafts per question."""
+    from cowest.inference.prompts import weak_messages
+
+    fb = cfg.feedback
+    prompts = [weak_messages(task, ex, cfg.task.format) for ex in examples]
+    return weak.generate(prompts, n=fb.k, temperature=fb.temperature, top_p=fb.top_p,
+                         max_new_tokens=cfg.weak.max_new_tokens, seed=seed, desc="weak drafts")
+
+
 def collect_chunk(cfg: RunConfig, task: Task, examples: list[Example], weak: Any, strong: Any, evaluator: Any,
-                  seed: int) -> list[dict[str, Any]]:
-    """Drafts, strong answers, scores and Δ for a chunk of questions; one record per question."""
+                  seed: int, drafts: list[list[str]] | None = None) -> list[dict[str, Any]]:
+    """Strong answers, scores and Δ for a chunk of questions (drafting first unless ``drafts`` are
+    given); one record per question."""
     from cowest.inference.prompts import collab_messages, strong_alone_messages, weak_messages
     from cowest.models.strong import ChatRequest
 
     fb, fmt = cfg.feedback, cfg.task.format
     prompts = [weak_messages(task, ex, fmt) for ex in examples]
-    drafts = weak.generate(prompts, n=fb.k, temperature=fb.temperature, top_p=fb.top_p,
-                           max_new_tokens=cfg.weak.max_new_tokens, seed=seed, desc="weak drafts")
+    if drafts is None:
+        drafts = draft_chunk(cfg, task, examples, weak, seed)
     z_temp = None if fb.z_samples == 1 else fb.z_temperature
     z_reqs = [ChatRequest(messages=strong_alone_messages(task, ex), sample_index=s, temperature=z_temp)
               for ex in examples for s in range(fb.z_samples)]
@@ -208,11 +252,15 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
     examples = subsample(examples, cfg.feedback.max_questions, cfg.seed + round_)
     chunks = [examples[i:i + chunk_size] for i in range(0, len(examples), chunk_size)]
     usage: dict[str, Any] = {}
-    with JsonlAppender(stage / "records.jsonl", key_field="id") as out:
+    with JsonlAppender(stage / "records.jsonl", key_field="id") as out, \
+            JsonlAppender(stage / DRAFTS, key_field="key") as journal:
         resumed = sum(1 for ex in examples if ex.id in out.done)
         todo = [(ci, ch) for ci, ch in enumerate(chunks) if any(ex.id not in out.done for ex in ch)]
+        journaled = {ci: journaled_drafts(journal, ci, [ex.id for ex in ch], chunk_seed(cfg, round_, ci),
+                                          cfg.feedback.k) for ci, ch in todo}
+        if weak is None and any(d is None for d in journaled.values()):  # only if a chunk must be drafted
+            weak = load_feedback_weak(cfg, round_)
         if todo:
-            weak = weak if weak is not None else load_feedback_weak(cfg, round_)
             with _maybe_open(strong, lambda: open_strong(cfg, rd, factory=strong_client_factory,
                                                          stage=f"feedback_round{round_}")) as client:
                 judge = _judge_client(cfg, client, rd) if cfg.feedback.evaluator != "metric" else None
@@ -220,8 +268,11 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
                 bar = tqdm(total=len(examples), initial=resumed, desc=f"feedback round {round_}", unit="q")
                 try:
                     for ci, ch in todo:
-                        seed = cfg.seed * 1_000_003 + round_ * 10_007 + ci  # fixed per chunk: resumes redraft the same
-                        for rec in collect_chunk(cfg, task, ch, weak, client, evaluator, seed):
+                        seed, drafts = chunk_seed(cfg, round_, ci), journaled[ci]
+                        if drafts is None:  # journaled before any strong call: a resume reuses them
+                            drafts = draft_chunk(cfg, task, ch, weak, seed)
+                            journal_drafts(journal, ci, [ex.id for ex in ch], seed, drafts)
+                        for rec in collect_chunk(cfg, task, ch, weak, client, evaluator, seed, drafts):
                             if rec["id"] not in out.done:
                                 out.write(rec)
                                 bar.update(1)
