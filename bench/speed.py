@@ -373,7 +373,7 @@ def bench_scoring(quick: bool, log: Any) -> dict[str, Any]:
 def _start_test_server(latency: float) -> tuple[subprocess.Popen, str]:
     import httpx
 
-    from cowest.models.llama_server import free_port
+    from cowest.models.local_server import free_port
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "cowest.testing.openai_server", "--port", str(port), "--latency",

@@ -89,14 +89,15 @@ class WeakConfig:
 
 @dataclass
 class LocalServerConfig:
-    """A llama.cpp OpenAI-compatible server that cowest starts and stops (``[local]`` extra)."""
+    """A local strong-model server that cowest starts and stops (cowest.models.local_server)."""
 
     gguf: str | None = None  # path or offline alias; None = no managed server
+    engine: str = "auto"  # auto | batch (cowest's batched decode, bf16) | llama.cpp (the [local] extra)
     host: str = "127.0.0.1"
     port: int = 0  # 0 = pick a free port
     n_ctx: int = 4096
     threads: int | None = None
-    parallel: int = 1  # llama.cpp slots
+    parallel: int = 32  # requests the batch engine decodes together (and strong.max_concurrency's cap); llama.cpp: 1
     startup_timeout_s: float = 300.0
     # llama.cpp's extra buffer types (AMX, weight repacking). auto: off only for a library with AMX kernels on
     # an AMX CPU, where they crash (cowest.models.llama_build); on | off force it.
@@ -104,6 +105,8 @@ class LocalServerConfig:
 
     def __post_init__(self) -> None:
         _choice("strong.local.extra_bufts", self.extra_bufts, ("auto", "on", "off"))
+        _choice("strong.local.engine", self.engine, ("auto", "batch", "llama.cpp"))
+        _positive("strong.local.parallel", self.parallel)
 
 
 @dataclass

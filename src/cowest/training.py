@@ -188,7 +188,7 @@ def open_strong(cfg: RunConfig, rd: Any, *, factory: Callable[[], Any] | None = 
 
 def _endpoint(cfg: RunConfig, rd: Any) -> Any:
     """The strong endpoint's config; starts the managed local server when ``strong.local.gguf`` is set."""
-    from cowest.models.llama_server import strong_endpoint
+    from cowest.models.local_server import strong_endpoint
 
     return strong_endpoint(cfg.strong, rd.root)
 

@@ -15,6 +15,7 @@ import os
 import resource
 import signal
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -55,7 +56,11 @@ def main() -> None:
             if (args.crash_at and n >= args.crash_at) or (
                     args.crash_once_nonempty and os.path.exists(args.crash_once_nonempty)
                     and os.path.getsize(args.crash_once_nonempty) > 0):
-                os.kill(os.getpid(), sig)
+                # In this thread, now: a signal sent with kill() may reach another thread while this one
+                # still answers, so the fault would land a request late.
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+                signal.raise_signal(sig)
+                time.sleep(60)  # never answer this request
             self._json({"choices": [{"index": 0, "message": {"role": "assistant", "content": "Answer: A"},
                                      "finish_reason": "stop"}],
                         "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}})

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cowest.cli.main import main
-from cowest.models import llama_server
+from cowest.models import local_server as llama_server
 
 from .conftest import feedback_args, with_sft_model
 
@@ -40,7 +40,7 @@ def test_feedback_stops_at_a_server_crash_and_keeps_its_records(tmp_path, tiny, 
     run = tmp_path / "crash"
     with_sft_model(run, tiny)
     args = feedback_args(tmp_path, "crash", tiny, "http://127.0.0.1:9/v1", n_train=N_TRAIN)
-    args += [f"strong.local.gguf={gguf}", "strong.local.startup_timeout_s=60", "strong.backoff_base_s=5"]
+    args += [f"strong.local.gguf={gguf}", "strong.local.engine=llama.cpp", "strong.local.startup_timeout_s=60", "strong.backoff_base_s=5"]
 
     records = run / "feedback" / "round1" / "records.jsonl"
     _plant(monkeypatch, "--crash-once-nonempty", str(records))  # in chunk 2: chunk 1's 16 records are written

@@ -61,7 +61,7 @@ def llama_cpp_build() -> dict:
     except subprocess.TimeoutExpired:
         return {"error": "loading llama_cpp took over 60 s"}
     if p.returncode != 0:
-        from cowest.models.llama_server import describe_exit
+        from cowest.models.local_server import describe_exit
 
         return {"error": f"loading llama_cpp {describe_exit(p.returncode)}"}
     from cowest.models.cpu import cpu_flags

@@ -139,7 +139,7 @@ def summarise(task: Any, split: str, rows_by_system: dict[str, list[dict[str, An
 
 
 def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: bool = False, show: bool = True) -> dict[str, Any]:
-    from cowest.models.llama_server import strong_endpoint
+    from cowest.models.local_server import strong_endpoint
     from cowest.models.strong import StrongClient
 
     rd = RunDir(cfg).create()

@@ -13,13 +13,20 @@ torch/transformers are imported inside functions so that importing this module s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from cowest.config import WeakConfig
 from cowest.errors import ModelError
 
 Messages = list[dict[str, str]]
 Prompt = Messages | str  # a str is taken as already formatted text
+
+
+class Completion(NamedTuple):
+    text: str
+    prompt_tokens: int
+    completion_tokens: int  # generated tokens, the end-of-sequence token included
+    finish_reason: str  # "stop" (end of sequence) | "length" (max_new_tokens reached)
 
 
 class WeakModel:
@@ -94,6 +101,11 @@ class WeakModel:
         lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
         return "\n".join(lines + ["Assistant:"])
 
+    def prompt_tokens(self, prompt: Prompt) -> int:
+        """Tokens of one formatted prompt, before ``weak.max_prompt_tokens`` cuts it."""
+        special = not getattr(self.tokenizer, "chat_template", None)
+        return len(self.tokenizer(self.format_prompt(prompt), add_special_tokens=special)["input_ids"])
+
     def _encode_prompts(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         # A chat template already writes its own special tokens; plain text gets the tokenizer's.
         special = not getattr(self.tokenizer, "chat_template", None)
@@ -116,9 +128,6 @@ class WeakModel:
         desc: str = "weak",
     ) -> list[list[str]]:
         """``n`` completions per prompt (greedy when ``temperature`` is 0), in prompt order."""
-        import torch
-        from tqdm.auto import tqdm
-
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         sample = temperature > 0
@@ -136,27 +145,58 @@ class WeakModel:
         else:
             gen_kwargs.update(temperature=None, top_p=None, top_k=None)
 
+        per = gen_kwargs["num_return_sequences"]
         results: list[list[str]] = [[] for _ in prompts]
+        for batch, rows in self._generate_rows(ids, gen_kwargs, seed=seed, desc=desc):
+            texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+            for j, i in enumerate(batch):
+                got = [t.strip() for t in texts[j * per : (j + 1) * per]]
+                results[i] = got if sample else got * n
+        return results
+
+    def complete(self, prompts: list[Prompt], *, temperature: float = 0.0, top_p: float = 1.0,
+                 max_new_tokens: int, seed: int = 0, progress: bool = False) -> list[Completion]:
+        """One completion per prompt with its token counts (what an OpenAI-style server reports)."""
+        sample = temperature > 0
+        ids = self._encode_prompts(prompts)
+        gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": sample, "num_return_sequences": 1,
+                                      "pad_token_id": self.tokenizer.pad_token_id}
+        gen_kwargs.update(dict(temperature=temperature, top_p=top_p, top_k=0) if sample
+                          else dict(temperature=None, top_p=None, top_k=None))
+        eos = set(self._eos_ids())
+        out: list[Completion | None] = [None] * len(prompts)
+        for batch, rows in self._generate_rows(ids, gen_kwargs, seed=seed, desc="complete", progress=progress):
+            for i, row in zip(batch, rows):
+                end = next((k for k, t in enumerate(row) if t in eos), None)
+                kept = row if end is None else row[:end]
+                out[i] = Completion(self.tokenizer.decode(kept, skip_special_tokens=True), len(ids[i]),
+                                    len(kept) + (end is not None), "length" if end is None else "stop")
+        return out  # type: ignore[return-value]
+
+    def _generate_rows(self, ids: list[list[int]], gen_kwargs: dict[str, Any], *, seed: int, desc: str,
+                       progress: bool = True) -> Any:
+        """(prompt indices, generated token rows) per batch; ``num_return_sequences`` rows per prompt."""
+        import torch
+        from tqdm.auto import tqdm
+
         fast = self._forward_names() is not None
-        with tqdm(total=len(prompts), desc=desc, unit="prompt", dynamic_ncols=True) as bar:
-            per = gen_kwargs["num_return_sequences"]
-            for b, batch in enumerate(self._batches([len(x) for x in ids], rows_per_prompt=per, new_tokens=gen_kwargs["max_new_tokens"])):
+        per, new = gen_kwargs["num_return_sequences"], gen_kwargs["max_new_tokens"]
+        sample = bool(gen_kwargs["do_sample"])
+        with tqdm(total=len(ids), desc=desc, unit="prompt", dynamic_ncols=True, disable=not progress) as bar:
+            for b, batch in enumerate(self._batches([len(x) for x in ids], rows_per_prompt=per, new_tokens=new)):
                 if fast:  # own decode loop: each prompt encoded once, finished rows dropped
                     gen = torch.Generator(device=self.device).manual_seed(seed + b)
-                    rows = self._decode([ids[i] for i in batch], n=per, temperature=temperature if sample else 0.0,
-                                        top_p=top_p, max_new_tokens=gen_kwargs["max_new_tokens"], generator=gen)
-                    texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+                    rows = self._decode([ids[i] for i in batch], n=per,
+                                        temperature=gen_kwargs["temperature"] if sample else 0.0,
+                                        top_p=gen_kwargs["top_p"] if sample else 1.0, max_new_tokens=new, generator=gen)
                 else:
-                    input_ids, mask = self._pad_left([ids[i] for i in batch], pad)
+                    input_ids, mask = self._pad_left([ids[i] for i in batch], self.tokenizer.pad_token_id)
                     torch.manual_seed(seed + b)
                     with torch.inference_mode():
                         out = self.model.generate(input_ids=input_ids, attention_mask=mask, **gen_kwargs)
-                    texts = self.tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
-                for j, i in enumerate(batch):
-                    got = [t.strip() for t in texts[j * per : (j + 1) * per]]
-                    results[i] = got if sample else got * n
+                    rows = out[:, input_ids.shape[1] :].tolist()
+                yield batch, rows
                 bar.update(len(batch))
-        return results
 
     # Decoding without ``model.generate``. For K samples per prompt, generate() encodes every prompt K times;
     # here each prompt's KV cache is computed once and repeated. Rows that reached EOS leave the batch (their

@@ -66,7 +66,7 @@ def run_server(
     shutdown_timeout_s: float = 60.0,
     log_level: str = "info",
 ) -> None:
-    from cowest.models.llama_server import strong_endpoint
+    from cowest.models.local_server import strong_endpoint
     from cowest.models.strong import StrongClient
     from cowest.serve.weak import load_serving_weak
 

