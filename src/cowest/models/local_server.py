@@ -10,8 +10,10 @@ Two engines behind the same OpenAI chat API (``strong.local.engine``):
   flight together, so ``strong.max_concurrency`` up to ``strong.local.parallel`` pays off.
 - ``llama.cpp``: ``python -m llama_cpp.server`` (the ``[local]`` extra, through :mod:`cowest.models.llama_launch`,
   which decides one load setting for AMX CPUs); one request at a time.
-- ``auto`` (default): ``batch`` where bf16 runs natively (a GPU, or a CPU with avx512_bf16/AMX), else ``llama.cpp``
-  (emulated bf16 is slower than llama.cpp's quantized kernels).
+- ``auto`` (default): ``llama.cpp`` where it is installed, else ``batch``. On 2 cores llama.cpp's quantized kernels
+  process prompts as fast as bf16 matmuls and reuse the prompt prefix of consecutive requests, and the batch
+  engine waits for a batch's longest answer (no continuous batching yet), so llama.cpp matched or beat it on
+  feedback prompts (bench/RESULTS.md); the batch engine wins where answers are long.
 
 Either runs in a subprocess of its own session on 127.0.0.1, its output in ``<log_dir>/<engine>_server.log``. It
 is ready once it has listed its model and generated one token, so a server that cannot generate fails at start.
@@ -290,19 +292,11 @@ class BatchServer(ManagedServer):
 
 
 def resolve_engine(engine: str) -> str:
-    """``auto``: the batch engine where bf16 runs natively (GPU, or a CPU with avx512_bf16/AMX), else llama.cpp."""
+    """``auto``: llama.cpp where it is installed (the [local] extra; on 2 cores it matched or beat the batch engine
+    on feedback prompts, bench/RESULTS.md), else the batch engine, which needs nothing beyond cowest itself."""
     if engine != "auto":
         return engine
-    from cowest.models.cpu import cpu_has_native_bf16
-
-    if cpu_has_native_bf16():
-        return "batch"
-    try:
-        import torch
-
-        return "batch" if torch.cuda.is_available() else "llama.cpp"
-    except ImportError:
-        return "llama.cpp"
+    return "llama.cpp" if importlib.util.find_spec("llama_cpp") is not None else "batch"
 
 
 def make_server(local: Any, log_dir: str | Path) -> ManagedServer:
