@@ -542,14 +542,17 @@ def bench_dpo(quick: bool, log: Any, out: Path) -> dict[str, Any]:
 STAGE_RE = re.compile(r"─+\s*(sft|feedback round \d+|align round \d+|eval)\s*─+")
 
 
-def bench_memory(quick: bool, log: Any, out: Path, full_demo: bool = False, recipe: str | None = None) -> dict[str, Any]:
+def bench_memory(quick: bool, log: Any, out: Path, full_demo: bool = False, recipe: str | None = None,
+                 demo_overrides: list[str] | None = None) -> dict[str, Any]:
     """Peak RSS per stage of a small run of the demo (or of ``recipe``, e.g. a real task), or of ``cowest demo``
-    itself with ``--full-demo`` (~12 min)."""
+    itself with ``--full-demo`` (~12 min; ``demo_overrides`` are passed on)."""
     runs = out / "runs"
     name = "mem_demo" if full_demo else f"mem_{Path(recipe).stem}" if recipe else "mem_bench"
+    if full_demo and demo_overrides:
+        name += "_" + re.sub(r"[^A-Za-z0-9]+", "_", "_".join(demo_overrides))[:60]
     shutil.rmtree(runs / name, ignore_errors=True)
     if full_demo:
-        over = [f"name={name}", f"output_dir={runs}"]
+        over = [f"name={name}", f"output_dir={runs}", *(demo_overrides or [])]
         cmd = cowest_cmd() + ["demo"] + over
         shown = "cowest demo " + " ".join(over)
     else:
@@ -735,12 +738,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(OUT / "speed"))
     p.add_argument("--full-demo", action="store_true", help="memory section: measure `cowest demo` itself (~12 min)")
     p.add_argument("--memory-recipe", default=None, help="memory section: a small run of this recipe instead of the demo")
+    p.add_argument("--demo-override", action="append", default=[], help="with --full-demo: a key=value for cowest demo")
     a = p.parse_args(argv)
     _OUT = Path(a.out)
     _OUT.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     command = ("python bench/speed.py" + (" --quick" if a.quick else "") + (" --full-demo" if a.full_demo else "")
                + (f" --memory-recipe {a.memory_recipe}" if a.memory_recipe else "")
+               + "".join(f" --demo-override {o}" for o in a.demo_override)
                + (f" --only {a.only}" if a.only != p.get_default("only") else ""))
     partial = a.only != p.get_default("only")
     if partial and (_OUT / "speed.json").exists():  # re-measure some sections, keep the others' figures
@@ -762,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
                 "scoring": lambda: bench_scoring(a.quick, log),
                 "strong": lambda: bench_strong(a.quick, log),
                 "cache": lambda: bench_cache(a.quick, log, _OUT), "dpo": lambda: bench_dpo(a.quick, log, _OUT),
-                "memory": lambda: bench_memory(a.quick, log, _OUT, a.full_demo, a.memory_recipe)}
+                "memory": lambda: bench_memory(a.quick, log, _OUT, a.full_demo, a.memory_recipe, a.demo_override)}
     for section in [s.strip() for s in a.only.split(",") if s.strip()]:
         # a memory run of another recipe is kept beside the demo's, not over it
         name = f"memory_{Path(a.memory_recipe).stem}" if section == "memory" and a.memory_recipe else section

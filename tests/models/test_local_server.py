@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -212,7 +212,7 @@ def test_real_batch_server_answers_many_requests_in_one_batch(tmp_path, monkeypa
                        local=LocalServerConfig(gguf=str(_smollm2()), engine="batch", n_ctx=512, parallel=8,
                                                startup_timeout_s=300))
     with strong_endpoint(cfg, tmp_path) as scfg:
-        assert scfg.model == "SmolLM2-135M-Instruct.Q4_1" and scfg.api_key_env is None and scfg.max_concurrency == 8
+        assert scfg.model == "SmolLM2-135M-Instruct.Q4_1-bf16" and scfg.api_key_env is None and scfg.max_concurrency == 8
         with StrongClient(scfg, cache_path=tmp_path / "c.sqlite", progress=False) as client:
             reqs = [ChatRequest([{"role": "user", "content": f"Count from {i} to {i + 3}."}]) for i in range(8)]
             res = client.chat_batch(reqs, tag="local")
@@ -226,3 +226,39 @@ def test_real_batch_server_answers_many_requests_in_one_batch(tmp_path, monkeypa
     log = (tmp_path / "batch_server.log").read_text()
     assert "packed for oneDNN" in log or "linear layers" in log
     assert "batch 1: 8 requests" in log  # the 8 in flight were decoded together (batch 0: the startup check)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_killing_cowest_leaves_no_orphan_server(tmp_path, fake_gguf):
+    # A parent process starts a managed server and is then SIGKILLed: the server must go with it.
+    script = f"""
+import sys, time
+sys.path.insert(0, {SRC!r})
+from cowest.models import local_server as ls
+ls.check_llama_cpp = lambda: None
+class S(ls.LlamaServer):
+    def command(self):
+        return [sys.executable, {CRASHING!r}, "--port", str(self.port)]
+s = S({str(fake_gguf)!r}, log_path={str(tmp_path / 'server.log')!r}, startup_timeout_s=30)
+s.start()
+print(s.proc.pid, flush=True)
+time.sleep(120)
+"""
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        os.kill(child, 0)  # the server runs
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(child, signal.SIGKILL)
+            pytest.fail("the server outlived its killed parent")
+    finally:
+        parent.kill()

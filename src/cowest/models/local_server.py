@@ -73,6 +73,22 @@ def describe_exit(returncode: int) -> str:
     return f"exited with {sig.name}" + (f" ({what.lower()})" if what else "")
 
 
+def _die_with_parent() -> Any:
+    """A preexec_fn asking Linux to send the child SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG);
+    None elsewhere. The libc function is looked up here, before the fork: the child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import ctypes.util
+
+    try:
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+    return lambda: prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
+
+
 def _tail(path: Path, n: int = 15) -> str:
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -127,9 +143,11 @@ class ManagedServer:
         with open(self.log_path, "ab") as log:
             log.write(f"$ {' '.join(self.command())}\n".encode())
             log.flush()
-            # own session: SIGTERM/SIGKILL reach the server and anything it spawns, not our process group
+            # own session: SIGTERM/SIGKILL reach the server and anything it spawns, not our process group;
+            # and the server gets SIGTERM if cowest itself dies (even by SIGKILL), so no orphan keeps its memory
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_die_with_parent())
         try:
             self._wait_ready()
         except BaseException:
@@ -316,7 +334,8 @@ def make_server(local: Any, log_dir: str | Path) -> ManagedServer:
     tag = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}".encode()).hexdigest()[:8]
     model_dir = gguf_to_hf(gguf, cache_root() / "models" / f"{gguf.stem}-{tag}-bf16")
     return BatchServer(model_dir, n_ctx=local.n_ctx, threads=local.threads, max_batch=local.parallel,
-                       model_alias=gguf.stem, log_path=Path(log_dir) / "batch_server.log", **common)
+                       # another name than llama.cpp's: its bf16 answers are cached apart from the Q4 ones
+                       model_alias=f"{gguf.stem}-bf16", log_path=Path(log_dir) / "batch_server.log", **common)
 
 
 @contextlib.contextmanager
