@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from cowest.models.cpu import cpu_flags
-from cowest.models.llama_build import build_key, cmake_args, extra_bufts_decision, library_features, main
+from cowest.models.llama_build import (
+    build_key, cmake_args, extra_bufts_decision, has_amx_kernels, library_features, main,
+)
 
 from .test_cpu import HASWELL, SAPPHIRE_RAPIDS, ZEN4
 
@@ -51,6 +53,7 @@ def test_the_cache_key_changes_with_the_flags_and_the_version():
 
 def test_extra_bufts_off_only_for_amx_kernels_on_an_amx_cpu():
     assert library_features(AMX_LIB)["AMX_INT8"] is True and library_features(PLAIN_LIB).get("AMX_INT8") is None
+    assert has_amx_kernels(AMX_LIB) and not has_amx_kernels(PLAIN_LIB) and not has_amx_kernels("AMX_INT8 = 0")
     use, why = extra_bufts_decision(cpu_flags(SAPPHIRE_RAPIDS), AMX_LIB)
     assert use is False and "scripts/setup.sh" in why
     assert extra_bufts_decision(cpu_flags(ZEN4), AMX_LIB)[0] is True

@@ -16,7 +16,7 @@ from cowest.config import LocalServerConfig, StrongConfig
 from cowest.errors import ModelError, ServerCrashed, StrongAPIError
 from cowest.models import local_server as llama_server
 from cowest.models.local_server import LlamaServer, describe_exit, strong_endpoint
-from cowest.models.llama_build import library_features
+from cowest.models.llama_build import has_amx_kernels
 from cowest.models.strong import ChatRequest, StrongClient
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -197,7 +197,7 @@ def test_real_llama_cpp_server(tmp_path, monkeypatch):
     assert "cowest.models.llama_launch" in log and "cowest: use_extra_bufts=" in log
     # The build scripts/setup.sh makes has no AMX kernels, so nothing turns its extra buffer types off.
     info = log.split("cowest: llama.cpp", 1)[1].split("\n", 1)[0]
-    if not any(k.startswith("AMX") and v for k, v in library_features(info).items()):
+    if not has_amx_kernels(info):
         assert "cowest: use_extra_bufts=True" in log
 
 

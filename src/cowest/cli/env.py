@@ -26,7 +26,8 @@ def collect_env() -> dict:
     try:
         import torch
 
-        from cowest.models.weak import cpu_has_native_bf16, resolve_dtype
+        from cowest.models.cpu import cpu_has_native_bf16
+        from cowest.models.weak import resolve_dtype
 
         cuda = torch.cuda.is_available()
         info["torch"] = {
@@ -65,13 +66,12 @@ def llama_cpp_build() -> dict:
 
         return {"error": f"loading llama_cpp {describe_exit(p.returncode)}"}
     from cowest.models.cpu import cpu_flags
-    from cowest.models.llama_build import extra_bufts_decision, library_features
+    from cowest.models.llama_build import extra_bufts_decision, has_amx_kernels, library_features
 
     info = p.stdout.strip()
     use, why = extra_bufts_decision(cpu_flags(), info)
-    feats = library_features(info)
-    return {"features": sorted(k for k, v in feats.items() if v), "amx_kernels": any(k.startswith("AMX") and v
-            for k, v in feats.items()), "extra_bufts_auto": use, "why": why}
+    return {"features": sorted(k for k, v in library_features(info).items() if v),
+            "amx_kernels": has_amx_kernels(info), "extra_bufts_auto": use, "why": why}
 
 
 def env(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:

@@ -74,9 +74,14 @@ def library_features(system_info: str) -> dict[str, bool]:
     return {name: value == "1" for name, value in re.findall(r"([A-Z0-9_]+) = (\d)", system_info)}
 
 
+def has_amx_kernels(system_info: str) -> bool:
+    """Whether the library was built with any of ggml's AMX kernels."""
+    return any(k.startswith("AMX") and v for k, v in library_features(system_info).items())
+
+
 def extra_bufts_decision(flags: frozenset[str], system_info: str) -> tuple[bool, str]:
     """(use_extra_bufts, why): off only when the library has AMX kernels and this CPU would run them."""
-    lib_amx = any(k.startswith("AMX") and v for k, v in library_features(system_info).items())
+    lib_amx = has_amx_kernels(system_info)
     cpu_amx = bool(AMX_FLAGS & flags)
     if lib_amx and cpu_amx:
         return False, ("this llama.cpp build has AMX kernels and this CPU has AMX, which crash on kernels that "

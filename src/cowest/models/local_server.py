@@ -161,18 +161,23 @@ class ManagedServer:
     def failure(self, wait_s: float = 0.0) -> str | None:
         """None while the server runs; else one line saying how it exited and where its log is. ``wait_s``:
         how long to wait for an exit first (a dying server closes its sockets before it can be reaped)."""
-        proc = self.proc
-        if proc is None:
-            return None
-        try:
-            code = proc.wait(wait_s) if wait_s > 0 else proc.poll()
-        except subprocess.TimeoutExpired:
-            code = None
+        code = self._exit_code(wait_s)
         if code is None:
             return None
         hint = self.hints.get(code)
-        return (f"{self.label} for {self.path.name} {describe_exit(code)}"
-                + (f": {hint}" if hint else "") + f" — see {self.log_path}")
+        return f"{self._exited(code)}" + (f": {hint}" if hint else "") + f" — see {self.log_path}"
+
+    def _exit_code(self, wait_s: float = 0.0) -> int | None:
+        """The server's exit code, or None while it runs (or was never started)."""
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(wait_s) if wait_s > 0 else self.proc.poll()
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _exited(self, code: int) -> str:
+        return f"{self.label} for {self.path.name} {describe_exit(code)}"
 
     def _wait_ready(self) -> None:
         """Listed models, then one generated token: a server that loads but cannot generate fails here."""
@@ -207,16 +212,11 @@ class ManagedServer:
                 time.sleep(0.5)
 
     def _check_alive(self, when: str, wait_s: float = 0.0) -> None:
-        assert self.proc is not None
-        try:
-            code = self.proc.wait(wait_s) if wait_s > 0 else self.proc.poll()
-        except subprocess.TimeoutExpired:
-            return
+        code = self._exit_code(wait_s)
         if code is not None:
             hint = self.hints.get(code)
-            raise ModelError(
-                f"{self.label} for {self.path.name} {describe_exit(code)} {when}"
-                + (f" ({hint})" if hint else "") + f"; last lines of {self.log_path}:\n{_tail(self.log_path)}")
+            raise ModelError(f"{self._exited(code)} {when}" + (f" ({hint})" if hint else "")
+                             + f"; last lines of {self.log_path}:\n{_tail(self.log_path)}")
 
     def _check_deadline(self, deadline: float, detail: str = "") -> None:
         if time.monotonic() > deadline:
@@ -325,12 +325,12 @@ def make_server(local: Any, log_dir: str | Path) -> ManagedServer:
     common = dict(host=local.host, port=local.port, startup_timeout_s=local.startup_timeout_s)
     if engine == "llama.cpp":
         check_llama_cpp()  # before a possibly long GGUF assembly
-        gguf = resolve_strong_gguf(local.gguf)
+    gguf = resolve_strong_gguf(local.gguf)
+    if engine == "llama.cpp":
         return LlamaServer(gguf, n_ctx=local.n_ctx, n_threads=local.threads, extra_bufts=local.extra_bufts,
                            log_path=Path(log_dir) / "llama_server.log", **common)
     from cowest.models.gguf_convert import gguf_to_hf
 
-    gguf = resolve_strong_gguf(local.gguf)
     tag = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}".encode()).hexdigest()[:8]
     model_dir = gguf_to_hf(gguf, cache_root() / "models" / f"{gguf.stem}-{tag}-bf16")
     return BatchServer(model_dir, n_ctx=local.n_ctx, threads=local.threads, max_batch=local.parallel,

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, Sequence
 
 from cowest.config import WeakConfig
 from cowest.errors import ModelError
+from cowest.models.cpu import cpu_has_native_bf16  # noqa: F401 - resolve_dtype's check (tests patch it here)
 
 Messages = list[dict[str, str]]
 Prompt = Messages | str  # a str is taken as already formatted text
@@ -103,14 +104,15 @@ class WeakModel:
 
     def prompt_tokens(self, prompt: Prompt) -> int:
         """Tokens of one formatted prompt, before ``weak.max_prompt_tokens`` cuts it."""
-        special = not getattr(self.tokenizer, "chat_template", None)
-        return len(self.tokenizer(self.format_prompt(prompt), add_special_tokens=special)["input_ids"])
+        return len(self._encode_full([prompt])[0])
 
-    def _encode_prompts(self, prompts: Sequence[Prompt]) -> list[list[int]]:
+    def _encode_full(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         # A chat template already writes its own special tokens; plain text gets the tokenizer's.
         special = not getattr(self.tokenizer, "chat_template", None)
-        texts = [self.format_prompt(p) for p in prompts]
-        ids = self.tokenizer(texts, add_special_tokens=special)["input_ids"]
+        return self.tokenizer([self.format_prompt(p) for p in prompts], add_special_tokens=special)["input_ids"]
+
+    def _encode_prompts(self, prompts: Sequence[Prompt]) -> list[list[int]]:
+        ids = self._encode_full(prompts)
         limit = self.cfg.max_prompt_tokens
         return [x[-limit:] if limit and len(x) > limit else x for x in ids]  # keep the end: the question
 
@@ -132,19 +134,8 @@ class WeakModel:
             raise ValueError(f"n must be >= 1, got {n}")
         sample = temperature > 0
         ids = self._encode_prompts(prompts)
-        pad = self.tokenizer.pad_token_id
-        gen_kwargs: dict[str, Any] = {
-            "max_new_tokens": max_new_tokens or self.cfg.max_new_tokens,
-            "do_sample": sample,
-            "pad_token_id": pad,
-            # greedy runs once and is copied n times (identical anyway)
-            "num_return_sequences": n if sample else 1,
-        }
-        if sample:  # top_k=0: sample exactly what temperature/top_p say, not a model default top-k
-            gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-        else:
-            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-
+        # greedy runs once and is copied n times (identical anyway)
+        gen_kwargs = self._gen_kwargs(n if sample else 1, temperature, top_p, max_new_tokens or self.cfg.max_new_tokens)
         per = gen_kwargs["num_return_sequences"]
         results: list[list[str]] = [[] for _ in prompts]
         for batch, rows in self._generate_rows(ids, gen_kwargs, seed=seed, desc=desc):
@@ -157,12 +148,8 @@ class WeakModel:
     def complete(self, prompts: list[Prompt], *, temperature: float = 0.0, top_p: float = 1.0,
                  max_new_tokens: int, seed: int = 0, progress: bool = False) -> list[Completion]:
         """One completion per prompt with its token counts (what an OpenAI-style server reports)."""
-        sample = temperature > 0
         ids = self._encode_prompts(prompts)
-        gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": sample, "num_return_sequences": 1,
-                                      "pad_token_id": self.tokenizer.pad_token_id}
-        gen_kwargs.update(dict(temperature=temperature, top_p=top_p, top_k=0) if sample
-                          else dict(temperature=None, top_p=None, top_k=None))
+        gen_kwargs = self._gen_kwargs(1, temperature, top_p, max_new_tokens)
         eos = set(self._eos_ids())
         out: list[Completion | None] = [None] * len(prompts)
         for batch, rows in self._generate_rows(ids, gen_kwargs, seed=seed, desc="complete", progress=progress):
@@ -172,6 +159,18 @@ class WeakModel:
                 out[i] = Completion(self.tokenizer.decode(kept, skip_special_tokens=True), len(ids[i]),
                                     len(kept) + (end is not None), "length" if end is None else "stop")
         return out  # type: ignore[return-value]
+
+    def _gen_kwargs(self, rows_per_prompt: int, temperature: float, top_p: float,
+                    max_new_tokens: int) -> dict[str, Any]:
+        """``model.generate`` settings (the own decode loop reads the same keys); greedy when temperature is 0."""
+        sample = temperature > 0
+        kw: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": sample,
+                              "pad_token_id": self.tokenizer.pad_token_id, "num_return_sequences": rows_per_prompt}
+        if sample:  # top_k=0: sample exactly what temperature/top_p say, not a model default top-k
+            kw.update(temperature=temperature, top_p=top_p, top_k=0)
+        else:
+            kw.update(temperature=None, top_p=None, top_k=None)
+        return kw
 
     def _generate_rows(self, ids: list[list[int]], gen_kwargs: dict[str, Any], *, seed: int, desc: str,
                        progress: bool = True) -> Any:
@@ -536,13 +535,6 @@ def merge_dtype(dtype: Any, *, merging: bool) -> Any:
     import torch
 
     return torch.float32 if merging and dtype in (torch.bfloat16, torch.float16) else dtype
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU has bf16 matmul instructions (x86 avx512_bf16 or AMX-BF16; Linux /proc/cpuinfo)."""
-    from cowest.models.cpu import cpu_has_native_bf16 as native
-
-    return native()
 
 
 def dense_head_input(model: Any) -> bool:
