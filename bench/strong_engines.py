@@ -1,6 +1,6 @@
 """The local strong model's engines side by side on a real workload (the strong-throughput issue).
 
-    python bench/strong_engines.py [--prompts 32] [--inflight 1,8,32] [--big 64] [--engines llama.cpp,batch]
+    python bench/strong_engines.py [--prompts 32] [--inflight 1,8,32] [--big 64] [--engines llama.cpp@1,llama.cpp,batch]
 
 Workload: the feedback stage's strong+draft prompts of ``recipes/medmcqa_cpu.yaml`` (its feedback questions from
 the MedMCQA train split, one draft each by the offline SmolLM2 at the recipe's temperature, the recipe's
@@ -61,12 +61,14 @@ def workload(n: int):
     return cfg, task, examples, reqs
 
 
-def run_engine(cfg, engine: str, reqs, inflight: int, parallel: int) -> dict:
+def run_engine(cfg, spec: str, reqs, inflight: int, parallel: int) -> dict:
     from cowest.models.local_server import make_server
     from cowest.models.strong import StrongClient
 
-    local = dataclasses.replace(cfg.strong.local, engine=engine, parallel=parallel)
-    log_dir = OUT / "strong_engines_logs" / f"{engine}-{inflight}"
+    engine, _, threads = spec.partition("@")  # "llama.cpp@1": one generation thread
+    local = dataclasses.replace(cfg.strong.local, engine=engine, parallel=parallel,
+                                threads=int(threads) if threads else None)
+    log_dir = OUT / "strong_engines_logs" / f"{spec}-{inflight}"
     with make_server(local, log_dir) as srv:
         scfg = dataclasses.replace(cfg.strong, base_url=srv.base_url, model=srv.model, api_key_env=None, cache=False,
                                    max_concurrency=inflight, timeout_s=3600)
@@ -75,7 +77,7 @@ def run_engine(cfg, engine: str, reqs, inflight: int, parallel: int) -> dict:
             res = client.chat_batch(reqs, tag="bench", desc=f"{engine} x{inflight}")
             wall = time.perf_counter() - t
     gen = sum(r.completion_tokens for r in res)
-    return {"engine": engine, "inflight": inflight, "n": len(reqs), "wall_s": round(wall, 1),
+    return {"engine": spec, "inflight": inflight, "n": len(reqs), "wall_s": round(wall, 1),
             "calls_per_s": len(reqs) / wall, "gen_tok_per_s": gen / wall, "completion_tokens": gen,
             "prompt_tokens": sum(r.prompt_tokens for r in res), "texts": [r.text for r in res]}
 
@@ -85,7 +87,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--inflight", default="1,8,32", help="requests in flight for the batch engine")
     ap.add_argument("--big", type=int, default=64, help="one more batch run: N prompts, N in flight (0: none)")
-    ap.add_argument("--engines", default="llama.cpp,batch")
+    ap.add_argument("--engines", default="llama.cpp,batch",
+                    help="comma-separated ENGINE[@THREADS]; e.g. llama.cpp@1,llama.cpp (threads: physical cores)")
     args = ap.parse_args()
     data = ROOT.parent / "shared" / "data" / "medmcqa"
     if not data.exists():
@@ -95,13 +98,13 @@ def main() -> None:
     cfg, task, examples, reqs = workload(n_all)
     runs = []
     for engine in args.engines.split(","):
-        levels = [1] if engine == "llama.cpp" else [int(x) for x in args.inflight.split(",")]
+        levels = [1] if engine.startswith("llama.cpp") else [int(x) for x in args.inflight.split(",")]
         for k in levels:
             sub = reqs[: args.prompts] if k > 1 else reqs[: min(args.prompts, 8 if engine == "batch" else args.prompts)]
             runs.append(run_engine(cfg, engine, sub, k, max(k, 1)))
             print(json.dumps({x: runs[-1][x] for x in ("engine", "inflight", "n", "wall_s", "calls_per_s",
                                                          "gen_tok_per_s")}), flush=True)
-    if args.big and "batch" in args.engines:
+    if args.big and "batch" in args.engines.split(","):
         runs.append(run_engine(cfg, "batch", reqs[: args.big], args.big, args.big))
     ref = runs[0]
     rows = []

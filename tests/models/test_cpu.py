@@ -30,3 +30,22 @@ def test_summary_per_cpu():
 def test_native_bf16():
     assert cpu_has_native_bf16(cpu_flags(ZEN4)) and cpu_has_native_bf16(cpu_flags(SAPPHIRE_RAPIDS))
     assert not cpu_has_native_bf16(cpu_flags(HASWELL))
+
+
+def _topology(cores: list[tuple[int, int, int]]) -> str:
+    """/proc/cpuinfo blocks for (processor, physical id, core id) triples."""
+    return "\n\n".join(f"processor\t: {p}\nphysical id\t: {s}\ncore id\t\t: {c}\nflags\t\t: avx2" for p, s, c in cores)
+
+
+def test_physical_cores_counts_hyperthread_siblings_once():
+    from cowest.models.cpu import physical_cores
+
+    two_cores_no_smt = _topology([(0, 0, 0), (1, 0, 1)])  # this project's 2-vCPU machines
+    assert physical_cores(two_cores_no_smt, allowed={0, 1}) == 2
+    one_core_two_threads = _topology([(0, 0, 0), (1, 0, 0)])
+    assert physical_cores(one_core_two_threads, allowed={0, 1}) == 1
+    two_sockets_smt = _topology([(0, 0, 0), (1, 0, 1), (2, 1, 0), (3, 1, 1), (4, 0, 0), (5, 0, 1), (6, 1, 0), (7, 1, 1)])
+    assert physical_cores(two_sockets_smt, allowed=set(range(8))) == 4
+    assert physical_cores(two_sockets_smt, allowed={0, 4}) == 1  # taskset to one core's two siblings
+    assert physical_cores(ZEN4, allowed={0}) == 1  # no topology lines: one core per logical CPU
+    assert physical_cores("", allowed={0, 1, 2}) == 3  # no /proc/cpuinfo: the CPUs we may use

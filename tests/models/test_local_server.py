@@ -262,3 +262,14 @@ time.sleep(120)
             pytest.fail("the server outlived its killed parent")
     finally:
         parent.kill()
+
+
+def test_llama_cpp_generates_on_every_physical_core_unless_told(fake_gguf, monkeypatch):
+    # llama-cpp-python's own default is half the logical CPUs: one generation thread on a 2-core machine.
+    from cowest.models import cpu
+
+    monkeypatch.setattr(cpu, "physical_cores", lambda: 6)
+    default = LlamaServer(fake_gguf).command()
+    assert default[default.index("--n_threads") + 1] == "6"
+    pinned = LlamaServer(fake_gguf, n_threads=3).command()
+    assert pinned[pinned.index("--n_threads") + 1] == "3" and pinned.count("--n_threads") == 1

@@ -277,8 +277,10 @@ class LlamaServer(ManagedServer):
         cmd = [sys.executable, "-m", "cowest.models.llama_launch", "--extra-bufts", self.extra_bufts,
                "--model", str(self.path), "--model_alias", self.model_alias,
                "--host", self.host, "--port", str(self.port), "--n_ctx", str(self.n_ctx)]
-        if self.n_threads:
-            cmd += ["--n_threads", str(self.n_threads)]
+        # Generation threads: llama-cpp-python's default is half the logical CPUs, 1 on a 2-core VM.
+        from cowest.models.cpu import physical_cores
+
+        cmd += ["--n_threads", str(self.n_threads or physical_cores())]
         return cmd + self.extra_args
 
 
