@@ -154,7 +154,7 @@ class SFTConfig:
     gradient_accumulation_steps: int = 1
     max_length: int = 512
     cot_targets: str = "auto"  # auto | dataset | strong | direct: where `cot` rationales come from
-    bf16: bool = False
+    bf16: bool | str = "auto"  # auto: where the GPU/CPU runs bf16 natively (cowest.training.resolve_bf16)
     fp16: bool = False
     gradient_checkpointing: bool = False
     load_in_4bit: bool = False  # QLoRA (bitsandbytes, CUDA only)
@@ -163,6 +163,7 @@ class SFTConfig:
 
     def __post_init__(self) -> None:
         _choice("sft.cot_targets", self.cot_targets, ("auto", "dataset", "strong", "direct"))
+        _choice("sft.bf16", self.bf16, (True, False, "auto"))
 
 
 @dataclass
@@ -207,11 +208,14 @@ class AlignConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
-    bf16: bool = False
+    bf16: bool | str = "auto"  # as sft.bf16
     fp16: bool = False
     gradient_checkpointing: bool = False
     logging_steps: int = 1
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("align.bf16", self.bf16, (True, False, "auto"))
 
 
 @dataclass

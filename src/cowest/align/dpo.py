@@ -186,7 +186,7 @@ def train_dpo(cfg: RunConfig, chain: dict[str, Any], pairs: list[dict[str, Any]]
 
     a = cfg.align
     prec = precision_kwargs(bf16=a.bf16, fp16=a.fp16, section="align")
-    model = load_chain(cfg, chain, dtype=train_dtype(cfg, a.bf16))
+    model = load_chain(cfg, chain, dtype=train_dtype(cfg, prec["bf16"]))
     tok = load_tokenizer(_tokenizer_dir(cfg, chain))
     ds = Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs])
     targets = cfg.sft.lora_target_modules  # same modules as SFT, so the two LoRAs fold into one

@@ -169,7 +169,7 @@ def train_sft(cfg: RunConfig, rows: list[dict[str, Any]], out: Path) -> Any:
     prec = precision_kwargs(bf16=s.bf16, fp16=s.fp16, load_in_4bit=s.load_in_4bit, section="sft")
     path, gguf = resolve_base(cfg)
     tok = load_tokenizer(path, gguf)
-    model = _load_for_sft(cfg, path, gguf)
+    model = _load_for_sft(cfg, path, gguf, bf16=prec["bf16"])
     peft_config = None
     if s.lora:
         from peft import LoraConfig
@@ -201,11 +201,11 @@ def train_sft(cfg: RunConfig, rows: list[dict[str, Any]], out: Path) -> Any:
     return trainer
 
 
-def _load_for_sft(cfg: RunConfig, path: str, gguf: str | None) -> Any:
+def _load_for_sft(cfg: RunConfig, path: str, gguf: str | None, *, bf16: bool) -> Any:
     from cowest.training import load_causal_lm, train_dtype
 
     s = cfg.sft
-    dtype = train_dtype(cfg, s.bf16)
+    dtype = train_dtype(cfg, bf16)
     if not s.load_in_4bit:
         return load_causal_lm(path, gguf_file=gguf, dtype=dtype)
     import torch
@@ -213,7 +213,7 @@ def _load_for_sft(cfg: RunConfig, path: str, gguf: str | None) -> Any:
     from peft import prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig
 
-    compute = torch.bfloat16 if s.bf16 else torch.float16
+    compute = torch.bfloat16 if bf16 else torch.float16
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
                            bnb_4bit_use_double_quant=True)
     # Each process keeps its own quantized copy on its own GPU.
