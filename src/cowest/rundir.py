@@ -94,6 +94,14 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def strong_identity(cfg: RunConfig) -> tuple[Any, ...]:
+    """What a strong answer depends on. A managed local server's model file and its engine count: the batch
+    engine serves the bf16 weights, llama.cpp the quantized file, under different model names."""
+    s = cfg.strong
+    local = (s.local.gguf, s.local.engine) if s.local.gguf else None
+    return (s.model, s.temperature, s.max_tokens, local)
+
+
 def stage_status(stage_dir: Path, fp: str) -> str:
     """'done' (same fingerprint), 'stale' (finished under another config), or 'todo'."""
     marker = stage_dir / ".done.json"

@@ -20,7 +20,7 @@ from cowest.errors import ConfigError, DataError, ModelError
 from cowest.eval.report import print_table, write_report
 from cowest.eval.stats import paired_bootstrap
 from cowest.inference.systems import N_SUPERICL_DEMOS, SystemRunner
-from cowest.rundir import RunDir, fingerprint
+from cowest.rundir import RunDir, fingerprint, strong_identity
 from cowest.tasks import get_task, subsample
 
 # Systems that need the weak model run first so the strong-only system never waits on a model load,
@@ -38,7 +38,7 @@ def _stage_id(stage_dir: Path) -> str:
 def system_fingerprint(cfg: RunConfig, rd: RunDir, system: str) -> str:
     """What a system's predictions depend on (not n_eval, so a run can be extended)."""
     task = dataclasses.replace(cfg.task, n_eval=None, n_train=None)
-    strong = (cfg.strong.model, cfg.strong.temperature, cfg.strong.max_tokens)
+    strong = strong_identity(cfg)
     if system == "strong":
         return fingerprint(task, strong)
     weak = (cfg.weak.model, cfg.weak.gguf_file, cfg.weak.adapter, cfg.weak.max_new_tokens, _stage_id(rd.sft))
@@ -181,7 +181,10 @@ def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: boo
     by_tag = usage.by_tag()
     for s, info in summary["systems"].items():
         u = by_tag.get(s, {})
-        info["strong_calls"] = int(u.get("calls", 0) - u.get("cached", 0))
+        # needed: one per answered question that went to the strong model (what the system costs on its
+        # own); paid: this run's calls minus cache hits (drafts equal to another system's are free)
+        info["strong_calls_needed"] = sum(1 for r in rows.get(s, []) if "strong_output" in r)
+        info["strong_calls_paid"] = int(u.get("calls", 0) - u.get("cached", 0))
         info["strong_tokens"] = int(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0))
         info["cost_usd"] = float(u.get("cost_usd", 0.0))
     summary["notes"] = notes

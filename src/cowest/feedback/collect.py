@@ -30,7 +30,7 @@ from cowest.config import RunConfig
 from cowest.errors import ConfigError, CowestError
 from cowest.io import JsonlAppender, read_jsonl, write_json, write_text
 from cowest.tasks.base import subsample
-from cowest.rundir import RunDir, fingerprint, mark_done, stage_status
+from cowest.rundir import RunDir, fingerprint, mark_done, stage_status, strong_identity
 from cowest.tasks.base import Example, Task
 
 CHUNK = 16
@@ -51,7 +51,7 @@ def collection_fingerprint(cfg: RunConfig, round_: int) -> str:
     fb = cfg.feedback
     collect = {k: v for k, v in dataclasses.asdict(fb).items()
                if k not in ("pairing", "min_margin", "max_pairs_per_question", "max_pairs")}
-    strong = (cfg.strong.model, cfg.strong.temperature, cfg.strong.max_tokens, cfg.strong.local.gguf)
+    strong = strong_identity(cfg)
     weak = (cfg.weak.model, cfg.weak.gguf_file, cfg.weak.adapter, cfg.weak.max_new_tokens, cfg.weak.max_prompt_tokens)
     upstream = [cfg.sft] + ([cfg.align] if round_ > 1 else [])
     return fingerprint(cfg.task, cfg.seed, weak, strong, collect, round_, *upstream)
