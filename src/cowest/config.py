@@ -74,8 +74,9 @@ class WeakConfig:
     max_batch_tokens: int = 65536  # cap on rows x (padded prompt + new tokens) per call: bounds the KV cache
     max_new_tokens: int = 128
     max_prompt_tokens: int = 768
-    temperature: float = 1.0  # for sampling drafts during feedback
-    top_p: float = 0.95
+    # drafting in eval and serve (0 = greedy). Feedback samples its K drafts with feedback.temperature/top_p.
+    temperature: float = 0.0
+    top_p: float = 1.0
     backend: str = "transformers"  # transformers | vllm
     threads: int | None = None  # torch CPU threads; None = torch's default
 

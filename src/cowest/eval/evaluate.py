@@ -19,7 +19,7 @@ from cowest.config import RunConfig
 from cowest.errors import ConfigError, DataError, ModelError
 from cowest.eval.report import print_table, write_report
 from cowest.eval.stats import paired_bootstrap
-from cowest.inference.systems import N_SUPERICL_DEMOS, SystemRunner
+from cowest.inference.systems import N_SUPERICL_DEMOS, SystemRunner, unsupported
 from cowest.rundir import RunDir, fingerprint, strong_identity
 from cowest.tasks import get_task, subsample
 
@@ -42,6 +42,8 @@ def system_fingerprint(cfg: RunConfig, rd: RunDir, system: str) -> str:
     if system == "strong":
         return fingerprint(task, strong)
     weak = (cfg.weak.model, cfg.weak.gguf_file, cfg.weak.adapter, cfg.weak.max_new_tokens, _stage_id(rd.sft))
+    if cfg.weak.temperature > 0:  # sampled drafts (greedy ones, the default, keep the older fingerprints)
+        weak += ((cfg.weak.temperature, cfg.weak.top_p, cfg.seed),)
     if system == "cowest":
         aligned = rd.cowest_adapter()
         return fingerprint(task, strong, weak, _stage_id(Path(aligned).parent) if aligned else "absent")
@@ -144,6 +146,8 @@ def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: boo
 
     rd = RunDir(cfg).create()
     systems = [s for s in ORDER if s in (systems or cfg.eval.systems)]
+    if systems and all(unsupported(s, cfg.task.format) for s in systems):
+        raise ConfigError(f"eval.systems={systems}: {unsupported(systems[0], cfg.task.format)}")
     task = get_task(cfg.task)
     examples = subsample(task.load(cfg.task.eval_split), cfg.task.n_eval, cfg.seed)
     if not examples:
