@@ -33,9 +33,9 @@ def write_feedback(cfg, round_, *, empty=False):
     from cowest.feedback.collect import finish_feedback, stage_fingerprint
     from cowest.inference.prompts import weak_messages
     from cowest.rundir import RunDir, mark_done
-    from cowest.sft.train import load_train_examples
+    from cowest.tasks.splits import train_examples
 
-    task, examples = load_train_examples(cfg)
+    task, examples = train_examples(cfg)
     records = []
     for ex in examples:
         gold = ex.gold[0]

@@ -22,6 +22,7 @@ from cowest.eval.stats import paired_bootstrap
 from cowest.inference.systems import N_SUPERICL_DEMOS, SystemRunner, unsupported
 from cowest.rundir import RunDir, fingerprint, strong_identity
 from cowest.tasks import get_task, subsample
+from cowest.tasks.splits import eval_examples
 
 # Systems that need the weak model run first so the strong-only system never waits on a model load,
 # and the aligned model is loaded last (after the SFT model is freed).
@@ -149,12 +150,7 @@ def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: boo
     if systems and all(unsupported(s, cfg.task.format) for s in systems):
         raise ConfigError(f"eval.systems={systems}: {unsupported(systems[0], cfg.task.format)}")
     task = get_task(cfg.task)
-    examples = subsample(task.load(cfg.task.eval_split), cfg.task.n_eval, cfg.seed)
-    if not examples:
-        from cowest.tasks.data import split_file
-
-        where = f" ({split_file(cfg.task.data, cfg.task.eval_split)})" if cfg.task.data else ""
-        raise DataError(f"task {task.name!r} split {cfg.task.eval_split!r}{where} has no examples")
+    examples, repeats = eval_examples(cfg, task)
     demos = []
     if "superICL" in systems:
         try:
@@ -164,6 +160,9 @@ def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: boo
     _check_predictions(cfg, rd, systems, overwrite)
 
     notes: dict[str, str] = {}
+    if repeats:
+        notes["eval split"] = (f"{repeats} {cfg.task.eval_split} item(s) whose question is also in "
+                               f"{cfg.task.train_split} were left out")
     if rd.collab_adapter() is None and any(s in systems for s in ("weak", "superICL", "collab")):
         notes["weak model"] = "not fine-tuned (no SFT adapter): weak/superICL/collab use the base model"
     rows: dict[str, list[dict[str, Any]]] = {}

@@ -236,7 +236,7 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
     from tqdm.auto import tqdm
 
     from cowest.feedback.evaluators import make_evaluator
-    from cowest.sft.train import load_train_examples
+    from cowest.tasks.splits import train_examples
     from cowest.training import open_strong
 
     rd = RunDir(cfg)
@@ -247,7 +247,7 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
     _claim(stage, cfp, overwrite, round_)
     (stage / ".done.json").unlink(missing_ok=True)
     t0 = time.perf_counter()
-    task, examples = load_train_examples(cfg)
+    task, examples = train_examples(cfg)
     # Feedback costs 1 + K strong calls per question: a subset of the SFT questions may be enough.
     examples = subsample(examples, cfg.feedback.max_questions, cfg.seed + round_)
     chunks = [examples[i:i + chunk_size] for i in range(0, len(examples), chunk_size)]

@@ -80,20 +80,14 @@ def _clean_rationale(text: str) -> str:
     return "\n".join(lines).strip()
 
 
-def load_train_examples(cfg: RunConfig) -> tuple[Task, list[Example]]:
-    from cowest.tasks import get_task, subsample
-
-    task = get_task(cfg.task)
-    return task, subsample(task.load(cfg.task.train_split), cfg.task.n_train, cfg.seed)
-
-
 def prepare_sft_rows(
     cfg: RunConfig, *, strong_client_factory: Callable[[], Any] | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The training rows and a summary of where their targets came from."""
+    from cowest.tasks.splits import train_examples
     from cowest.training import open_strong
 
-    task, examples = load_train_examples(cfg)
+    task, examples = train_examples(cfg)
     fmt = cfg.task.format
     rationales: dict[str, str] = {}
     asked = 0
