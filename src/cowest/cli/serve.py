@@ -64,11 +64,9 @@ def serve(
     Then any OpenAI client works: OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="secret"),
     with extra_body={"cowest": {"return_draft": True}} to see the draft.
     """
-    try:
-        from cowest.serve.app import ServeOptions
-        from cowest.serve.runner import read_api_key, run_server
-    except ImportError as e:
-        raise ConfigError(f"cowest serve needs the serve extra ({e.name} is missing): pip install 'cowest[serve]'") from None
+    # without the [serve] extra this import fails; cowest.cli.main turns that into a one-line error
+    from cowest.serve.app import ServeOptions
+    from cowest.serve.runner import read_api_key, run_server
 
     if prompt not in ("auto", "task", "generic"):
         raise ConfigError(f"--prompt: {prompt!r} is not one of: auto, task, generic")
