@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cowest.chat import ANSWER, Messages, answer_line, before_answer
 from cowest.config import RunConfig
 from cowest.inference import prompts
 from cowest.io import JsonlAppender
@@ -59,7 +60,7 @@ def weak_drafts(wm: Any, task: Task, examples: list[Example], fmt: str, *, desc:
 
 
 def answer_confidence(
-    wm: Any, task: Task, msgs: list[list[dict[str, str]]], texts: list[str], answers: list[str | None]
+    wm: Any, task: Task, msgs: list[Messages], texts: list[str], answers: list[str | None]
 ) -> list[float | None]:
     """P(answer | prompt, the draft's reasoning): over the label set for closed tasks, else the
     geometric-mean token probability of the free-form answer (SuperICL's confidence)."""
@@ -67,25 +68,19 @@ def answer_confidence(
     todo = [i for i, a in enumerate(answers) if a is not None]
     if not todo:
         return out
-    prefixes = [_reasoning_prefix(texts[i]) for i in todo]
+    prefixes = [before_answer(texts[i]) for i in todo]
     if task.labels:
-        cands = [[f"{p}Answer: {lab}" for lab in task.labels] for p in prefixes]
+        cands = [[p + answer_line(lab) for lab in task.labels] for p in prefixes]
         probs = wm.choice_probs([msgs[i] for i in todo], cands)
         for i, p in zip(todo, probs):
             out[i] = float(p[task.labels.index(answers[i])]) if answers[i] in task.labels else None
     else:
         lps = wm.continuation_logprobs(
-            [msgs[i] for i in todo], [f"{p}Answer: " for p in prefixes], [str(answers[i]) for i in todo]
+            [msgs[i] for i in todo], [f"{p}{ANSWER} " for p in prefixes], [str(answers[i]) for i in todo]
         )
         for i, (lp, ntok) in zip(todo, lps):
             out[i] = math.exp(lp / max(ntok, 1))
     return out
-
-
-def _reasoning_prefix(text: str) -> str:
-    """The draft up to (not including) its last 'Answer:' line."""
-    idx = text.lower().rfind("answer:")
-    return text[:idx] if idx >= 0 else (text.rstrip() + "\n" if text.strip() else "")
 
 
 class SystemRunner:
@@ -127,7 +122,7 @@ class SystemRunner:
         }
 
     def _strong_refine(
-        self, system: str, todo: list[Example], messages: list[list[dict[str, str]]], extra: list[dict[str, Any]], out: JsonlAppender
+        self, system: str, todo: list[Example], messages: list[Messages], extra: list[dict[str, Any]], out: JsonlAppender
     ) -> None:
         def done(i: int, res: Any) -> None:
             out.write(

@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 import httpx
 from tqdm.auto import tqdm
 
+from cowest.chat import Messages
 from cowest import __version__
 from cowest.config import StrongConfig
 from cowest.errors import ConfigError, ServerCrashed, StrongAPIError
@@ -49,7 +50,6 @@ from cowest.models.usage import Usage
 
 __all__ = ["ChatRequest", "ChatResult", "Messages", "StrongClient", "Usage", "watch_endpoint"]
 
-Messages = list[dict[str, str]]
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 

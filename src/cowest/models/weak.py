@@ -15,11 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
+from cowest.chat import Messages
 from cowest.config import WeakConfig
 from cowest.errors import ModelError
 from cowest.models.cpu import cpu_has_native_bf16  # noqa: F401 - resolve_dtype's check (tests patch it here)
 
-Messages = list[dict[str, str]]
 Prompt = Messages | str  # a str is taken as already formatted text
 
 

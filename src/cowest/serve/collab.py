@@ -13,12 +13,12 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from cowest.chat import Messages
 from cowest.inference import prompts
 from cowest.models.strong import ChatRequest
 from cowest.serve.protocol import Reply
 from cowest.tasks.base import Example, Task
 
-Messages = list[dict[str, str]]
 
 
 class GenericTask:
