@@ -68,7 +68,8 @@ def test_dpo_trains_a_fresh_lora_against_the_sft_reference(tmp_path, tiny_model_
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cowest.align.dpo import load_aligned_weak_model, run_align
+    from cowest.align.dpo import run_align
+    from cowest.weights import load_aligned_weak_model
     from cowest.models.weak import WeakModel
     from cowest.rundir import RunDir
     from cowest.sft.train import run_sft
@@ -132,7 +133,8 @@ def test_second_round_starts_from_the_first(tmp_path, tiny_model_dir):
     import torch
     from peft import PeftModel
 
-    from cowest.align.dpo import load_aligned_weak_model, run_align
+    from cowest.align.dpo import run_align
+    from cowest.weights import load_aligned_weak_model
     from cowest.rundir import RunDir
     from cowest.sft.train import run_sft
 

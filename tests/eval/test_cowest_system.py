@@ -34,7 +34,7 @@ def _aligned_adapter(cfg, tiny_model_dir):
 
 
 def test_cowest_drafts_with_the_aligned_adapter_and_sends_no_gold(tmp_path, tiny_model_dir):
-    from cowest.align.dpo import load_aligned_weak_model
+    from cowest.weights import load_aligned_weak_model
     from cowest.models.weak import WeakModel
 
     cfg = load_config(None, [

@@ -247,11 +247,12 @@ def _loader(monkeypatch, tag="resumed"):
 
     loaded = []
 
-    def load(cfg, round_):
+    def load(cfg, kind, round_):
+        assert kind == "feedback"
         loaded.append(StubWeak(tag))
         return loaded[-1]
 
-    monkeypatch.setattr(collect, "load_feedback_weak", load)
+    monkeypatch.setattr(collect, "weak_for", load)
     return loaded
 
 

@@ -75,9 +75,10 @@ def strong_rationales(cfg: RunConfig, task: Task, examples: list[Example], clien
 
 
 def _clean_rationale(text: str) -> str:
-    # The prompt asks for no "Answer:" line; drop one if the model wrote it anyway (the target adds its own).
-    lines = [ln for ln in (text or "").strip().splitlines() if not ln.strip().lower().startswith("answer:")]
-    return "\n".join(lines).strip()
+    # The prompt asks for no answer line; drop one if the model wrote it anyway (the target adds its own).
+    from cowest.chat import drop_answer_lines
+
+    return drop_answer_lines(text)
 
 
 def prepare_sft_rows(
@@ -85,7 +86,7 @@ def prepare_sft_rows(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The training rows and a summary of where their targets came from."""
     from cowest.tasks.splits import train_examples
-    from cowest.training import open_strong
+    from cowest.endpoint import open_strong
 
     task, examples = train_examples(cfg)
     fmt = cfg.task.format
@@ -96,7 +97,7 @@ def prepare_sft_rows(
         rationales, ask = rationale_sources(examples, cfg.sft.cot_targets)
         if ask:
             asked = len(ask)
-            with open_strong(cfg, RunDir(cfg), factory=strong_client_factory, stage="sft") as client:
+            with open_strong(cfg, factory=strong_client_factory, stage="sft") as client:
                 rationales.update(strong_rationales(cfg, task, ask, client))
                 usage = client.usage
     rows = build_sft_examples(task, examples, fmt, rationales)
