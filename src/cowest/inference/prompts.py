@@ -34,6 +34,11 @@ _DRAFT_NAME = {
 }
 
 
+def _to_strong(content: str) -> Messages:
+    """A prompt for the strong model: its system line, then ``content`` as the user turn."""
+    return [{"role": "system", "content": STRONG_SYSTEM}, {"role": "user", "content": content}]
+
+
 def _question_block(task: Task, example: Example) -> str:
     return f"{task.instruction()}\n\n{example.question.strip()}"
 
@@ -60,17 +65,11 @@ def weak_target(task: Task, example: Example, fmt: str, rationale: str | None) -
 
 def strong_alone_messages(task: Task, example: Example) -> Messages:
     """Zero-shot chain of thought: the strong model alone (z in METHOD.md)."""
-    return [
-        {"role": "system", "content": STRONG_SYSTEM},
-        {
-            "role": "user",
-            "content": (
-                f"{task.instruction()} Think step by step in at most three short sentences, then give the "
-                f"final answer on the last line in the form {answer_form(task.answer_format())}.\n\n"
-                f"{example.question.strip()}"
-            ),
-        },
-    ]
+    return _to_strong(
+        f"{task.instruction()} Think step by step in at most three short sentences, then give the "
+        f"final answer on the last line in the form {answer_form(task.answer_format())}.\n\n"
+        f"{example.question.strip()}"
+    )
 
 
 def collab_messages(task: Task, example: Example, draft: str, fmt: str) -> Messages:
@@ -80,19 +79,13 @@ def collab_messages(task: Task, example: Example, draft: str, fmt: str) -> Messa
     prefix (llama.cpp, OpenAI's prompt caching) then re-read only what changes, and the K drafts of one
     question in feedback share everything up to the draft.
     """
-    return [
-        {"role": "system", "content": STRONG_SYSTEM},
-        {
-            "role": "user",
-            "content": (
-                f"{task.instruction()} A smaller model that was fine-tuned on this domain wrote "
-                f"{_DRAFT_NAME[fmt]} for the question below. The draft holds domain knowledge you may lack, "
-                "but it can be wrong. Weigh it against your own knowledge, reason briefly, then give the "
-                f"final answer on the last line in the form {answer_form(task.answer_format())}.\n\n"
-                f"Question:\n{example.question.strip()}\n\n<draft>\n{draft.strip()}\n</draft>"
-            ),
-        },
-    ]
+    return _to_strong(
+        f"{task.instruction()} A smaller model that was fine-tuned on this domain wrote "
+        f"{_DRAFT_NAME[fmt]} for the question below. The draft holds domain knowledge you may lack, "
+        "but it can be wrong. Weigh it against your own knowledge, reason briefly, then give the "
+        f"final answer on the last line in the form {answer_form(task.answer_format())}.\n\n"
+        f"Question:\n{example.question.strip()}\n\n<draft>\n{draft.strip()}\n</draft>"
+    )
 
 
 def supericl_messages(
@@ -128,19 +121,13 @@ def supericl_messages(
         "wrong. Reason briefly, then give the final answer on the last line in the form "
         f"{answer_form(task.answer_format())}.",
     ]
-    return [{"role": "system", "content": STRONG_SYSTEM}, {"role": "user", "content": "\n".join(parts)}]
+    return _to_strong("\n".join(parts))
 
 
 def rationale_messages(task: Task, example: Example) -> Messages:
     """Ask the strong model to explain a known gold answer (``cot`` SFT targets where data has none)."""
-    return [
-        {"role": "system", "content": STRONG_SYSTEM},
-        {
-            "role": "user",
-            "content": (
-                f"{_question_block(task, example)}\n\nThe correct answer is: {task.gold_answer(example)}\n\n"
-                "Write a one- or two-sentence explanation of why this is the answer, stating the key "
-                f"fact. Do not restate the question and do not write '{ANSWER}'."
-            ),
-        },
-    ]
+    return _to_strong(
+        f"{_question_block(task, example)}\n\nThe correct answer is: {task.gold_answer(example)}\n\n"
+        "Write a one- or two-sentence explanation of why this is the answer, stating the key "
+        f"fact. Do not restate the question and do not write '{ANSWER}'."
+    )
