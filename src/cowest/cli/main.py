@@ -49,7 +49,8 @@ def missing_extra(e: ModuleNotFoundError, command: str) -> str | None:
     extra = OPTIONAL_MODULES.get(module)
     if extra is None:
         return None
-    return f"cowest {command} needs {module!r} (the [{extra}] extra), which is not installed: pip install 'cowest[{extra}]'"
+    return (f"cowest {command} needs {module!r} (the [{extra}] extra), which is not installed: "
+            f"pip install 'cowest[{extra}]'")
 
 
 def _register() -> None:

@@ -63,7 +63,8 @@ def _claim(stage: Path, cfp: str, overwrite: bool, round_: int) -> None:
     """Refuse to resume records made under another config (clear them with ``overwrite``)."""
     import shutil
 
-    if overwrite and not (stage / ".started.json").exists() and any((stage / f).exists() for f in ("records.jsonl", DRAFTS)):
+    unclaimed = not (stage / ".started.json").exists()
+    if overwrite and unclaimed and any((stage / f).exists() for f in ("records.jsonl", DRAFTS)):
         shutil.rmtree(stage)  # records without a start marker: the draft journal goes with them
     claim(stage / ".started.json", cfp, overwrite=overwrite, clear=lambda: shutil.rmtree(stage),
           refusal=f"feedback round {round_} in {stage} was started with a different config; pass --overwrite "
