@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -27,37 +27,35 @@ def recipe_names_task(recipe: Path | None, overrides: list[str] | None) -> bool:
     return isinstance(data, dict) and "task" in data
 
 
+def _flag(name: str, help_: str, default: str) -> Any:
+    """A flag that overrides ``serve.<key>`` of the recipe (its default shown in the help)."""
+    key = name.split("/")[0].removeprefix("--").replace("-", "_")
+    key = "shutdown_timeout_s" if key == "shutdown_timeout" else key
+    return typer.Option(name, help=f"{help_} (recipe: serve.{key}, default {default})", show_default=False)
+
+
 def serve(
     recipe: RecipeArg = None,
     overrides: OverridesArg = None,
-    host: Annotated[Optional[str], typer.Option("--host", help="Interface to listen on [serve.host: 127.0.0.1].")] = None,
-    port: Annotated[Optional[int], typer.Option(
-        "--port", help="TCP port; 0 picks a free one (printed at start) [serve.port: 8000].")] = None,
-    api_key_env: Annotated[Optional[str], typer.Option(
-        "--api-key-env", help="Require 'Authorization: Bearer <key>' with the key held in this environment variable "
-        "[serve.api_key_env].",
-    )] = None,
-    max_concurrency: Annotated[Optional[int], typer.Option(
-        "--max-concurrency", help="Collaborations in progress at once [serve.max_concurrency: strong.max_concurrency].",
-    )] = None,
-    max_queue: Annotated[Optional[int], typer.Option(
-        "--max-queue", help="Requests that may wait for a slot; more get 429 [serve.max_queue: 4 x concurrency].")] = None,
-    max_body_bytes: Annotated[Optional[int], typer.Option(
-        "--max-body-bytes", help="Larger request bodies get 413 [serve.max_body_bytes: 1048576].")] = None,
-    show_draft: Annotated[Optional[bool], typer.Option(
-        "--show-draft", help="Return the weak model's draft with every response (else only when the request asks) "
-        "[serve.show_draft].",
-    )] = None,
-    model_name: Annotated[Optional[str], typer.Option(
-        "--model-name", help="The model id clients send [serve.model_name: the run's name].")] = None,
-    prompt: Annotated[Optional[str], typer.Option(
-        "--prompt", help="auto: the task's prompts when the recipe names a task, else generic | task | generic "
-        "[serve.prompt: auto].",
-    )] = None,
-    shutdown_timeout: Annotated[Optional[float], typer.Option(
-        "--shutdown-timeout", help="Seconds in-flight requests get to finish after SIGTERM/Ctrl-C "
-        "[serve.shutdown_timeout_s: 60].")] = None,
-    log_level: Annotated[Optional[str], typer.Option("--log-level", help="uvicorn log level [serve.log_level: info].")] = None,
+    host: Annotated[Optional[str], _flag("--host", "Interface to listen on.", "127.0.0.1")] = None,
+    port: Annotated[Optional[int], _flag("--port", "TCP port; 0 picks a free one (printed at start).", "8000")] = None,
+    api_key_env: Annotated[Optional[str], _flag(
+        "--api-key-env", "Require 'Authorization: Bearer <key>' with the key held in this environment variable.",
+        "none")] = None,
+    max_concurrency: Annotated[Optional[int], _flag(
+        "--max-concurrency", "Collaborations in progress at once.", "strong.max_concurrency")] = None,
+    max_queue: Annotated[Optional[int], _flag(
+        "--max-queue", "Requests that may wait for a slot; more get 429.", "4 x concurrency")] = None,
+    max_body_bytes: Annotated[Optional[int], _flag("--max-body-bytes", "Larger request bodies get 413.", "1048576")] = None,
+    show_draft: Annotated[Optional[bool], _flag(
+        "--show-draft/--no-show-draft", "Return the weak model's draft with every response (else only when the "
+        "request asks).", "false")] = None,
+    model_name: Annotated[Optional[str], _flag("--model-name", "The model id clients send.", "the run's name")] = None,
+    prompt: Annotated[Optional[str], _flag(
+        "--prompt", "auto: the task's prompts when the recipe names a task, else generic | task | generic.", "auto")] = None,
+    shutdown_timeout: Annotated[Optional[float], _flag(
+        "--shutdown-timeout", "Seconds in-flight requests get to finish after SIGTERM/Ctrl-C.", "60")] = None,
+    log_level: Annotated[Optional[str], _flag("--log-level", "uvicorn log level.", "info")] = None,
 ) -> None:
     """Serve weak draft -> strong refine as ONE model behind /v1/chat/completions.
 
