@@ -3,11 +3,12 @@
     runs/<name>/
       config.yaml                 resolved config (no secrets)
       strong_cache.sqlite         every strong-model answer, keyed by request + sample index
-      usage.json                  strong calls / tokens / cost per stage and system
+      usage.journal.jsonl         every paid strong call as it happens; usage.json (per stage and system) is made from it
       sft/adapter/                PEFT adapter + tokenizer; sft/metrics.json (loss curve)
-      feedback/round<r>/          records.jsonl (one line per question), pairs.jsonl, feedback_stats.json
-      align/round<r>/adapter/     the aligned adapter; metrics.json (rewards/margins per step)
-      eval/                       predictions/<system>.jsonl, metrics.json, report.md, systems.png
+      feedback/round<r>/          drafts.jsonl (draft journal), records.jsonl (one line per question), pairs.jsonl
+                                  (what align reads: load_pairs), feedback_stats.json
+      align/round<r>/adapter/     the aligned adapter; adapter_info.json (its chain of weights); metrics.json
+      eval/                       predictions/<system>.jsonl (+ .fingerprint), metrics.json, report.md, systems.png
 
 One resume mechanism for every stage: a *fingerprint* (a hash of the config a result depends on) written in
 a marker file next to the result. A stage writes ``.done.json`` when it finishes; a later run skips a stage
