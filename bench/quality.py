@@ -79,11 +79,11 @@ def summary_md(r: dict[str, Any]) -> str:
     for s, info in m["systems"].items():
         d = info.get("delta_vs_cowest")
         ci = f"{d[0]:+.1f} [{d[1]:+.1f}, {d[2]:+.1f}]" if d else "(reference)"
-        rows.append([s, info["n"]] + [f"{100 * info['metrics'][k]:.1f}" if info["metrics"][k] <= 1.0 else info["metrics"][k]
-                                      for k in names]
-                    + [ci, info.get("unparsed"), info.get("strong_calls"), info.get("strong_tokens")])
+        rows.append([s, info["n"]] + [f"{info['metrics'][k]:.1f}" for k in names]  # already percent
+                    + [ci, info.get("unparsed"), info.get("strong_calls_needed"), info.get("strong_calls_paid"),
+                       info.get("strong_tokens")])
     out.append(md_table(["system", "n"] + names + [f"Δ {m['primary_metric']} vs cowest, pts [95% CI]", "unparsed",
-                                                    "strong calls", "strong tokens"], rows))
+                                                    "strong calls needed", "strong calls paid", "strong tokens"], rows))
     out.append("\nΔ = system − cowest on the per-question primary metric, paired bootstrap (2000 resamples) "
                "over the same questions; a CI that spans 0 means no detectable difference at this n.\n")
     for rnd, st in r["feedback_stats"].items():
@@ -119,7 +119,8 @@ def summary_md(r: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def plot(r: dict[str, Any], path: Path) -> None:
+def plot(r: dict[str, Any], path: Path) -> dict[str, list[float]]:
+    """The systems bar chart; returns the bar heights per metric (percent)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,8 +131,9 @@ def plot(r: dict[str, Any], path: Path) -> None:
     names = m["metric_names"]
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / len(names)
+    heights = {}
     for j, k in enumerate(names):
-        vals = [100 * m["systems"][s]["metrics"][k] for s in systems]
+        vals = heights[k] = [m["systems"][s]["metrics"][k] for s in systems]  # run_eval's metrics are in percent
         ax.bar([i + j * width for i in range(len(systems))], vals, width, label=k)
     ax.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(systems))], systems)
     ax.set_ylabel("score (%)")
@@ -140,6 +142,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return heights
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -459,10 +459,10 @@ def bench_cache(quick: bool, log: Any, out: Path) -> dict[str, Any]:
         m = json.loads((runs / run_name / "eval" / "metrics.json").read_text()) if rc == 0 else {}
         s = m.get("systems", {}).get("strong", {})
         u = m.get("usage", {}).get("strong", {})
-        res["runs"].append({"run": label, "rc": rc, "wall_s": round(wall, 1), "strong_calls_paid": s.get("strong_calls"),
+        res["runs"].append({"run": label, "rc": rc, "wall_s": round(wall, 1), "strong_calls_paid": s.get("strong_calls_paid"),
                             "strong_requests": u.get("calls", 0), "cache_hits": u.get("cached", 0),
                             "llama_server_started": slog.exists() and ("\n" + slog.read_text(errors="replace")).count("\n$ ") > starts})
-        log(f"cache {label}: rc={rc} {wall:.1f}s, paid calls {s.get('strong_calls')}, requests {u.get('calls', 0)}, "
+        log(f"cache {label}: rc={rc} {wall:.1f}s, paid calls {s.get('strong_calls_paid')}, requests {u.get('calls', 0)}, "
             f"cache hits {u.get('cached', 0)}")
     res["note"] = ("the second run finds every prediction already written (eval resumes per system) and asks "
                    "nothing; the third, in a new run directory pointed at the first run's cache "

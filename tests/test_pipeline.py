@@ -24,3 +24,30 @@ def test_release_memory_returns_freed_heap_pages_to_the_os():
     released = release_memory()
     assert released > 100 * 2**20, f"released {released / 2**20:.0f} MB of {rss / 2**20:.0f} MB resident"
     assert len(keep) == 64 * 1024
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ([], ["sft", "feedback1", "align1", "feedback2", "align2", "eval"]),
+    (["eval.systems=[strong,collab]"], ["sft", "eval"]),
+    (["eval.systems=[strong]"], ["eval"]),
+    (["weak.adapter=/some/adapter"], ["feedback1", "align1", "feedback2", "align2", "eval"]),
+])
+def test_run_all_runs_the_stages_the_systems_need(tmp_path, monkeypatch, extra, expected):
+    from cowest.align import dpo
+    from cowest.config import load_config
+    from cowest.eval import evaluate
+    from cowest.feedback import collect
+    from cowest.pipeline import run_all
+    from cowest.sft import train
+
+    ran = []
+    monkeypatch.setattr(train, "run_sft", lambda cfg, **kw: ran.append("sft"))
+    monkeypatch.setattr(collect, "run_feedback", lambda cfg, r, **kw: ran.append(f"feedback{r}") or {"round": r})
+    monkeypatch.setattr(dpo, "run_align", lambda cfg, r, **kw: ran.append(f"align{r}"))
+    monkeypatch.setattr(evaluate, "run_eval", lambda cfg, **kw: ran.append("eval") or {"systems": {}})
+    cfg = load_config(None, [f"output_dir={tmp_path}", "rounds=2", *extra])
+    summary = run_all(cfg, show=False)
+    assert ran == expected
+    assert set(summary["timings_s"]) == {"sft" if s == "sft" else s.replace("feedback", "feedback round ")
+                                         .replace("align", "align round ") for s in expected}
+    assert (cfg.run_dir / "timings.json").exists()

@@ -16,16 +16,16 @@ saved with each run; it never holds secrets (API keys are read from the environm
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from cowest.errors import ConfigError
+from cowest.typed import choice as _choice
+from cowest.typed import from_dict, set_dotted
+from cowest.typed import positive as _positive
 
 FORMATS = ("direct", "knowledge", "cot")
 SYSTEMS = ("weak", "strong", "superICL", "collab", "cowest")
@@ -74,8 +74,9 @@ class WeakConfig:
     max_batch_tokens: int = 65536  # cap on rows x (padded prompt + new tokens) per call: bounds the KV cache
     max_new_tokens: int = 128
     max_prompt_tokens: int = 768
-    temperature: float = 1.0  # for sampling drafts during feedback
-    top_p: float = 0.95
+    # drafting in eval and serve (0 = greedy). Feedback samples its K drafts with feedback.temperature/top_p.
+    temperature: float = 0.0
+    top_p: float = 1.0
     backend: str = "transformers"  # transformers | vllm
     threads: int | None = None  # torch CPU threads; None = torch's default
 
@@ -230,6 +231,33 @@ class EvalConfig:
 
 
 @dataclass
+class ServeConfig:
+    """``cowest serve``: each key is also a command-line flag (``--max-queue`` for ``max_queue``), which wins."""
+
+    host: str = "127.0.0.1"  # loopback unless you mean to expose it
+    port: int = 8000  # 0 = pick a free one (printed at start)
+    api_key_env: str | None = None  # NAME of the env var holding the bearer key clients must send; None = no auth
+    max_concurrency: int | None = None  # collaborations in progress at once; None = strong.max_concurrency
+    max_queue: int | None = None  # requests that may wait for a slot (more get 429); None = 4 x concurrency
+    max_body_bytes: int = 1 << 20  # larger request bodies get 413
+    show_draft: bool = False  # return the weak draft with every response (else only when the request asks)
+    model_name: str | None = None  # the model id clients send; None = the run's name
+    prompt: str = "auto"  # auto (task prompts when the recipe names a task) | task | generic
+    shutdown_timeout_s: float = 60.0  # seconds in-flight requests get after SIGTERM/Ctrl-C
+    log_level: str = "info"  # uvicorn's
+
+    def __post_init__(self) -> None:
+        _choice("serve.prompt", self.prompt, ("auto", "task", "generic"))
+        _positive("serve.max_body_bytes", self.max_body_bytes)
+        if self.max_concurrency is not None:
+            _positive("serve.max_concurrency", self.max_concurrency)
+        if self.max_queue is not None and self.max_queue < 0:
+            raise ConfigError(f"serve.max_queue must be >= 0, got {self.max_queue}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"serve.port must be 0-65535, got {self.port}")
+
+
+@dataclass
 class RunConfig:
     """Everything one run needs. ``runs/<name>/`` holds its artifacts."""
 
@@ -244,6 +272,7 @@ class RunConfig:
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def __post_init__(self) -> None:
         _positive("rounds", self.rounds)
@@ -286,106 +315,8 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError:
             value = raw
-        _set_dotted(data, key.strip(), value)
+        set_dotted(data, key.strip(), value)
     return from_dict(RunConfig, data, prefix="")
-
-
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = data
-    for p in parts[:-1]:
-        nxt = node.get(p)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            node[p] = nxt
-        node = nxt
-    node[parts[-1]] = value
-
-
-def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, checking keys and types; errors name the dotted key."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"unknown config key {prefix + unknown[0]!r}; valid keys{' under ' + prefix.rstrip('.') if prefix else ''}: "
-            + ", ".join(sorted(fields))
-        )
-    kwargs = {name: _coerce(hints[name], value, prefix + name) for name, value in data.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as e:  # pragma: no cover - all fields have defaults
-        raise ConfigError(f"{prefix or 'config'}: {e}") from None
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value if value is not None else {}, prefix=key + ".")
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    if origin is list:
-        if isinstance(value, str):  # a=x,y on the command line
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)] if args else value
-    if origin is Literal:
-        _choice(key, value, args)
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    if tp is Any:
-        return value
-    return value
-
-
-def _type_name(tp: Any) -> str:
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    return " or ".join(getattr(a, "__name__", str(a)) for a in args) + (" or null" if type(None) in typing.get_args(tp) else "")
-
-
-def _choice(key: str, value: Any, valid: tuple[Any, ...]) -> None:
-    if value not in valid:
-        raise ConfigError(f"{key}: {value!r} is not one of: {', '.join(map(str, valid))}")
-
-
-def _positive(key: str, value: int | float) -> None:
-    if value < 1:
-        raise ConfigError(f"{key} must be >= 1, got {value}")
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -30,3 +30,7 @@ class StrongAPIError(CowestError):
 
 class ServerCrashed(StrongAPIError):
     """The strong-model server that cowest started (the managed llama.cpp server) exited: not retried."""
+
+
+class NotReadyError(CowestError):
+    """A stage needs the output of an earlier one (SFT, feedback, or a previous align round) that is missing."""

@@ -3,15 +3,19 @@
     runs/<name>/
       config.yaml                 resolved config (no secrets)
       strong_cache.sqlite         every strong-model answer, keyed by request + sample index
-      usage.json                  strong calls / tokens / cost per stage and system
+      usage.journal.jsonl         every paid strong call as it happens; usage.json (per stage and system) is made from it
       sft/adapter/                PEFT adapter + tokenizer; sft/metrics.json (loss curve)
-      feedback/round<r>/          records.jsonl (one line per question), pairs.jsonl, feedback_stats.json
-      align/round<r>/adapter/     the aligned adapter; metrics.json (rewards/margins per step)
-      eval/                       predictions/<system>.jsonl, metrics.json, report.md, systems.png
+      feedback/round<r>/          drafts.jsonl (draft journal), records.jsonl (one line per question), pairs.jsonl
+                                  (what align reads: load_pairs), feedback_stats.json
+      align/round<r>/adapter/     the aligned adapter; adapter_info.json (its chain of weights); metrics.json
+      eval/                       predictions/<system>.jsonl (+ .fingerprint), metrics.json, report.md, systems.png
 
-A stage writes ``.done.json`` with a fingerprint of the config it depends on when it finishes. A later
-run skips a stage whose fingerprint matches, and refuses one whose config changed unless asked to
-overwrite (so results never silently mix two configs).
+One resume mechanism for every stage: a *fingerprint* (a hash of the config a result depends on) written in
+a marker file next to the result. A stage writes ``.done.json`` when it finishes; a later run skips a stage
+whose fingerprint matches, and refuses one whose config changed unless asked to overwrite (so results never
+silently mix two configs). Work that resumes part-way (feedback's records, eval's prediction files) is
+*claimed* first with a start marker (:func:`claim`): rows made under another fingerprint are refused or, with
+overwrite, cleared.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -44,6 +49,10 @@ class RunDir:
 
     def feedback(self, round_: int) -> Path:
         return self.root / "feedback" / f"round{round_}"
+
+    def pairs(self, round_: int) -> Path:
+        """Feedback round ``round_``'s preference pairs, one JSON object a line (what align trains on)."""
+        return self.feedback(round_) / "pairs.jsonl"
 
     def align(self, round_: int) -> Path:
         return self.root / "align" / f"round{round_}"
@@ -94,15 +103,37 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def strong_identity(cfg: RunConfig) -> tuple[Any, ...]:
+    """What a strong answer depends on. A managed local server's model file and its engine count: the batch
+    engine serves the bf16 weights, llama.cpp the quantized file, under different model names."""
+    s = cfg.strong
+    local = (s.local.gguf, s.local.engine) if s.local.gguf else None
+    return (s.model, s.temperature, s.max_tokens, local)
+
+
+def read_fingerprint(marker: Path) -> str | None:
+    """The fingerprint a marker file holds (``{"fingerprint": ...}``, or older plain text); None if unreadable."""
+    try:
+        text = marker.read_text()
+    except OSError:
+        return None
+    try:
+        return str(json.loads(text)["fingerprint"])
+    except (ValueError, KeyError, TypeError):
+        return text.strip() or None
+
+
+def done_fingerprint(stage_dir: Path) -> str | None:
+    """The fingerprint of a finished stage, or None when it has not finished."""
+    return read_fingerprint(stage_dir / ".done.json")
+
+
 def stage_status(stage_dir: Path, fp: str) -> str:
     """'done' (same fingerprint), 'stale' (finished under another config), or 'todo'."""
-    marker = stage_dir / ".done.json"
-    if not marker.exists():
+    old = done_fingerprint(stage_dir)
+    if old is None:
         return "todo"
-    try:
-        return "done" if json.loads(marker.read_text())["fingerprint"] == fp else "stale"
-    except (ValueError, KeyError):
-        return "todo"
+    return "done" if old == fp else "stale"
 
 
 def check_stage(stage_dir: Path, fp: str, *, overwrite: bool, name: str) -> bool:
@@ -122,3 +153,22 @@ def check_stage(stage_dir: Path, fp: str, *, overwrite: bool, name: str) -> bool
 
 def mark_done(stage_dir: Path, fp: str, **info: Any) -> None:
     write_json(stage_dir / ".done.json", {"fingerprint": fp, **info})
+
+
+def claim(marker: Path, fp: str, *, overwrite: bool, refusal: str, clear: Callable[[], None]) -> None:
+    """Before resuming partial work: a start ``marker`` under another fingerprint is refused with ``refusal``
+    (a ConfigError), or with ``overwrite`` the work is cleared by ``clear()``; then ``marker`` records ``fp``."""
+    old = read_fingerprint(marker) if marker.exists() else None
+    if marker.exists() and old != fp:
+        if not overwrite:
+            raise ConfigError(refusal)
+        clear()
+    write_json(marker, {"fingerprint": fp})
+
+
+def load_pairs(cfg: RunConfig, round_: int) -> list[dict[str, Any]]:
+    """Feedback round ``round_``'s preference pairs (``[]`` when it made none)."""
+    from cowest.io import read_jsonl
+
+    path = RunDir(cfg).pairs(round_)
+    return read_jsonl(path) if path.exists() and path.stat().st_size else []

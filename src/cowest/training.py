@@ -6,8 +6,6 @@ cheap. The trainers themselves are TRL's; this module only prepares their inputs
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -179,55 +177,6 @@ def plot_curves(path: Path, log_history: list[dict[str, Any]], keys: list[str], 
 
 def write_full_marker(out: Path, **info: Any) -> None:
     write_json(Path(out) / FULL_MODEL_MARKER, {"kind": "full_model", **info})
-
-
-def save_usage(usage: Any, path: Path, stage: str) -> None:
-    """Add this stage's strong-model usage to the run's ``usage.json`` (a resumed stage accumulates)."""
-    usage.save(path, stage=stage)
-
-
-@contextlib.contextmanager
-def open_strong(cfg: RunConfig, rd: Any, *, factory: Callable[[], Any] | None = None, stage: str | None = None) -> Iterator[Any]:
-    """A StrongClient for a stage: ``factory()`` when given (tests), else one on the configured endpoint
-    (a managed local llama.cpp server when ``strong.local.gguf`` is set). Usage is saved on exit."""
-    with contextlib.ExitStack() as stack:
-        if factory is not None:
-            client = factory()
-        else:
-            from cowest.models.strong import StrongClient
-
-            strong_cfg = stack.enter_context(_endpoint(cfg, rd))
-            from cowest.models.usage import Usage
-
-            # The journal records each paid call as it happens, so a killed stage still accounts for it.
-            usage = Usage(journal=rd.root / "usage.journal.jsonl", stage=stage) if stage else None
-            client = StrongClient(strong_cfg, cache_path=rd.cache_path if cfg.strong.cache else None, usage=usage)
-        try:
-            yield client
-        finally:
-            client.close()
-            usage = getattr(client, "usage", None)
-            if stage and usage is not None and is_main_process():
-                save_usage(usage, rd.usage_path, stage)
-
-
-def _endpoint(cfg: RunConfig, rd: Any) -> Any:
-    """The strong endpoint's config; starts the managed local server when ``strong.local.gguf`` is set."""
-    from cowest.models.local_server import strong_endpoint
-
-    return strong_endpoint(cfg.strong, rd.root)
-
-
-def inference_placement(weak_cfg: Any) -> tuple[str, Any]:
-    """(device, dtype) for a weak model used for generation, from ``weak.device``/``weak.dtype``."""
-    import torch
-
-    from cowest.models.weak import resolve_dtype
-
-    device = weak_cfg.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return device, resolve_dtype(weak_cfg.dtype, device)
 
 
 def trainer_kwargs(section: Any, *, output_dir: Path | str, prec: dict[str, Any]) -> dict[str, Any]:

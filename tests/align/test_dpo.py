@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 def tiny_model_dir(tmp_path_factory):
     """The tiny model with its 600-token built-in tokenizer: a 49k-token vocabulary would make the
     logits, and so every training step, ~40x bigger."""
-    from cowest.testing.tiny import make_tiny_model
+    from support.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny_small_vocab"), tokenizer="builtin")
 
@@ -33,9 +33,9 @@ def write_feedback(cfg, round_, *, empty=False):
     from cowest.feedback.collect import finish_feedback, stage_fingerprint
     from cowest.inference.prompts import weak_messages
     from cowest.rundir import RunDir, mark_done
-    from cowest.sft.train import load_train_examples
+    from cowest.tasks.splits import train_examples
 
-    task, examples = load_train_examples(cfg)
+    task, examples = train_examples(cfg)
     records = []
     for ex in examples:
         gold = ex.gold[0]
@@ -68,7 +68,8 @@ def test_dpo_trains_a_fresh_lora_against_the_sft_reference(tmp_path, tiny_model_
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cowest.align.dpo import load_aligned_weak_model, run_align
+    from cowest.align.dpo import run_align
+    from cowest.weights import load_aligned_weak_model
     from cowest.models.weak import WeakModel
     from cowest.rundir import RunDir
     from cowest.sft.train import run_sft
@@ -132,7 +133,8 @@ def test_second_round_starts_from_the_first(tmp_path, tiny_model_dir):
     import torch
     from peft import PeftModel
 
-    from cowest.align.dpo import load_aligned_weak_model, run_align
+    from cowest.align.dpo import run_align
+    from cowest.weights import load_aligned_weak_model
     from cowest.rundir import RunDir
     from cowest.sft.train import run_sft
 

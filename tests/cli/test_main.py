@@ -45,3 +45,30 @@ def test_env_json():
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     assert info["torch"]["weak_dtype_auto"] == str(resolve_dtype("auto", device)).removeprefix("torch.")
+
+
+def test_help_lists_every_stage_command():
+    r = _cowest("--help")
+    for cmd in ("sft", "feedback", "align", "serve"):
+        assert cmd in r.stdout  # registered unconditionally: a broken import fails loudly, never hides a command
+
+
+def test_missing_optional_dependency_names_the_extra(tmp_path):
+    """Without the [serve] extra, `cowest serve` prints one line saying what to install (exit 2)."""
+    import os
+
+    fake = tmp_path / "site" / "uvicorn"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'uvicorn'\", name='uvicorn')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
+    r = _cowest("serve", "task.name=demo", env=env)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'cowest[serve]'" in lines[0] and "uvicorn" in lines[0]
+
+
+def test_missing_extra_ignores_required_modules():
+    from cowest.cli.main import missing_extra
+
+    assert missing_extra(ModuleNotFoundError("x", name="vllm.lora"), "eval").endswith("pip install 'cowest[vllm]'")
+    assert missing_extra(ModuleNotFoundError("x", name="torch"), "eval") is None

@@ -35,7 +35,7 @@ def test_align_before_feedback_is_one_line_exit_2(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    from cowest.testing.tiny import make_tiny_model
+    from support.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny_small_vocab"), tokenizer="builtin")
 

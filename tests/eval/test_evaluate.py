@@ -45,9 +45,10 @@ def test_eval_all_systems_then_resume_without_new_calls(tmp_path, tiny_model_dir
         gold_b = 100.0 * sum(1 for r in _rows(cfg, "strong") if r["gold"] == ["B"]) / 6
         for s in ("strong", "superICL", "collab"):
             assert summary["systems"][s]["metrics"]["accuracy"] == pytest.approx(gold_b)
-            assert summary["systems"][s]["strong_calls"] == 6
+            assert summary["systems"][s]["strong_calls_needed"] == 6
+            assert summary["systems"][s]["strong_calls_paid"] == 6
             assert summary["systems"][s]["strong_tokens"] > 0
-        assert summary["systems"]["weak"]["strong_calls"] == 0
+        assert summary["systems"]["weak"]["strong_calls_needed"] == 0
         collab = _rows(cfg, "collab")
         assert all("<draft>" in r["prompt"][-1]["content"] and r["weak_draft"] is not None for r in collab)
         supericl = _rows(cfg, "superICL")
@@ -60,6 +61,9 @@ def test_eval_all_systems_then_resume_without_new_calls(tmp_path, tiny_model_dir
         assert srv.outcomes["ok"] == first_calls
         assert len(_rows(cfg, "collab")) == 6
         assert summary2["systems"]["strong"]["metrics"] == summary["systems"]["strong"]["metrics"]
+        # the resumed run still needs 6 calls per system, but pays none
+        assert summary2["systems"]["collab"]["strong_calls_needed"] == 6
+        assert summary2["systems"]["collab"]["strong_calls_paid"] == 0
 
         # a changed model invalidates the weak-dependent predictions unless --overwrite
         with pytest.raises(ConfigError, match="pass --overwrite"):
@@ -86,3 +90,20 @@ def test_superICL_on_a_free_form_task_reports_confidence(tmp_path, tiny_model_di
         if r["weak_prediction"] is not None:
             assert 0.0 < r["confidence"] <= 1.0
         assert r["prediction"] == "1912"
+
+
+def test_fingerprint_follows_the_local_strong_model_and_its_engine(tmp_path):
+    """Switching the managed local strong model (or the engine serving it) must not keep old predictions."""
+    from cowest.eval.evaluate import system_fingerprint
+    from cowest.rundir import RunDir
+
+    def fp(*extra):
+        cfg = load_config(None, [f"output_dir={tmp_path}", *extra])
+        return {s: system_fingerprint(cfg, RunDir(cfg), s) for s in ("strong", "collab", "cowest")}
+
+    a = fp("strong.local.gguf=/models/a.gguf")
+    b = fp("strong.local.gguf=/models/b.gguf")
+    c = fp("strong.local.gguf=/models/a.gguf", "strong.local.engine=llama.cpp")
+    for s in a:
+        assert a[s] != b[s] and a[s] != c[s]
+    assert fp("strong.local.gguf=/models/a.gguf") == a

@@ -9,9 +9,11 @@ def _summary():
         "metric_names": ["accuracy", "macro_f1"],
         "primary_metric": "accuracy",
         "systems": {
-            "weak": {"n": 4, "metrics": {"accuracy": 50.0, "macro_f1": 40.0}, "strong_calls": 0, "strong_tokens": 0,
+            "weak": {"n": 4, "metrics": {"accuracy": 50.0, "macro_f1": 40.0}, "strong_calls_needed": 0, "strong_calls_paid": 0,
+                     "strong_tokens": 0,
                      "delta_vs_cowest": [-25.0, -50.0, 0.0]},
-            "cowest": {"n": 4, "metrics": {"accuracy": 75.0, "macro_f1": 70.0}, "strong_calls": 4, "strong_tokens": 321},
+            "cowest": {"n": 4, "metrics": {"accuracy": 75.0, "macro_f1": 70.0}, "strong_calls_needed": 4,
+                       "strong_calls_paid": 1, "strong_tokens": 321},
         },
         "notes": {"weak model": "example note"},
     }
@@ -19,9 +21,10 @@ def _summary():
 
 def test_markdown_table_has_every_system_and_metric():
     md = markdown_table(_summary())
-    assert "| weak | 4 | 50.00 | 40.00 | -25.0 [-50.0, +0.0] | 0 | 0 |" in md
-    assert "| cowest | 4 | 75.00 | 70.00 | — | 4 | 321 |" in md
+    assert "| weak | 4 | 50.00 | 40.00 | -25.0 [-50.0, +0.0] | 0 | 0 | 0 |" in md
+    assert "| cowest | 4 | 75.00 | 70.00 | — | 4 | 1 | 321 |" in md
     assert "example note" in md
+    assert "strong calls needed | strong calls paid" in md and "cache hits excluded" in md
 
 
 def test_write_report_files(tmp_path):

@@ -27,7 +27,7 @@ slow = pytest.mark.slow
 def tiny_model_dir(tmp_path_factory):
     """The tiny model with its 600-token built-in tokenizer: a 49k-token vocabulary would make the
     logits, and so every training step, ~40x bigger."""
-    from cowest.testing.tiny import make_tiny_model
+    from support.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny_small_vocab"), tokenizer="builtin")
 
@@ -247,11 +247,12 @@ def _loader(monkeypatch, tag="resumed"):
 
     loaded = []
 
-    def load(cfg, round_):
+    def load(cfg, kind, round_):
+        assert kind == "feedback"
         loaded.append(StubWeak(tag))
         return loaded[-1]
 
-    monkeypatch.setattr(collect, "load_feedback_weak", load)
+    monkeypatch.setattr(collect, "weak_for", load)
     return loaded
 
 

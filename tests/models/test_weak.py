@@ -155,7 +155,7 @@ def test_choice_probs_match_direct_forward(wm):
 def test_choice_probs_with_a_shared_reasoning_prefix(wm):
     """SuperICL's candidates share the draft's reasoning; the shared tokens move into the context (their
     log-prob is the same under every candidate), and the result equals scoring the whole candidates."""
-    from cowest.models.weak import _common_prefix_len
+    from cowest.models.decoding import common_prefix_len as _common_prefix_len
 
     assert _common_prefix_len([[1, 2, 3], [1, 2, 4]]) == 2
     assert _common_prefix_len([[1, 2], [1, 2, 5]]) == 1  # at least one token stays with each candidate

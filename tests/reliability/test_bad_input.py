@@ -14,7 +14,7 @@ from typing import Callable
 
 import pytest
 
-from cowest.testing.faults import RecordingServer, run_cowest
+from support.faults import RecordingServer, run_cowest
 
 from .conftest import report
 

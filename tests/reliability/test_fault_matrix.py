@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from cowest.testing.faults import (
+from support.faults import (
     RETRY_REASON, RecordingServer, check_jsonl, expected_retries, format_table, run_cowest,
 )
 

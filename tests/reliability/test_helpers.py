@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from cowest.config import StrongConfig
 from cowest.models.strong import ChatRequest, StrongClient
-from cowest.testing.faults import (
+from support.faults import (
     RecordingServer, check_jsonl, expected_retries, grep_tree, message_lines, request_hash, run_cowest,
 )
 

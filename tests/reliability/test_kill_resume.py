@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from cowest.testing.faults import RecordingServer, check_jsonl, format_table, run_cowest
+from support.faults import RecordingServer, check_jsonl, format_table, run_cowest
 
 from .conftest import N_EVAL, eval_args, feedback_args, report, with_sft_model
 

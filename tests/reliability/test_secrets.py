@@ -10,7 +10,7 @@ import secrets
 
 import pytest
 
-from cowest.testing.faults import RecordingServer, cowest_env, grep_tree, run_cowest
+from support.faults import RecordingServer, cowest_env, grep_tree, run_cowest
 
 from .conftest import N_EVAL, eval_args, feedback_args, report, with_sft_model
 

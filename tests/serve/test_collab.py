@@ -18,7 +18,8 @@ class GatedWeak:
         self.active = 0
         self.max_active = 0
 
-    def generate(self, prompts, *, n, temperature, max_new_tokens, desc):
+    def generate(self, prompts, *, n, temperature, top_p, max_new_tokens, desc):
+        self.sampling = (temperature, top_p)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         self.calls.append([p[-1]["content"] for p in prompts])
@@ -83,3 +84,12 @@ def test_token_counts_use_the_weak_tokenizer_and_prompt_limit(weak_model):
     ids = weak_model.tokenizer(weak_model.format_prompt(m), add_special_tokens=False)["input_ids"]
     assert p == min(len(ids), weak_model.cfg.max_prompt_tokens)
     assert c == len(weak_model.tokenizer("the answer is A", add_special_tokens=False)["input_ids"])
+
+
+def test_drafts_use_the_configured_weak_sampling():
+    weak = GatedWeak()
+    weak.release.set()
+    b = WeakBatcher(weak, max_batch=2, temperature=0.6, top_p=0.8)
+    assert asyncio.run(b.draft(msgs("q"))).text == "draft for q"
+    assert weak.sampling == (0.6, 0.8)
+    assert WeakBatcher(weak, max_batch=1).temperature == 0.0  # greedy unless configured

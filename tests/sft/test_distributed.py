@@ -66,7 +66,7 @@ def metrics(run: Path) -> dict:
 def test_two_process_sft_matches_one_process_with_double_batch(tmp_path):
     import torch
 
-    from cowest.testing.tiny import make_tiny_model
+    from support.tiny import make_tiny_model
 
     model_dir = make_tiny_model(tmp_path / "tiny", tokenizer="builtin")  # small vocab: seconds per run
     one, control, two = tmp_path / "one", tmp_path / "control", tmp_path / "two"

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def tiny_model_dir(tmp_path_factory):
     """The tiny model with its 600-token built-in tokenizer: a 49k-token vocabulary would make the
     logits, and so every training step, ~40x bigger."""
-    from cowest.testing.tiny import make_tiny_model
+    from support.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny_small_vocab"), tokenizer="builtin")
 

@@ -13,7 +13,7 @@ Saved in ``align/round<r>/``:
   not apply (full fine-tuned SFT, exotic adapters) it holds the DPO adapter and ``adapter_info.json``
   lists what to merge under it;
 - ``dpo_adapter/``: the raw DPO LoRA, relative to the merged starting model (when folded);
-- ``adapter_info.json``: how to rebuild the model (:func:`load_aligned_weak_model` reads it);
+- ``adapter_info.json``: how to rebuild the model (:func:`cowest.weights.load_aligned_weak_model` reads it);
 - ``metrics.json`` (loss, reward margins and accuracies per step) and ``metrics.png``.
 """
 
@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from cowest.config import RunConfig
-from cowest.errors import CowestError
-from cowest.rundir import RunDir, check_stage, fingerprint, mark_done
+from cowest.errors import CowestError, NotReadyError
+from cowest.rundir import RunDir, check_stage, done_fingerprint, fingerprint, load_pairs, mark_done
+from cowest.weights import absolute, drafting_chain, load_chain, rel, tokenizer_dir
 
 PLOT_KEYS = ["loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected"]
 
@@ -36,97 +37,12 @@ class NoPairsError(CowestError):
     """The feedback stage produced no preference pairs, so there is nothing to align on."""
 
 
-class NotReadyError(CowestError):
-    """An earlier stage (SFT, feedback, or the previous round) has not finished."""
-
-
-# --------------------------------------------------------------------------------------------------
-# the chain of weights under an aligned model
-
-
-def start_chain(cfg: RunConfig, round_: int) -> dict[str, Any]:
-    """What round ``round_`` starts from: ``{"base": "weak" | <dir>, "merge": [adapter dirs]}``."""
-    rd = RunDir(cfg)
-    if round_ > 1:
-        info_path = rd.align(round_ - 1) / "adapter_info.json"
-        if not info_path.exists():
-            raise NotReadyError(f"align round {round_ - 1} has not finished: run `cowest align --round {round_ - 1}` first")
-        info = json.loads(info_path.read_text())
-        return {"base": info["base"], "merge": info["merge"]}
-    from cowest.training import is_full_model_dir
-
-    if cfg.weak.adapter is None and is_full_model_dir(rd.sft_adapter):
-        return {"base": _rel(rd, rd.sft_adapter), "merge": []}
-    adapter = rd.collab_adapter()
-    if adapter is None:
-        raise NotReadyError(f"no SFT weak model in {rd.sft_adapter}: run `cowest sft` first (or set weak.adapter)")
-    return {"base": "weak", "merge": [_rel(rd, Path(adapter))]}
-
-
-def _rel(rd: RunDir, p: Path) -> str:
-    """Paths inside the run dir are stored relative to it, so a moved run dir still loads."""
-    try:
-        return str(Path(p).resolve().relative_to(rd.root.resolve()))
-    except ValueError:
-        return str(Path(p).resolve())
-
-
-def _abs(rd: RunDir, p: str) -> Path:
-    q = Path(p)
-    return q if q.is_absolute() else rd.root / q
-
-
-def load_chain(cfg: RunConfig, chain: dict[str, Any], *, dtype: Any = None) -> Any:
-    """Base weights with every adapter in ``chain["merge"]`` merged in, in order (a plain model)."""
-    from peft import PeftModel
-
-    from cowest.training import load_causal_lm, resolve_base
-
-    rd = RunDir(cfg)
-    if chain["base"] == "weak":
-        path, gguf = resolve_base(cfg)
-    else:
-        path, gguf = str(_abs(rd, chain["base"])), None
-    model = load_causal_lm(path, gguf_file=gguf, dtype=dtype)
-    for a in chain["merge"]:
-        model = PeftModel.from_pretrained(model, str(_abs(rd, a))).merge_and_unload()
-    return model
-
-
-def _tokenizer_dir(cfg: RunConfig, chain: dict[str, Any]) -> str:
-    rd = RunDir(cfg)
-    for p in reversed(chain["merge"]):
-        if (_abs(rd, p) / "tokenizer_config.json").exists():
-            return str(_abs(rd, p))
-    if chain["base"] != "weak":
-        return str(_abs(rd, chain["base"]))
-    from cowest.training import resolve_base
-
-    return resolve_base(cfg)[0]
-
-
-def load_aligned_weak_model(cfg: RunConfig, round_: int) -> tuple[Any, Any]:
-    """(model, tokenizer) of the aligned weak model of ``round_``, adapters merged, on weak.device."""
-    from cowest.models.weak import merge_dtype
-    from cowest.training import inference_placement, load_tokenizer
-
-    info_path = RunDir(cfg).align(round_) / "adapter_info.json"
-    if not info_path.exists():
-        raise NotReadyError(f"no aligned model for round {round_}: run `cowest align --round {round_}` first")
-    info = json.loads(info_path.read_text())
-    device, dtype = inference_placement(cfg.weak)
-    fold = merge_dtype(dtype, merging=bool(info["merge"]))
-    model = load_chain(cfg, info, dtype=fold).to(device=device, dtype=dtype).eval()
-    return model, load_tokenizer(_tokenizer_dir(cfg, info))
-
-
 # --------------------------------------------------------------------------------------------------
 # the stage
 
 
 def align_fingerprint(cfg: RunConfig, round_: int) -> str:
-    fb_done = RunDir(cfg).feedback(round_) / ".done.json"
-    fb_fp = json.loads(fb_done.read_text())["fingerprint"] if fb_done.exists() else None
+    fb_fp = done_fingerprint(RunDir(cfg).feedback(round_))
     return fingerprint(fb_fp, cfg.weak.model, cfg.weak.gguf_file, cfg.sft, cfg.align, round_)
 
 
@@ -146,7 +62,6 @@ def _no_pairs_message(cfg: RunConfig, round_: int) -> str:
 
 def run_align(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False) -> Path:
     """DPO on ``feedback/round<r>/pairs.jsonl``; returns ``align/round<r>/adapter``."""
-    from cowest.feedback.collect import load_pairs
     from cowest.training import is_main_process, plot_curves, save_metrics, seconds_per_step
 
     rd = RunDir(cfg)
@@ -163,7 +78,7 @@ def run_align(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False) -> Pa
     if not pairs:
         raise NoPairsError(_no_pairs_message(cfg, round_))
     t0 = time.perf_counter()
-    chain = start_chain(cfg, round_)
+    chain = drafting_chain(cfg, round_)
     trainer, tok = train_dpo(cfg, chain, pairs, stage / "dpo_adapter")
     if is_main_process():
         info = save_aligned(cfg, round_, chain, stage / "dpo_adapter", tok)
@@ -187,7 +102,7 @@ def train_dpo(cfg: RunConfig, chain: dict[str, Any], pairs: list[dict[str, Any]]
     a = cfg.align
     prec = precision_kwargs(bf16=a.bf16, fp16=a.fp16, section="align")
     model = load_chain(cfg, chain, dtype=train_dtype(cfg, prec["bf16"]))
-    tok = load_tokenizer(_tokenizer_dir(cfg, chain))
+    tok = load_tokenizer(tokenizer_dir(cfg, chain))
     ds = Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs])
     targets = cfg.sft.lora_target_modules  # same modules as SFT, so the two LoRAs fold into one
     peft_config = LoraConfig(r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=a.lora_dropout,
@@ -215,20 +130,20 @@ def save_aligned(cfg: RunConfig, round_: int, chain: dict[str, Any], dpo_dir: Pa
     if out.exists():
         shutil.rmtree(out)
     prev = chain["merge"]
-    if len(prev) == 1 and combinable(_abs(rd, prev[0]), dpo_dir):
-        combine_lora(_abs(rd, prev[0]), dpo_dir, out)
-        info = {"base": chain["base"], "merge": [_rel(rd, out)], "self_contained": chain["base"] == "weak",
-                "folded": [prev[0], _rel(rd, dpo_dir)]}
+    if len(prev) == 1 and combinable(absolute(rd, prev[0]), dpo_dir):
+        combine_lora(absolute(rd, prev[0]), dpo_dir, out)
+        info = {"base": chain["base"], "merge": [rel(rd, out)], "self_contained": chain["base"] == "weak",
+                "folded": [prev[0], rel(rd, dpo_dir)]}
     else:
         shutil.copytree(dpo_dir, out)
-        info = {"base": chain["base"], "merge": prev + [_rel(rd, out)], "self_contained": False, "folded": []}
+        info = {"base": chain["base"], "merge": prev + [rel(rd, out)], "self_contained": False, "folded": []}
     tok.save_pretrained(str(out))
     info.update(
         round=round_,
         base_model=cfg.weak.model,
         reference="the starting model: " + ("base + " if chain["base"] == "weak" else f"{chain['base']} + ")
         + (" + ".join(prev) if prev else "nothing") + " (merged)",
-        how_to_load="cowest.align.dpo.load_aligned_weak_model(cfg, round) merges 'merge' into 'base' in order"
+        how_to_load="cowest.weights.load_aligned_weak_model(cfg, round) merges 'merge' into 'base' in order"
         + ("; equivalently PeftModel.from_pretrained(base, 'adapter')" if info["self_contained"] else ""),
     )
     (stage / "adapter_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

@@ -37,18 +37,31 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
         os.environ["COWEST_DEBUG"] = "1"
 
 
+# Modules of the optional extras (pyproject.toml): a command that needs a missing one says which extra to
+# install when it runs, instead of failing with a traceback (or vanishing from --help).
+OPTIONAL_MODULES = {"starlette": "serve", "uvicorn": "serve", "pydantic": "serve", "vllm": "vllm",
+                    "deepspeed": "deepspeed", "llama_cpp": "local"}
+
+
+def missing_extra(e: ModuleNotFoundError, command: str) -> str | None:
+    """The one-line message for a missing optional dependency, or None when ``e`` is not one."""
+    module = (e.name or "").split(".")[0]
+    extra = OPTIONAL_MODULES.get(module)
+    if extra is None:
+        return None
+    return (f"cowest {command} needs {module!r} (the [{extra}] extra), which is not installed: "
+            f"pip install 'cowest[{extra}]'")
+
+
 def _register() -> None:
     # Each subcommand lives in its own module; importing them is cheap (heavy imports are inside).
-    from cowest.cli import demo, env, eval as eval_cmd, run, serve
+    from cowest.cli import align, demo, env, eval as eval_cmd, feedback, run, serve, sft
 
     app.command("demo")(demo.demo)
     app.command("run")(run.run)
-    for name in ("sft", "feedback", "align"):
-        try:
-            mod = __import__(f"cowest.cli.{name}", fromlist=[name])
-            app.command(name)(getattr(mod, name))
-        except (ImportError, AttributeError):  # stage not built yet in this checkout
-            pass
+    app.command("sft")(sft.sft)
+    app.command("feedback")(feedback.feedback)
+    app.command("align")(align.align)
     app.command("eval")(eval_cmd.eval_)
     app.command("score")(score_cmd)
     app.command("serve")(serve.serve)
@@ -74,6 +87,11 @@ def score_cmd(
     print(json.dumps(run_score(task, split, data, predictions)))
 
 
+def _command(argv: list[str] | None) -> str:
+    args = argv if argv is not None else sys.argv[1:]
+    return next((a for a in args if not a.startswith("-")), "")
+
+
 def main(argv: list[str] | None = None) -> None:
     _register()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("COWEST_DEBUG") == "1"
@@ -84,6 +102,12 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
+    except ModuleNotFoundError as e:
+        msg = None if debug else missing_extra(e, _command(argv))
+        if msg is None:
+            raise
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: finished items are saved; run the same command again to resume", file=sys.stderr)
         sys.exit(130)

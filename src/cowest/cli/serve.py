@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from cowest.cli.common import OverridesArg, RecipeArg, load_cli_config
-from cowest.errors import ConfigError
 
 
 def recipe_names_task(recipe: Path | None, overrides: list[str] | None) -> bool:
@@ -27,35 +27,40 @@ def recipe_names_task(recipe: Path | None, overrides: list[str] | None) -> bool:
     return isinstance(data, dict) and "task" in data
 
 
+def _flag(name: str, help_: str, default: str) -> Any:
+    """A flag that overrides ``serve.<key>`` of the recipe (its default shown in the help)."""
+    key = name.split("/")[0].removeprefix("--").replace("-", "_")
+    key = "shutdown_timeout_s" if key == "shutdown_timeout" else key
+    return typer.Option(name, help=f"{help_} (recipe: serve.{key}, default {default})", show_default=False)
+
+
 def serve(
     recipe: RecipeArg = None,
     overrides: OverridesArg = None,
-    host: Annotated[str, typer.Option("--host", help="Interface to listen on (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port; 0 picks a free one (printed at start).")] = 8000,
-    api_key_env: Annotated[Optional[str], typer.Option(
-        "--api-key-env", help="Require 'Authorization: Bearer <key>' with the key held in this environment variable.",
-    )] = None,
-    max_concurrency: Annotated[Optional[int], typer.Option(
-        "--max-concurrency", help="Collaborations in progress at once (default: strong.max_concurrency).")] = None,
-    max_queue: Annotated[Optional[int], typer.Option(
-        "--max-queue", help="Requests that may wait for a slot; more get 429 (default: 4 x concurrency).")] = None,
-    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Larger request bodies get 413.")] = 1 << 20,
-    show_draft: Annotated[bool, typer.Option(
-        "--show-draft", help="Return the weak model's draft with every response (else only when the request asks).",
-    )] = False,
-    model_name: Annotated[Optional[str], typer.Option(
-        "--model-name", help="The model id clients send (default: the run's name).")] = None,
-    prompt: Annotated[str, typer.Option(
-        "--prompt", help="auto: the task's prompts when the recipe names a task, else generic | task | generic.",
-    )] = "auto",
-    shutdown_timeout: Annotated[float, typer.Option(
-        "--shutdown-timeout", help="Seconds in-flight requests get to finish after SIGTERM/Ctrl-C.")] = 60.0,
-    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+    host: Annotated[Optional[str], _flag("--host", "Interface to listen on.", "127.0.0.1")] = None,
+    port: Annotated[Optional[int], _flag("--port", "TCP port; 0 picks a free one (printed at start).", "8000")] = None,
+    api_key_env: Annotated[Optional[str], _flag(
+        "--api-key-env", "Require 'Authorization: Bearer <key>' with the key held in this environment variable.",
+        "none")] = None,
+    max_concurrency: Annotated[Optional[int], _flag(
+        "--max-concurrency", "Collaborations in progress at once.", "strong.max_concurrency")] = None,
+    max_queue: Annotated[Optional[int], _flag(
+        "--max-queue", "Requests that may wait for a slot; more get 429.", "4 x concurrency")] = None,
+    max_body_bytes: Annotated[Optional[int], _flag("--max-body-bytes", "Larger request bodies get 413.", "1048576")] = None,
+    show_draft: Annotated[Optional[bool], _flag(
+        "--show-draft/--no-show-draft", "Return the weak model's draft with every response (else only when the "
+        "request asks).", "false")] = None,
+    model_name: Annotated[Optional[str], _flag("--model-name", "The model id clients send.", "the run's name")] = None,
+    prompt: Annotated[Optional[str], _flag(
+        "--prompt", "auto: the task's prompts when the recipe names a task, else generic | task | generic.", "auto")] = None,
+    shutdown_timeout: Annotated[Optional[float], _flag(
+        "--shutdown-timeout", "Seconds in-flight requests get to finish after SIGTERM/Ctrl-C.", "60")] = None,
+    log_level: Annotated[Optional[str], _flag("--log-level", "uvicorn log level.", "info")] = None,
 ) -> None:
     """Serve weak draft -> strong refine as ONE model behind /v1/chat/completions.
 
     The weak model is the run's aligned adapter if there is one, else its SFT adapter, else the base
-    model. Examples:
+    model. Every option is also a key of the recipe's ``serve:`` section; a flag wins. Examples:
 
         cowest serve recipes/medmcqa_cpu.yaml --port 8000
 
@@ -64,25 +69,21 @@ def serve(
     Then any OpenAI client works: OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="secret"),
     with extra_body={"cowest": {"return_draft": True}} to see the draft.
     """
-    try:
-        from cowest.serve.app import ServeOptions
-        from cowest.serve.runner import read_api_key, run_server
-    except ImportError as e:
-        raise ConfigError(f"cowest serve needs the serve extra ({e.name} is missing): pip install 'cowest[serve]'") from None
+    # without the [serve] extra this import fails; cowest.cli.main turns that into a one-line error
+    from cowest.serve.app import ServeOptions
+    from cowest.serve.runner import read_api_key, run_server
 
-    if prompt not in ("auto", "task", "generic"):
-        raise ConfigError(f"--prompt: {prompt!r} is not one of: auto, task, generic")
-    for name, v in (("--max-concurrency", max_concurrency), ("--max-body-bytes", max_body_bytes)):
-        if v is not None and v < 1:
-            raise ConfigError(f"{name} must be >= 1, got {v}")
-    if max_queue is not None and max_queue < 0:
-        raise ConfigError(f"--max-queue must be >= 0, got {max_queue}")
     cfg = load_cli_config(recipe, overrides)
-    conc = max_concurrency or cfg.strong.max_concurrency
-    use_task = recipe_names_task(recipe, overrides) if prompt == "auto" else prompt == "task"
+    flags = {"host": host, "port": port, "api_key_env": api_key_env, "max_concurrency": max_concurrency,
+             "max_queue": max_queue, "max_body_bytes": max_body_bytes, "show_draft": show_draft,
+             "model_name": model_name, "prompt": prompt, "shutdown_timeout_s": shutdown_timeout, "log_level": log_level}
+    s = dataclasses.replace(cfg.serve, **{k: v for k, v in flags.items() if v is not None})  # checks the values
+    cfg = dataclasses.replace(cfg, serve=s)
+    conc = s.max_concurrency or cfg.strong.max_concurrency
+    use_task = recipe_names_task(recipe, overrides) if s.prompt == "auto" else s.prompt == "task"
     opts = ServeOptions(
-        model_name=model_name, api_key=read_api_key(api_key_env), max_concurrency=conc,
-        max_queue=4 * conc if max_queue is None else max_queue, max_body_bytes=max_body_bytes,
-        show_draft=show_draft, use_task=use_task,
+        model_name=s.model_name, api_key=read_api_key(s.api_key_env), max_concurrency=conc,
+        max_queue=4 * conc if s.max_queue is None else s.max_queue, max_body_bytes=s.max_body_bytes,
+        show_draft=s.show_draft, use_task=use_task,
     )
-    run_server(cfg, opts, host=host, port=port, shutdown_timeout_s=shutdown_timeout, log_level=log_level)
+    run_server(cfg, opts, host=s.host, port=s.port, shutdown_timeout_s=s.shutdown_timeout_s, log_level=s.log_level)

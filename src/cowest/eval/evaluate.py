@@ -10,18 +10,19 @@ answer, per-item scores), ``metrics.json``, ``report.md`` and ``systems.png``.
 from __future__ import annotations
 
 import dataclasses
-import gc
-import json
 from pathlib import Path
 from typing import Any
 
 from cowest.config import RunConfig
-from cowest.errors import ConfigError, DataError, ModelError
+from cowest.errors import ConfigError, DataError
 from cowest.eval.report import print_table, write_report
 from cowest.eval.stats import paired_bootstrap
-from cowest.inference.systems import N_SUPERICL_DEMOS, SystemRunner
-from cowest.rundir import RunDir, fingerprint
+from cowest.inference.systems import N_SUPERICL_DEMOS, SystemRunner, unsupported
+from cowest.rundir import RunDir, claim, done_fingerprint, fingerprint, strong_identity
 from cowest.tasks import get_task, subsample
+from cowest.endpoint import open_strong
+from cowest.tasks.splits import eval_examples
+from cowest.weights import weak_loader
 
 # Systems that need the weak model run first so the strong-only system never waits on a model load,
 # and the aligned model is loaded last (after the SFT model is freed).
@@ -29,19 +30,18 @@ ORDER = ("strong", "weak", "superICL", "collab", "cowest")
 
 
 def _stage_id(stage_dir: Path) -> str:
-    try:
-        return json.loads((stage_dir / ".done.json").read_text())["fingerprint"]
-    except (OSError, ValueError, KeyError):
-        return "absent"
+    return done_fingerprint(stage_dir) or "absent"
 
 
 def system_fingerprint(cfg: RunConfig, rd: RunDir, system: str) -> str:
     """What a system's predictions depend on (not n_eval, so a run can be extended)."""
     task = dataclasses.replace(cfg.task, n_eval=None, n_train=None)
-    strong = (cfg.strong.model, cfg.strong.temperature, cfg.strong.max_tokens)
+    strong = strong_identity(cfg)
     if system == "strong":
         return fingerprint(task, strong)
     weak = (cfg.weak.model, cfg.weak.gguf_file, cfg.weak.adapter, cfg.weak.max_new_tokens, _stage_id(rd.sft))
+    if cfg.weak.temperature > 0:  # sampled drafts (greedy ones, the default, keep the older fingerprints)
+        weak += ((cfg.weak.temperature, cfg.weak.top_p, cfg.seed),)
     if system == "cowest":
         aligned = rd.cowest_adapter()
         return fingerprint(task, strong, weak, _stage_id(Path(aligned).parent) if aligned else "absent")
@@ -49,59 +49,14 @@ def system_fingerprint(cfg: RunConfig, rd: RunDir, system: str) -> str:
 
 
 def _check_predictions(cfg: RunConfig, rd: RunDir, systems: list[str], overwrite: bool) -> None:
+    """Claim each system's prediction file: rows made under another config are refused (or, with
+    ``overwrite``, dropped)."""
     pred_dir = rd.eval / "predictions"
     for s in systems:
-        fp_file = pred_dir / f"{s}.fingerprint"
-        fp = system_fingerprint(cfg, rd, s)
-        if fp_file.exists() and fp_file.read_text().strip() != fp:
-            if not overwrite:
-                raise ConfigError(
-                    f"predictions for system {s!r} in {pred_dir} were made with another config or model; "
-                    "pass --overwrite to redo them"
-                )
-            (pred_dir / f"{s}.jsonl").unlink(missing_ok=True)
-        pred_dir.mkdir(parents=True, exist_ok=True)
-        fp_file.write_text(fp + "\n")
-
-
-def make_weak_loader(cfg: RunConfig, rd: RunDir):
-    """A loader the runner calls with 'sft' or 'aligned'; keeps at most one model in memory."""
-    loaded: dict[str, Any] = {}
-
-    def load(kind: str) -> Any:
-        if kind in loaded:
-            return loaded[kind]
-        loaded.clear()
-        gc.collect()
-        from cowest.models.weak import WeakModel
-
-        if kind == "sft":
-            from cowest.training import is_full_model_dir
-
-            sft = rd.collab_adapter()
-            if sft is not None and is_full_model_dir(sft):  # sft.lora=false saved a whole model
-                wm = WeakModel.load(dataclasses.replace(cfg.weak, model=sft, gguf_file=None, adapter=None))
-            else:
-                wm = WeakModel.load(cfg.weak, adapter=sft)
-        else:
-            aligned = rd.cowest_adapter()
-            if aligned is None:
-                return None
-            from cowest.align.dpo import load_aligned_weak_model
-
-            round_ = int(Path(aligned).parent.name.removeprefix("round"))
-            if cfg.weak.backend == "vllm":
-                info = json.loads((Path(aligned).parent / "adapter_info.json").read_text())
-                if not info.get("self_contained"):
-                    raise ModelError(f"{aligned} must be stacked on the SFT model; vLLM needs one folded adapter")
-                wm = WeakModel.load(cfg.weak, adapter=aligned)
-            else:
-                model, tokenizer = load_aligned_weak_model(cfg, round_)
-                wm = WeakModel(model, tokenizer, cfg.weak)
-        loaded[kind] = wm
-        return wm
-
-    return load
+        claim(pred_dir / f"{s}.fingerprint", system_fingerprint(cfg, rd, s), overwrite=overwrite,
+              clear=lambda s=s: (pred_dir / f"{s}.jsonl").unlink(missing_ok=True),
+              refusal=f"predictions for system {s!r} in {pred_dir} were made with another config or model; "
+                      "pass --overwrite to redo them")
 
 
 def summarise(task: Any, split: str, rows_by_system: dict[str, list[dict[str, Any]]], examples: list[Any]) -> dict[str, Any]:
@@ -139,18 +94,12 @@ def summarise(task: Any, split: str, rows_by_system: dict[str, list[dict[str, An
 
 
 def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: bool = False, show: bool = True) -> dict[str, Any]:
-    from cowest.models.local_server import strong_endpoint
-    from cowest.models.strong import StrongClient
-
     rd = RunDir(cfg).create()
     systems = [s for s in ORDER if s in (systems or cfg.eval.systems)]
+    if systems and all(unsupported(s, cfg.task.format) for s in systems):
+        raise ConfigError(f"eval.systems={systems}: {unsupported(systems[0], cfg.task.format)}")
     task = get_task(cfg.task)
-    examples = subsample(task.load(cfg.task.eval_split), cfg.task.n_eval, cfg.seed)
-    if not examples:
-        from cowest.tasks.data import split_file
-
-        where = f" ({split_file(cfg.task.data, cfg.task.eval_split)})" if cfg.task.data else ""
-        raise DataError(f"task {task.name!r} split {cfg.task.eval_split!r}{where} has no examples")
+    examples, repeats = eval_examples(cfg, task)
     demos = []
     if "superICL" in systems:
         try:
@@ -160,34 +109,33 @@ def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: boo
     _check_predictions(cfg, rd, systems, overwrite)
 
     notes: dict[str, str] = {}
+    if repeats:
+        notes["eval split"] = (f"{repeats} {cfg.task.eval_split} item(s) whose question is also in "
+                               f"{cfg.task.train_split} were left out")
     if rd.collab_adapter() is None and any(s in systems for s in ("weak", "superICL", "collab")):
         notes["weak model"] = "not fine-tuned (no SFT adapter): weak/superICL/collab use the base model"
     rows: dict[str, list[dict[str, Any]]] = {}
-    with strong_endpoint(cfg.strong, rd.root) as strong_cfg:
-        from cowest.models.usage import Usage
-
-        journal = Usage(journal=rd.root / "usage.journal.jsonl", stage="eval")
-        with StrongClient(strong_cfg, cache_path=rd.cache_path if cfg.strong.cache else None, usage=journal) as client:
-            runner = SystemRunner(
-                cfg, task, examples, client, rd.eval, load_weak=make_weak_loader(cfg, rd), demos=demos
-            )
-            for s in systems:
-                got = runner.run(s)
-                if got:
-                    rows[s] = got
-            notes.update(runner.notes)
-            usage = client.usage
+    with open_strong(cfg, stage="eval") as client:
+        runner = SystemRunner(cfg, task, examples, client, rd.eval, load_weak=weak_loader(cfg), demos=demos)
+        for s in systems:
+            got = runner.run(s)
+            if got:
+                rows[s] = got
+        notes.update(runner.notes)
+        usage = client.usage
     summary = summarise(task, cfg.task.eval_split, {s: rows[s] for s in ORDER if s in rows}, examples)
     by_tag = usage.by_tag()
     for s, info in summary["systems"].items():
         u = by_tag.get(s, {})
-        info["strong_calls"] = int(u.get("calls", 0) - u.get("cached", 0))
+        # needed: one per answered question that went to the strong model (what the system costs on its
+        # own); paid: this run's calls minus cache hits (drafts equal to another system's are free)
+        info["strong_calls_needed"] = sum(1 for r in rows.get(s, []) if "strong_output" in r)
+        info["strong_calls_paid"] = int(u.get("calls", 0) - u.get("cached", 0))
         info["strong_tokens"] = int(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0))
         info["cost_usd"] = float(u.get("cost_usd", 0.0))
     summary["notes"] = notes
     summary["usage"] = by_tag
     write_report(rd.eval, summary)
-    usage.save(rd.usage_path, stage="eval")
     if show:
         print_table(summary)
         print(f"\nreport: {rd.eval / 'report.md'}")

@@ -21,7 +21,8 @@ def write_report(out_dir: Path, summary: dict[str, Any]) -> None:
 
 def _rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     metrics = summary["metric_names"]
-    head = ["system", "n", *metrics, f"Δ{summary['primary_metric']} vs cowest (95% CI)", "strong calls", "strong tokens"]
+    head = ["system", "n", *metrics, f"Δ{summary['primary_metric']} vs cowest (95% CI)", "strong calls needed", "strong calls paid",
+            "strong tokens"]
     rows = []
     for name, s in summary["systems"].items():
         ci = s.get("delta_vs_cowest")
@@ -32,7 +33,8 @@ def _rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 str(s["n"]),
                 *(f"{s['metrics'].get(m, float('nan')):.2f}" for m in metrics),
                 ci_txt,
-                str(s.get("strong_calls", 0)),
+                str(s.get("strong_calls_needed", 0)),
+                str(s.get("strong_calls_paid", 0)),
                 str(s.get("strong_tokens", 0)),
             ]
         )
@@ -49,7 +51,9 @@ def markdown_table(summary: dict[str, Any]) -> str:
         *("| " + " | ".join(r) + " |" for r in rows),
         "",
         "Metrics in percent. Δ: the system minus cowest on the primary metric, paired bootstrap over "
-        "questions (2000 resamples). Strong calls/tokens exclude cache hits.",
+        "questions (2000 resamples). Strong calls needed: what the system asks of the strong model on its own "
+        "(one call per question it sends there). Strong calls paid and strong tokens: this run's calls, cache "
+        "hits excluded (a draft identical to another system's is answered from the cache).",
     ]
     for k, v in (summary.get("notes") or {}).items():
         lines.append(f"- {k}: {v}")

@@ -27,19 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from cowest.config import RunConfig
-from cowest.errors import ConfigError, CowestError
-from cowest.io import JsonlAppender, read_jsonl, write_json, write_text
-from cowest.tasks.base import subsample
-from cowest.rundir import RunDir, fingerprint, mark_done, stage_status
-from cowest.tasks.base import Example, Task
+from cowest.endpoint import open_strong, strong_client
+from cowest.io import JsonlAppender, write_json
+from cowest.rundir import RunDir, claim, fingerprint, mark_done, stage_status, strong_identity
+from cowest.tasks.base import Example, Task, subsample
+from cowest.weights import weak_for
 
 CHUNK = 16
 TAGS = ("feedback_z", "feedback_collab", "feedback_judge")
 DRAFTS = "drafts.jsonl"  # the draft journal, in the stage directory
-
-
-class NoSFTModelError(CowestError):
-    """Feedback needs the SFT weak model (or the previous round's aligned one) and it is missing."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -51,7 +47,7 @@ def collection_fingerprint(cfg: RunConfig, round_: int) -> str:
     fb = cfg.feedback
     collect = {k: v for k, v in dataclasses.asdict(fb).items()
                if k not in ("pairing", "min_margin", "max_pairs_per_question", "max_pairs")}
-    strong = (cfg.strong.model, cfg.strong.temperature, cfg.strong.max_tokens, cfg.strong.local.gguf)
+    strong = strong_identity(cfg)
     weak = (cfg.weak.model, cfg.weak.gguf_file, cfg.weak.adapter, cfg.weak.max_new_tokens, cfg.weak.max_prompt_tokens)
     upstream = [cfg.sft] + ([cfg.align] if round_ > 1 else [])
     return fingerprint(cfg.task, cfg.seed, weak, strong, collect, round_, *upstream)
@@ -67,23 +63,12 @@ def _claim(stage: Path, cfp: str, overwrite: bool, round_: int) -> None:
     """Refuse to resume records made under another config (clear them with ``overwrite``)."""
     import shutil
 
-    marker = stage / ".started.json"
-    if marker.exists():
-        try:
-            old = json.loads(marker.read_text())["fingerprint"]
-        except (ValueError, KeyError):
-            old = None
-        if old != cfp:
-            if not overwrite:
-                raise ConfigError(
-                    f"feedback round {round_} in {stage} was started with a different config; pass --overwrite "
-                    "to discard its records (cached strong answers are kept) or choose another run name"
-                )
-            shutil.rmtree(stage)
-    elif overwrite and any((stage / f).exists() for f in ("records.jsonl", DRAFTS)):
-        shutil.rmtree(stage)  # the draft journal goes with the records
-    stage.mkdir(parents=True, exist_ok=True)
-    write_json(marker, {"fingerprint": cfp})
+    unclaimed = not (stage / ".started.json").exists()
+    if overwrite and unclaimed and any((stage / f).exists() for f in ("records.jsonl", DRAFTS)):
+        shutil.rmtree(stage)  # records without a start marker: the draft journal goes with them
+    claim(stage / ".started.json", cfp, overwrite=overwrite, clear=lambda: shutil.rmtree(stage),
+          refusal=f"feedback round {round_} in {stage} was started with a different config; pass --overwrite "
+                  "to discard its records (cached strong answers are kept) or choose another run name")
 
 
 def chunk_seed(cfg: RunConfig, round_: int, ci: int) -> int:
@@ -116,38 +101,16 @@ def journaled_drafts(journal: JsonlAppender, ci: int, ids: list[str], seed: int,
 # models
 
 
-def load_feedback_weak(cfg: RunConfig, round_: int) -> Any:
-    """The drafting model: SFT for round 1, the aligned model of round r-1 after that."""
-    from cowest.models.weak import WeakModel
-
-    rd = RunDir(cfg)
-    if round_ > 1:
-        from cowest.align.dpo import load_aligned_weak_model
-
-        model, tokenizer = load_aligned_weak_model(cfg, round_ - 1)
-        return WeakModel(model, tokenizer, cfg.weak)
-    from cowest.training import is_full_model_dir
-
-    if cfg.weak.adapter is None and is_full_model_dir(rd.sft_adapter):
-        return WeakModel.load(dataclasses.replace(cfg.weak, model=str(rd.sft_adapter), gguf_file=None), adapter=None)
-    adapter = rd.collab_adapter()
-    if adapter is None:
-        raise NoSFTModelError(f"no SFT weak model in {rd.sft_adapter}: run `cowest sft` first (or set weak.adapter)")
-    return WeakModel.load(dataclasses.replace(cfg.weak, adapter=None), adapter=adapter)
-
-
-def _judge_client(cfg: RunConfig, strong: Any, rd: RunDir) -> Any:
+def _judge_client(cfg: RunConfig, strong: Any) -> Any:
     """The judge endpoint: the strong client itself unless ``feedback.judge_base_url/judge_model`` differ."""
     fb = cfg.feedback
     if fb.judge_base_url is None and fb.judge_model is None:
         return strong
-    from cowest.models.strong import StrongClient
-
     jcfg = dataclasses.replace(
         cfg.strong, base_url=fb.judge_base_url or getattr(strong, "cfg", cfg.strong).base_url,
         model=fb.judge_model or cfg.strong.model,
     )
-    return StrongClient(jcfg, cache_path=rd.cache_path if cfg.strong.cache else None, usage=strong.usage)
+    return strong_client(cfg, jcfg, usage=strong.usage)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,8 +199,7 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
     from tqdm.auto import tqdm
 
     from cowest.feedback.evaluators import make_evaluator
-    from cowest.sft.train import load_train_examples
-    from cowest.training import open_strong
+    from cowest.tasks.splits import train_examples
 
     rd = RunDir(cfg)
     stage = rd.feedback(round_)
@@ -247,7 +209,7 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
     _claim(stage, cfp, overwrite, round_)
     (stage / ".done.json").unlink(missing_ok=True)
     t0 = time.perf_counter()
-    task, examples = load_train_examples(cfg)
+    task, examples = train_examples(cfg)
     # Feedback costs 1 + K strong calls per question: a subset of the SFT questions may be enough.
     examples = subsample(examples, cfg.feedback.max_questions, cfg.seed + round_)
     chunks = [examples[i:i + chunk_size] for i in range(0, len(examples), chunk_size)]
@@ -259,11 +221,11 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
         journaled = {ci: journaled_drafts(journal, ci, [ex.id for ex in ch], chunk_seed(cfg, round_, ci),
                                           cfg.feedback.k) for ci, ch in todo}
         if weak is None and any(d is None for d in journaled.values()):  # only if a chunk must be drafted
-            weak = load_feedback_weak(cfg, round_)
+            weak = weak_for(cfg, "feedback", round_)
         if todo:
-            with _maybe_open(strong, lambda: open_strong(cfg, rd, factory=strong_client_factory,
+            with _maybe_open(strong, lambda: open_strong(cfg, factory=strong_client_factory,
                                                          stage=f"feedback_round{round_}")) as client:
-                judge = _judge_client(cfg, client, rd) if cfg.feedback.evaluator != "metric" else None
+                judge = _judge_client(cfg, client) if cfg.feedback.evaluator != "metric" else None
                 evaluator = make_evaluator(cfg.feedback.evaluator, judge, cfg.feedback.judge_weight)
                 bar = tqdm(total=len(examples), initial=resumed, desc=f"feedback round {round_}", unit="q")
                 try:
@@ -309,12 +271,12 @@ class _maybe_open:
 def finish_feedback(cfg: RunConfig, round_: int, records: list[dict[str, Any]], *, usage: dict[str, Any],
                     resumed: int = 0, wall_s: float = 0.0) -> dict[str, Any]:
     """Pairs and stats from the records (no model calls)."""
-    from cowest.feedback.pairs import make_pairs, outcomes
+    from cowest.feedback.pairs import make_pairs, outcomes, save_pairs
 
     fb = cfg.feedback
     stage = RunDir(cfg).feedback(round_)
     pairs = make_pairs(records, fb.pairing, fb.min_margin, fb.max_pairs_per_question, fb.max_pairs, cfg.seed)
-    write_text(stage / "pairs.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+    save_pairs(RunDir(cfg).pairs(round_), pairs)
     deltas = [d for r in records for d in r["deltas"]]
     present = [d for d in deltas if d is not None]
     outc = outcomes(records, fb.pairing, fb.min_margin)
@@ -360,8 +322,3 @@ def delta_histogram(deltas: list[float], width: float = 0.25) -> dict[str, Any]:
 def _mean(xs: list[float | None]) -> float | None:
     vals = [x for x in xs if x is not None]
     return round(sum(vals) / len(vals), 4) if vals else None
-
-
-def load_pairs(cfg: RunConfig, round_: int) -> list[dict[str, Any]]:
-    path = RunDir(cfg).feedback(round_) / "pairs.jsonl"
-    return read_jsonl(path) if path.exists() and path.stat().st_size else []

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import re
 
+from cowest.chat import Messages
 from cowest.tasks.base import Example, Task
 
-Messages = list[dict[str, str]]
 
 SCALE_MIN, SCALE_MAX = 1.0, 10.0
 

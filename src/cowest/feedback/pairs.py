@@ -1,4 +1,4 @@
-"""Preference pairs from feedback records (pure functions, no I/O).
+"""Preference pairs from feedback records, and the pairs file that hands them to align.
 
 A record holds one question's ``prompt`` (the weak model's chat messages), its K ``drafts`` and their
 ``deltas`` Δ_k = E(π_s∘y_k) − E(z) (None where a score is missing). A draft with Δ > 0 is *chosen*,
@@ -14,9 +14,13 @@ margin ≥ ``min_margin`` and two different texts (a duplicated draft never pair
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+
+from cowest.io import write_text
 
 OUTCOMES = ("paired", "all_chosen", "all_rejected", "below_margin", "unparseable")
 
@@ -98,3 +102,8 @@ def _pair(record: dict[str, Any], c: tuple[str, float], r: tuple[str, float]) ->
         "margin": c[1] - r[1],
         "question_id": str(record["id"]),
     }
+
+
+def save_pairs(path: Path, pairs: list[dict[str, Any]]) -> None:
+    """Write the pairs file align reads (:func:`cowest.rundir.load_pairs`): one JSON object a line."""
+    write_text(path, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))

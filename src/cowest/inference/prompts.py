@@ -4,27 +4,26 @@ The weak model drafts in one of three interaction formats (METHOD.md step 2):
 ``direct`` (an answer only), ``knowledge`` (background knowledge, no answer) and ``cot`` (a short
 explanation, then an initial answer). The strong model answers alone with zero-shot chain of thought,
 refines a draft (collaboration), or reads the weak model's prediction and confidence (SuperICL).
-All final answers end with a line ``Answer: ...`` that the task's parser reads.
+All final answers end with the answer line of :mod:`cowest.chat` (``Answer: ...``), which the task's parser reads.
 """
 
 from __future__ import annotations
 
+from cowest.chat import ANSWER, Messages, answer_form, answer_line
 from cowest.tasks.base import Example, Task
-
-Messages = list[dict[str, str]]
 
 WEAK_SYSTEM = "You are a careful domain expert."
 STRONG_SYSTEM = "You are a helpful, knowledgeable assistant."
 
 _DRAFT_ASK = {
-    "direct": "Reply with the answer only, on one line, in the form 'Answer: <{fmt}>'.",
+    "direct": "Reply with the answer only, on one line, in the form {form}.",
     "knowledge": (
         "Write the background knowledge (facts, definitions, rules) needed to answer this question, "
         "in one to three sentences. Do not state the answer."
     ),
     "cot": (
         "Explain your reasoning in one or two sentences, then give your answer on the last line "
-        "in the form 'Answer: <{fmt}>'."
+        "in the form {form}."
     ),
 }
 
@@ -35,13 +34,18 @@ _DRAFT_NAME = {
 }
 
 
+def _to_strong(content: str) -> Messages:
+    """A prompt for the strong model: its system line, then ``content`` as the user turn."""
+    return [{"role": "system", "content": STRONG_SYSTEM}, {"role": "user", "content": content}]
+
+
 def _question_block(task: Task, example: Example) -> str:
     return f"{task.instruction()}\n\n{example.question.strip()}"
 
 
 def weak_messages(task: Task, example: Example, fmt: str) -> Messages:
     """The weak model's drafting prompt (used identically in SFT, feedback and inference)."""
-    ask = _DRAFT_ASK[fmt].format(fmt=task.answer_format())
+    ask = _DRAFT_ASK[fmt].format(form=answer_form(task.answer_format()))
     return [
         {"role": "system", "content": WEAK_SYSTEM},
         {"role": "user", "content": f"{_question_block(task, example)}\n\n{ask}"},
@@ -50,7 +54,7 @@ def weak_messages(task: Task, example: Example, fmt: str) -> Messages:
 
 def weak_target(task: Task, example: Example, fmt: str, rationale: str | None) -> str:
     """The SFT target for ``fmt``. ``cot``/``knowledge`` need a rationale; without one, ``direct``."""
-    answer = f"Answer: {task.gold_answer(example)}"
+    answer = answer_line(task.gold_answer(example))
     rationale = (rationale or "").strip()
     if fmt == "cot" and rationale:
         return f"{rationale}\n{answer}"
@@ -61,17 +65,11 @@ def weak_target(task: Task, example: Example, fmt: str, rationale: str | None) -
 
 def strong_alone_messages(task: Task, example: Example) -> Messages:
     """Zero-shot chain of thought: the strong model alone (z in METHOD.md)."""
-    return [
-        {"role": "system", "content": STRONG_SYSTEM},
-        {
-            "role": "user",
-            "content": (
-                f"{task.instruction()} Think step by step in at most three short sentences, then give the "
-                f"final answer on the last line in the form 'Answer: <{task.answer_format()}>'.\n\n"
-                f"{example.question.strip()}"
-            ),
-        },
-    ]
+    return _to_strong(
+        f"{task.instruction()} Think step by step in at most three short sentences, then give the "
+        f"final answer on the last line in the form {answer_form(task.answer_format())}.\n\n"
+        f"{example.question.strip()}"
+    )
 
 
 def collab_messages(task: Task, example: Example, draft: str, fmt: str) -> Messages:
@@ -81,19 +79,13 @@ def collab_messages(task: Task, example: Example, draft: str, fmt: str) -> Messa
     prefix (llama.cpp, OpenAI's prompt caching) then re-read only what changes, and the K drafts of one
     question in feedback share everything up to the draft.
     """
-    return [
-        {"role": "system", "content": STRONG_SYSTEM},
-        {
-            "role": "user",
-            "content": (
-                f"{task.instruction()} A smaller model that was fine-tuned on this domain wrote "
-                f"{_DRAFT_NAME[fmt]} for the question below. The draft holds domain knowledge you may lack, "
-                "but it can be wrong. Weigh it against your own knowledge, reason briefly, then give the "
-                f"final answer on the last line in the form 'Answer: <{task.answer_format()}>'.\n\n"
-                f"Question:\n{example.question.strip()}\n\n<draft>\n{draft.strip()}\n</draft>"
-            ),
-        },
-    ]
+    return _to_strong(
+        f"{task.instruction()} A smaller model that was fine-tuned on this domain wrote "
+        f"{_DRAFT_NAME[fmt]} for the question below. The draft holds domain knowledge you may lack, "
+        "but it can be wrong. Weigh it against your own knowledge, reason briefly, then give the "
+        f"final answer on the last line in the form {answer_form(task.answer_format())}.\n\n"
+        f"Question:\n{example.question.strip()}\n\n<draft>\n{draft.strip()}\n</draft>"
+    )
 
 
 def supericl_messages(
@@ -118,7 +110,7 @@ def supericl_messages(
         parts += [
             ex.question.strip(),
             evidence(pred, conf),
-            f"Answer: {task.gold_answer(ex)}",
+            answer_line(task.gold_answer(ex)),
             "",
         ]
     parts += [
@@ -127,21 +119,15 @@ def supericl_messages(
         "",
         "Use the small model's prediction as evidence, overriding it when you are confident it is "
         "wrong. Reason briefly, then give the final answer on the last line in the form "
-        f"'Answer: <{task.answer_format()}>'.",
+        f"{answer_form(task.answer_format())}.",
     ]
-    return [{"role": "system", "content": STRONG_SYSTEM}, {"role": "user", "content": "\n".join(parts)}]
+    return _to_strong("\n".join(parts))
 
 
 def rationale_messages(task: Task, example: Example) -> Messages:
     """Ask the strong model to explain a known gold answer (``cot`` SFT targets where data has none)."""
-    return [
-        {"role": "system", "content": STRONG_SYSTEM},
-        {
-            "role": "user",
-            "content": (
-                f"{_question_block(task, example)}\n\nThe correct answer is: {task.gold_answer(example)}\n\n"
-                "Write a one- or two-sentence explanation of why this is the answer, stating the key "
-                "fact. Do not restate the question and do not write 'Answer:'."
-            ),
-        },
-    ]
+    return _to_strong(
+        f"{_question_block(task, example)}\n\nThe correct answer is: {task.gold_answer(example)}\n\n"
+        "Write a one- or two-sentence explanation of why this is the answer, stating the key "
+        f"fact. Do not restate the question and do not write '{ANSWER}'."
+    )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cowest.chat import ANSWER, Messages, answer_line, before_answer
 from cowest.config import RunConfig
 from cowest.inference import prompts
 from cowest.io import JsonlAppender
@@ -26,6 +27,14 @@ from cowest.models.strong import ChatRequest, StrongClient
 from cowest.tasks.base import Example, Task
 
 N_SUPERICL_DEMOS = 3
+
+
+def unsupported(system: str, fmt: str) -> str | None:
+    """Why ``system`` cannot run in interaction format ``fmt``, or None when it can."""
+    if fmt == "knowledge" and system in ("weak", "superICL"):
+        return ("not run with task.format=knowledge: the weak model writes background knowledge there, not an "
+                "answer, so it has no prediction to score or to show the strong model")
+    return None
 
 
 @dataclass
@@ -37,9 +46,12 @@ class Drafts:
     confidences: list[float | None]
 
 
-def weak_drafts(wm: Any, task: Task, examples: list[Example], fmt: str, *, desc: str, confidence: bool) -> Drafts:
+def weak_drafts(wm: Any, task: Task, examples: list[Example], fmt: str, *, desc: str, confidence: bool,
+                temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> Drafts:
+    """One draft per example (greedy unless ``temperature`` > 0: ``weak.temperature``/``weak.top_p``)."""
     msgs = [prompts.weak_messages(task, ex, fmt) for ex in examples]
-    texts = [outs[0] for outs in wm.generate(msgs, n=1, temperature=0.0, desc=desc)]
+    texts = [outs[0] for outs in wm.generate(msgs, n=1, temperature=temperature, top_p=top_p, seed=seed, desc=desc)]
+    # knowledge drafts hold no answer (the weak and superICL systems are not run in that format: unsupported())
     answers = [task.parse_answer(t, example=ex) if fmt != "knowledge" else None for t, ex in zip(texts, examples)]
     confs: list[float | None] = [None] * len(examples)
     if confidence:
@@ -48,7 +60,7 @@ def weak_drafts(wm: Any, task: Task, examples: list[Example], fmt: str, *, desc:
 
 
 def answer_confidence(
-    wm: Any, task: Task, msgs: list[list[dict[str, str]]], texts: list[str], answers: list[str | None]
+    wm: Any, task: Task, msgs: list[Messages], texts: list[str], answers: list[str | None]
 ) -> list[float | None]:
     """P(answer | prompt, the draft's reasoning): over the label set for closed tasks, else the
     geometric-mean token probability of the free-form answer (SuperICL's confidence)."""
@@ -56,25 +68,19 @@ def answer_confidence(
     todo = [i for i, a in enumerate(answers) if a is not None]
     if not todo:
         return out
-    prefixes = [_reasoning_prefix(texts[i]) for i in todo]
+    prefixes = [before_answer(texts[i]) for i in todo]
     if task.labels:
-        cands = [[f"{p}Answer: {lab}" for lab in task.labels] for p in prefixes]
+        cands = [[p + answer_line(lab) for lab in task.labels] for p in prefixes]
         probs = wm.choice_probs([msgs[i] for i in todo], cands)
         for i, p in zip(todo, probs):
             out[i] = float(p[task.labels.index(answers[i])]) if answers[i] in task.labels else None
     else:
         lps = wm.continuation_logprobs(
-            [msgs[i] for i in todo], [f"{p}Answer: " for p in prefixes], [str(answers[i]) for i in todo]
+            [msgs[i] for i in todo], [f"{p}{ANSWER} " for p in prefixes], [str(answers[i]) for i in todo]
         )
         for i, (lp, ntok) in zip(todo, lps):
             out[i] = math.exp(lp / max(ntok, 1))
     return out
-
-
-def _reasoning_prefix(text: str) -> str:
-    """The draft up to (not including) its last 'Answer:' line."""
-    idx = text.lower().rfind("answer:")
-    return text[:idx] if idx >= 0 else (text.rstrip() + "\n" if text.strip() else "")
 
 
 class SystemRunner:
@@ -98,6 +104,8 @@ class SystemRunner:
         self.fmt = cfg.task.format
         self._sft_drafts: Drafts | None = None
         self.notes: dict[str, str] = {}
+        w = cfg.weak
+        self._sampling = {"temperature": w.temperature, "top_p": w.top_p, "seed": cfg.seed}
 
     # helpers -------------------------------------------------------------------------------------
     def _appender(self, system: str) -> JsonlAppender:
@@ -114,7 +122,7 @@ class SystemRunner:
         }
 
     def _strong_refine(
-        self, system: str, todo: list[Example], messages: list[list[dict[str, str]]], extra: list[dict[str, Any]], out: JsonlAppender
+        self, system: str, todo: list[Example], messages: list[Messages], extra: list[dict[str, Any]], out: JsonlAppender
     ) -> None:
         def done(i: int, res: Any) -> None:
             out.write(
@@ -136,13 +144,17 @@ class SystemRunner:
         if self._sft_drafts is None:
             wm = self.load_weak("sft")
             self._sft_drafts = weak_drafts(
-                wm, self.task, self.examples, self.fmt, desc="weak (SFT) drafts", confidence=True
+                wm, self.task, self.examples, self.fmt, desc="weak (SFT) drafts", confidence=True, **self._sampling
             )
             self._sft_weak = wm
         return self._sft_drafts
 
     # systems -------------------------------------------------------------------------------------
     def run(self, system: str) -> list[dict[str, Any]]:
+        why = unsupported(system, self.fmt)
+        if why:
+            self.notes[system] = why
+            return []
         with self._appender(system) as out:
             todo_idx = [i for i, ex in enumerate(self.examples) if ex.id not in out.done]
             if todo_idx:
@@ -174,7 +186,8 @@ class SystemRunner:
         d = self.sft_drafts()
         demo_rows: list[tuple[Example, str | None, float | None]] = []
         if self.demos:
-            dd = weak_drafts(self._sft_weak, self.task, self.demos, self.fmt, desc="superICL demos", confidence=True)
+            dd = weak_drafts(self._sft_weak, self.task, self.demos, self.fmt, desc="superICL demos", confidence=True,
+                             **self._sampling)
             demo_rows = list(zip(self.demos, dd.answers, dd.confidences))
         todo = [self.examples[i] for i in todo_idx]
         msgs = [
@@ -194,7 +207,8 @@ class SystemRunner:
             self.notes["cowest"] = "no aligned weak model yet (run `cowest align` first); skipped"
             return
         todo = [self.examples[i] for i in todo_idx]
-        texts = weak_drafts(wm, self.task, todo, self.fmt, desc="weak (aligned) drafts", confidence=False).texts
+        texts = weak_drafts(wm, self.task, todo, self.fmt, desc="weak (aligned) drafts", confidence=False,
+                            **self._sampling).texts
         all_texts: list[str] = [""] * len(self.examples)
         for i, t in zip(todo_idx, texts):
             all_texts[i] = t

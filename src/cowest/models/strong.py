@@ -22,17 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import json
 import os
 import random
 import re
 import threading
-import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,17 +38,17 @@ import httpx
 from tqdm.auto import tqdm
 
 from cowest import __version__
+from cowest.chat import Messages
 from cowest.config import StrongConfig
 from cowest.errors import ConfigError, ServerCrashed, StrongAPIError
 from cowest.models.cache import ResponseCache, cache_key
 from cowest.models.ratelimit import limiter_for
+from cowest.models.transport import WATCHES as _WATCHES
+from cowest.models.transport import (LOOPBACK, LoopState, Retry, parse_retry_after, safe_endpoint,  # noqa: F401
+                                     watch_endpoint)  # re-exported: local_server registers its watch here
 from cowest.models.usage import Usage
 
 __all__ = ["ChatRequest", "ChatResult", "Messages", "StrongClient", "Usage", "watch_endpoint"]
-
-Messages = list[dict[str, str]]
-_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
-
 
 @dataclass
 class ChatRequest:
@@ -69,85 +66,6 @@ class ChatResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False
-
-
-class _Retry(Exception):
-    """A failed attempt that may succeed if repeated."""
-
-    def __init__(self, reason: str, detail: str, *, status: int | None = None, retry_after: float | None = None):
-        super().__init__(detail)
-        self.reason, self.detail, self.status, self.retry_after = reason, detail, status, retry_after
-
-
-_POOL_SIZE = 8  # connections per httpx pool: its bookkeeping is O(pool size) per request (encode/httpx#3215)
-
-
-class _LoopState:
-    """Per event loop: ``n`` request slots over ceil(n/8) small httpx pools (slot k uses pool k // 8).
-
-    Taking a slot is the concurrency bound, and no pool ever has more requests than connections."""
-
-    def __init__(self, n: int, trust_env: bool, timeout_s: float):
-        size = min(n, _POOL_SIZE)
-        self.pools = [
-            httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), trust_env=trust_env,
-                              limits=httpx.Limits(max_connections=size, max_keepalive_connections=size))
-            for _ in range(-(-n // size))
-        ]
-        self.slots: asyncio.Queue[int] = asyncio.Queue()
-        for k in range(n):
-            self.slots.put_nowait(k)
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[httpx.AsyncClient]:
-        k = await self.slots.get()
-        try:
-            yield self.pools[k // _POOL_SIZE]
-        finally:
-            self.slots.put_nowait(k)
-
-    async def aclose(self) -> None:
-        for pool in self.pools:
-            await pool.aclose()
-
-
-# endpoint -> a check that returns None while the process serving it lives, else one line on how it exited
-_WATCHES: dict[str, Callable[[float], str | None]] = {}
-
-
-def watch_endpoint(base_url: str, check: Callable[[float], str | None]) -> Callable[[], None]:
-    """Register the process behind ``base_url`` (``check(wait_s)``); returns the function that unregisters it.
-    A failed request to a watched endpoint asks the check before any retry, so a crash is reported at once."""
-    key = safe_endpoint(base_url)
-    _WATCHES[key] = check
-    return lambda: _WATCHES.pop(key, None) if _WATCHES.get(key) is check else None
-
-
-def safe_endpoint(url: str) -> str:
-    """``url`` without user:password or query string (which may carry credentials)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}".rstrip("/")
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date; None if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 class StrongClient:
@@ -171,8 +89,8 @@ class StrongClient:
         path = cache_path if cache_path is not None else cfg.cache_path
         self.cache = ResponseCache(path) if (cfg.cache and path) else None
         self._limiter = limiter_for(self.endpoint, cfg.rpm, cfg.tpm)
-        self._trust_env = (urlsplit(cfg.base_url).hostname or "") not in _LOOPBACK  # no proxy for loopback
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
+        self._trust_env = (urlsplit(cfg.base_url).hostname or "") not in LOOPBACK  # no proxy for loopback
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = weakref.WeakKeyDictionary()
         self._states_lock = threading.Lock()
 
     # -- public API ------------------------------------------------------------------------------
@@ -278,12 +196,12 @@ class StrongClient:
             bar.close()
         return results  # type: ignore[return-value]
 
-    def _state(self) -> _LoopState:
+    def _state(self) -> LoopState:
         loop = asyncio.get_running_loop()
         with self._states_lock:
             st = self._states.get(loop)
             if st is None:
-                st = self._states[loop] = _LoopState(self.cfg.max_concurrency, self._trust_env, self.cfg.timeout_s)
+                st = self._states[loop] = LoopState(self.cfg.max_concurrency, self._trust_env, self.cfg.timeout_s)
             return st
 
     async def _drop_state(self) -> None:
@@ -325,14 +243,14 @@ class StrongClient:
         st = self._state()
         est_tokens = sum(len(str(m.get("content", ""))) for m in req.messages) // 4 + body["max_tokens"]
         attempts = self.cfg.max_retries + 1
-        last: _Retry | None = None
+        last: Retry | None = None
         for attempt in range(attempts):
             if self._limiter is not None:
                 await self._limiter.acquire(est_tokens)
             try:
                 async with st.slot() as http:
                     result = await self._attempt(http, body)
-            except _Retry as e:
+            except Retry as e:
                 last = e
                 await self._raise_if_crashed(e)
                 if attempt + 1 >= attempts:
@@ -354,7 +272,7 @@ class StrongClient:
             endpoint=self.endpoint, status=last.status,
         )
 
-    async def _raise_if_crashed(self, e: _Retry) -> None:
+    async def _raise_if_crashed(self, e: Retry) -> None:
         check = _WATCHES.get(self.endpoint)
         if check is None:
             return
@@ -381,17 +299,17 @@ class StrongClient:
         try:
             resp = await asyncio.wait_for(http.post(self._url, json=body, headers=self._headers()), timeout)
         except (asyncio.TimeoutError, httpx.TimeoutException):
-            raise _Retry("timeout", f"no answer within {timeout:g}s") from None
+            raise Retry("timeout", f"no answer within {timeout:g}s") from None
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:
             raise StrongAPIError(f"strong model at {self.endpoint}: bad URL: {self._scrub(str(e))}",
                                  endpoint=self.endpoint) from None
         except httpx.TransportError as e:
-            raise _Retry("connect", f"connection failed ({type(e).__name__}: {self._scrub(str(e)) or 'no detail'})") from None
+            raise Retry("connect", f"connection failed ({type(e).__name__}: {self._scrub(str(e)) or 'no detail'})") from None
         status = resp.status_code
         if status >= 400:
             message = self._server_message(resp)
             if status in (408, 409, 429) or status >= 500:
-                raise _Retry(str(status), f"HTTP {status}: {message}", status=status,
+                raise Retry(str(status), f"HTTP {status}: {message}", status=status,
                              retry_after=parse_retry_after(resp.headers.get("Retry-After")))
             raise StrongAPIError(
                 f"strong model at {self.endpoint} refused the request (HTTP {status}, not retried): {message}"
@@ -402,22 +320,22 @@ class StrongClient:
         ctype = resp.headers.get("Content-Type", "")
         raw = resp.content
         if "html" in ctype.lower() or raw.lstrip()[:1] == b"<":
-            raise _Retry("bad_body", f"the endpoint answered HTML ({ctype or 'no content-type'}), not JSON; "
+            raise Retry("bad_body", f"the endpoint answered HTML ({ctype or 'no content-type'}), not JSON; "
                          "is base_url the API root (e.g. http://host:port/v1)?", status=resp.status_code)
         try:
             data = json.loads(raw)
         except ValueError:
-            raise _Retry("bad_body", f"malformed or truncated JSON body ({len(raw)} bytes, {ctype or 'no content-type'})",
+            raise Retry("bad_body", f"malformed or truncated JSON body ({len(raw)} bytes, {ctype or 'no content-type'})",
                          status=resp.status_code) from None
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices:
             err = data.get("error") if isinstance(data, dict) else None
             detail = f": {self._scrub(json.dumps(err))[:300]}" if err else ""
-            raise _Retry("bad_body", f"response has no choices{detail}", status=resp.status_code)
+            raise Retry("bad_body", f"response has no choices{detail}", status=resp.status_code)
         first = choices[0] if isinstance(choices[0], dict) else {}
         message = first.get("message")
         if not isinstance(message, dict):
-            raise _Retry("bad_body", "response choice has no message", status=resp.status_code)
+            raise Retry("bad_body", "response choice has no message", status=resp.status_code)
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
         return ChatResult(
             text=str(message.get("content") or ""),

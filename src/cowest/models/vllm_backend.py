@@ -22,10 +22,10 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from cowest.chat import Messages
 from cowest.config import WeakConfig
 from cowest.errors import ModelError
 
-Messages = list[dict[str, str]]
 Prompt = Messages | str
 
 INSTALL_HINT = "vLLM is not installed: pip install 'cowest[vllm]' on a CUDA machine (or set weak.backend=transformers)"

@@ -101,7 +101,8 @@ def build_app(
 
         task = get_task(cfg.task)
     collab = Collaborator(weak, strong, task=task, fmt=cfg.task.format, max_batch=cfg.weak.batch_size,
-                          max_new_tokens=cfg.weak.max_new_tokens)
+                          max_new_tokens=cfg.weak.max_new_tokens, temperature=cfg.weak.temperature,
+                          top_p=cfg.weak.top_p)
     admission = _Admission(opts.max_concurrency, opts.max_queue)
     started = int(time.time())
 

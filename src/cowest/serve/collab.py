@@ -13,12 +13,12 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from cowest.chat import Messages
 from cowest.inference import prompts
 from cowest.models.strong import ChatRequest
 from cowest.serve.protocol import Reply
 from cowest.tasks.base import Example, Task
 
-Messages = list[dict[str, str]]
 
 
 class GenericTask:
@@ -51,10 +51,12 @@ class Draft:
 class WeakBatcher:
     """Serialises weak-model drafting on one thread, batching whatever is queued (up to ``max_batch``)."""
 
-    def __init__(self, weak: Any, *, max_batch: int, max_new_tokens: int | None = None):
+    def __init__(self, weak: Any, *, max_batch: int, max_new_tokens: int | None = None, temperature: float = 0.0,
+                 top_p: float = 1.0):
         self.weak = weak
         self.max_batch = max(1, max_batch)
         self.max_new_tokens = max_new_tokens
+        self.temperature, self.top_p = temperature, top_p  # weak.temperature / weak.top_p
         self.batches: list[int] = []  # sizes of the batches run, for tests and logs
         self._queue: asyncio.Queue[tuple[Messages, asyncio.Future[Draft]]] | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -90,7 +92,8 @@ class WeakBatcher:
                     f.set_result(d)
 
     def _generate(self, batch: list[Messages]) -> list[Draft]:
-        outs = self.weak.generate(batch, n=1, temperature=0.0, max_new_tokens=self.max_new_tokens, desc="serve: weak")
+        outs = self.weak.generate(batch, n=1, temperature=self.temperature, top_p=self.top_p,
+                                  max_new_tokens=self.max_new_tokens, desc="serve: weak")
         return [Draft(o[0], *token_counts(self.weak, m, o[0])) for m, o in zip(batch, outs)]
 
     async def aclose(self) -> None:
@@ -116,9 +119,10 @@ class Collaborator:
     """Turns a question into a :class:`Reply`: draft with the weak model, refine with the strong one."""
 
     def __init__(self, weak: Any, strong: Any, *, task: Task | GenericTask, fmt: str, max_batch: int,
-                 max_new_tokens: int | None = None):
+                 max_new_tokens: int | None = None, temperature: float = 0.0, top_p: float = 1.0):
         self.task, self.fmt, self.strong = task, fmt, strong
-        self.batcher = WeakBatcher(weak, max_batch=max_batch, max_new_tokens=max_new_tokens)
+        self.batcher = WeakBatcher(weak, max_batch=max_batch, max_new_tokens=max_new_tokens,
+                                   temperature=temperature, top_p=top_p)
 
     def _example(self, question: str) -> Example:
         return Example(id="serve", question=question, gold=[])

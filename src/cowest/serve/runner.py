@@ -8,7 +8,6 @@ llama.cpp server, and the command exits with status 0.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import ipaddress
 import os
 import signal
@@ -21,7 +20,6 @@ import uvicorn
 
 from cowest.config import RunConfig
 from cowest.errors import ConfigError
-from cowest.rundir import RunDir
 from cowest.serve.app import ServeOptions, build_app
 
 
@@ -66,32 +64,27 @@ def run_server(
     shutdown_timeout_s: float = 60.0,
     log_level: str = "info",
 ) -> None:
-    from cowest.models.local_server import strong_endpoint
-    from cowest.models.strong import StrongClient
+    from cowest.endpoint import open_strong
     from cowest.serve.weak import load_serving_weak
 
     if not is_loopback(host) and opts.api_key is None:
         print(f"warning: serving on {host} without an API key; anyone who can reach it can spend your "
               "strong-model budget (use --api-key-env)", file=sys.stderr)
-    rd = RunDir(cfg)
     sock = bind(host, port)
     stack = contextlib.ExitStack()
     stack.callback(sock.close)
     try:
-        rd.root.mkdir(parents=True, exist_ok=True)  # the managed llama.cpp server logs here
-        strong_cfg = stack.enter_context(strong_endpoint(cfg.strong, rd.root))
         # No response cache: a served model must sample afresh for repeated questions.
-        strong_cfg = dataclasses.replace(strong_cfg, cache=False,
-                                         max_concurrency=min(strong_cfg.max_concurrency, opts.max_concurrency))
-        client = StrongClient(strong_cfg, cache_path=None, progress=False)
-        weak, weak_desc = load_serving_weak(cfg, rd)
+        client = stack.enter_context(open_strong(cfg, cache=False, progress=False,
+                                                 max_concurrency=opts.max_concurrency))
+        weak, weak_desc = load_serving_weak(cfg)
         app = build_app(cfg, weak, client, opts, on_shutdown=[stack.close])
         server = uvicorn.Server(uvicorn.Config(
             app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=int(shutdown_timeout_s) or None,
         ))
         actual_port = sock.getsockname()[1]
         print(f"cowest serve: model {app.state.model_name!r} at http://{host}:{actual_port}/v1\n"
-              f"  weak:   {weak_desc}\n  strong: {strong_cfg.model} at {client.endpoint}\n"
+              f"  weak:   {weak_desc}\n  strong: {client.cfg.model} at {client.endpoint}\n"
               f"  auth:   {'bearer key required' if opts.api_key else 'none'}; "
               f"concurrency {opts.max_concurrency}, queue {opts.max_queue}", flush=True)
         with _quiet_signals():

@@ -75,25 +75,20 @@ def strong_rationales(cfg: RunConfig, task: Task, examples: list[Example], clien
 
 
 def _clean_rationale(text: str) -> str:
-    # The prompt asks for no "Answer:" line; drop one if the model wrote it anyway (the target adds its own).
-    lines = [ln for ln in (text or "").strip().splitlines() if not ln.strip().lower().startswith("answer:")]
-    return "\n".join(lines).strip()
+    # The prompt asks for no answer line; drop one if the model wrote it anyway (the target adds its own).
+    from cowest.chat import drop_answer_lines
 
-
-def load_train_examples(cfg: RunConfig) -> tuple[Task, list[Example]]:
-    from cowest.tasks import get_task, subsample
-
-    task = get_task(cfg.task)
-    return task, subsample(task.load(cfg.task.train_split), cfg.task.n_train, cfg.seed)
+    return drop_answer_lines(text)
 
 
 def prepare_sft_rows(
     cfg: RunConfig, *, strong_client_factory: Callable[[], Any] | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The training rows and a summary of where their targets came from."""
-    from cowest.training import open_strong
+    from cowest.tasks.splits import train_examples
+    from cowest.endpoint import open_strong
 
-    task, examples = load_train_examples(cfg)
+    task, examples = train_examples(cfg)
     fmt = cfg.task.format
     rationales: dict[str, str] = {}
     asked = 0
@@ -102,7 +97,7 @@ def prepare_sft_rows(
         rationales, ask = rationale_sources(examples, cfg.sft.cot_targets)
         if ask:
             asked = len(ask)
-            with open_strong(cfg, RunDir(cfg), factory=strong_client_factory, stage="sft") as client:
+            with open_strong(cfg, factory=strong_client_factory, stage="sft") as client:
                 rationales.update(strong_rationales(cfg, task, ask, client))
                 usage = client.usage
     rows = build_sft_examples(task, examples, fmt, rationales)

@@ -1,0 +1,40 @@
+"""bench/quality.py reports run_eval's metrics, which are already in percent, as they are."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _quality():
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_quality", BENCH / "quality.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _result():
+    systems = {
+        "collab": {"n": 64, "metrics": {"accuracy": 37.5, "macro_f1": 0.5}, "delta_vs_cowest": [0.0, -4.7, 4.7],
+                   "unparsed": 0, "strong_calls_needed": 64, "strong_calls_paid": 64, "strong_tokens": 100},
+        "cowest": {"n": 64, "metrics": {"accuracy": 37.5, "macro_f1": 36.7}, "unparsed": 0,
+                   "strong_calls_needed": 64, "strong_calls_paid": 33, "strong_tokens": 50},
+    }
+    metrics = {"metric_names": ["accuracy", "macro_f1"], "primary_metric": "accuracy", "split": "dev", "n": 64,
+               "systems": systems}
+    return {"task": "medmcqa", "scale": "small", "command": "x", "date": "d", "machine": {}, "overrides": [],
+            "wall_s": 60.0, "metrics": metrics, "feedback_stats": {}, "timings_s": {}}
+
+
+def test_percentages_are_not_scaled_again(tmp_path):
+    q = _quality()
+    heights = q.plot(_result(), tmp_path / "p.png")
+    assert heights == {"accuracy": [37.5, 37.5], "macro_f1": [0.5, 36.7]}
+    md = q.summary_md(_result())
+    assert "| collab | 64 | 37.5 | 0.5 |" in md and "3750" not in md and "50.0" not in md
+    assert "strong calls needed | strong calls paid" in md and "| 64 | 33 |" in md

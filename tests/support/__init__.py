@@ -1,0 +1,1 @@
+"""Test support: fault-injecting servers, a SIGKILL runner, output checks, a tiny model."""

@@ -1,0 +1,59 @@
+"""Which questions each stage sees: the training subsample, and eval items that are not repeats of training ones."""
+
+import json
+import logging
+
+import pytest
+
+from cowest.config import load_config
+from cowest.errors import DataError
+from cowest.tasks import get_task
+from cowest.tasks.base import Example
+from cowest.tasks.splits import drop_seen, eval_examples, train_examples
+
+
+def _ex(i, q):
+    return Example(id=str(i), question=q, gold=["x"])
+
+
+def test_drop_seen_matches_questions_up_to_spacing_and_case():
+    kept, dropped = drop_seen([_ex(0, "What is  X?"), _ex(1, "new one")], [_ex(9, "what is x?")])
+    assert [e.id for e in kept] == ["1"] and dropped == 1
+
+
+def test_drop_seen_keeps_a_split_that_is_the_training_data_itself():
+    same = [_ex(0, "a"), _ex(1, "b")]
+    kept, dropped = drop_seen(same, same)
+    assert kept == same and dropped == 0
+
+
+def _ifqa_dir(tmp_path, train, dev):
+    for name, rows in (("train", train), ("dev", dev)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            [{"idx": f"{name}{i}", "question": q, "answers": ["a"], "context": ["c"]} for i, q in enumerate(rows)]))
+    return tmp_path
+
+
+def test_eval_examples_drop_training_repeats_and_warn(tmp_path, caplog):
+    data = _ifqa_dir(tmp_path, ["q1", "q2"], ["q2", "q3", "q4"])
+    cfg = load_config(None, ["task.name=ifqa", f"task.data={data}"])
+    with caplog.at_level(logging.WARNING, logger="cowest.tasks.splits"):
+        exs, dropped = eval_examples(cfg, get_task(cfg.task))
+    assert dropped == 1 and [e.id for e in exs] == ["dev1", "dev2"]
+    assert "dropped 1 dev item" in caplog.text
+    task, train = train_examples(load_config(None, ["task.name=ifqa", f"task.data={data}", "task.n_train=1"]))
+    assert task.name == "ifqa" and len(train) == 1
+
+
+def test_eval_examples_without_any_row_is_a_data_error(tmp_path):
+    data = _ifqa_dir(tmp_path, ["q1"], [])
+    cfg = load_config(None, ["task.name=ifqa", f"task.data={data}"])
+    with pytest.raises(DataError, match="has no examples"):
+        eval_examples(cfg, get_task(cfg.task))
+
+
+def test_real_ifqa_dev_loses_its_nine_training_repeats(shared_data):
+    cfg = load_config(None, ["task.name=ifqa", f"task.data={shared_data / 'ifqa'}"])
+    task = get_task(cfg.task)
+    exs, dropped = eval_examples(cfg, task)
+    assert dropped == 9 and len(exs) == len(task.load("dev")) - 9
