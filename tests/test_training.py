@@ -19,6 +19,30 @@ def test_precision_refuses_both_and_missing_hardware():
         assert precision_kwargs(bf16=False, fp16=False) == {"bf16": False, "fp16": False, "use_cpu": True}
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_auto_follows_the_cpu(monkeypatch, native):
+    # Both CPUs this project runs on have native bf16 (Zen 4, Sapphire Rapids); a Broadwell does not.
+    import torch
+
+    from cowest.models import cpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(cpu, "cpu_has_native_bf16", lambda flags=None: native)
+    assert precision_kwargs(bf16="auto", fp16=False)["bf16"] is native
+    if native:
+        assert precision_kwargs(bf16=True, fp16=False)["bf16"] is True
+    else:
+        with pytest.raises(ConfigError, match="sft.bf16=true on CPU needs bf16 instructions"):
+            precision_kwargs(bf16=True, fp16=False)
+    assert precision_kwargs(bf16=False, fp16=False)["bf16"] is False
+
+
+def test_bf16_auto_steps_aside_for_an_explicit_fp16(monkeypatch):
+    from cowest.training import resolve_bf16
+
+    assert resolve_bf16("auto", fp16=True) is False
+
+
 def test_full_model_marker(tmp_path):
     assert not is_full_model_dir(tmp_path)
     write_full_marker(tmp_path, base="m")
@@ -37,3 +61,15 @@ def test_trainer_kwargs_from_a_stage_section(tmp_path):
     kw = trainer_kwargs(cfg.align, output_dir=tmp_path, prec={"bf16": False, "fp16": False, "use_cpu": True})
     assert kw["max_steps"] == 3 and kw["seed"] == kw["data_seed"] == 7 and kw["save_strategy"] == "no"
     assert kw["output_dir"] == str(tmp_path) and kw["use_cpu"] is True
+
+
+def test_bf16_weights_only_under_a_frozen_base():
+    import torch
+
+    from cowest.training import train_dtype
+
+    cfg = load_config(None, [])
+    assert train_dtype(cfg, True) is torch.bfloat16  # LoRA: the base never updates
+    assert train_dtype(cfg, True, frozen_base=False) is torch.float32  # full fine-tune: fp32 master weights
+    assert train_dtype(cfg, False) is torch.float32
+    assert train_dtype(load_config(None, ["weak.dtype=bfloat16"]), False, frozen_base=False) is torch.bfloat16

@@ -74,14 +74,16 @@ def precision_kwargs(*, bf16: bool | str, fp16: bool, load_in_4bit: bool = False
     return {"bf16": bf16, "fp16": bool(fp16), "use_cpu": not cuda}
 
 
-def train_dtype(cfg: RunConfig, bf16: bool) -> Any:
-    """Weights dtype for training: weak.dtype when set, else bf16 under bf16 training, else fp32."""
+def train_dtype(cfg: RunConfig, bf16: bool, *, frozen_base: bool = True) -> Any:
+    """Weights dtype for training: weak.dtype when set; else bf16 under bf16 training when the base is frozen
+    (LoRA: half the memory, 1.5x faster steps on CPU than fp32 weights under autocast); else fp32, so that a full
+    fine-tune keeps fp32 master weights under autocast."""
     import torch
 
     names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if cfg.weak.dtype != "auto":
         return names[cfg.weak.dtype]
-    return torch.bfloat16 if bf16 else torch.float32
+    return torch.bfloat16 if bf16 and frozen_base else torch.float32
 
 
 def load_tokenizer(path: str, gguf_file: str | None = None) -> Any:

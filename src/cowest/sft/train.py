@@ -200,7 +200,7 @@ def _load_for_sft(cfg: RunConfig, path: str, gguf: str | None, *, bf16: bool) ->
     from cowest.training import load_causal_lm, train_dtype
 
     s = cfg.sft
-    dtype = train_dtype(cfg, bf16)
+    dtype = train_dtype(cfg, bf16, frozen_base=s.lora)
     if not s.load_in_4bit:
         return load_causal_lm(path, gguf_file=gguf, dtype=dtype)
     import torch
