@@ -97,7 +97,7 @@ class LocalServerConfig:
     host: str = "127.0.0.1"
     port: int = 0  # 0 = pick a free port
     n_ctx: int = 4096
-    threads: int | None = None
+    threads: int | None = None  # llama.cpp generation threads (None: physical cores) / batch engine
     parallel: int = 32  # requests the batch engine decodes together (and strong.max_concurrency's cap); llama.cpp: 1
     startup_timeout_s: float = 300.0
     # llama.cpp's extra buffer types (AMX, weight repacking). auto: off only for a library with AMX kernels on

@@ -41,7 +41,8 @@ def resolve_bf16(bf16: bool | str, fp16: bool = False) -> bool:
     return cpu_has_native_bf16()
 
 
-def precision_kwargs(*, bf16: bool | str, fp16: bool, load_in_4bit: bool = False, section: str = "sft") -> dict[str, Any]:
+def precision_kwargs(*, bf16: bool | str, fp16: bool, load_in_4bit: bool = False,
+                     section: str = "sft") -> dict[str, Any]:
     """TrainingArguments precision/device settings (``bf16`` resolved), or a ConfigError when the hardware lacks
     them. On CPU, bf16 is autocast (weights and LoRA updates stay fp32 unless the weights load in bf16)."""
     import torch

@@ -45,6 +45,11 @@ def test_env_json():
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     assert info["torch"]["weak_dtype_auto"] == str(resolve_dtype("auto", device)).removeprefix("torch.")
+    from cowest.models.cpu import physical_cores
+    from cowest.training import resolve_bf16
+
+    assert info["torch"]["train_bf16_auto"] is resolve_bf16("auto")
+    assert info["cpu"]["physical_cores"] == physical_cores()
 
 
 def test_help_lists_every_stage_command():

