@@ -28,7 +28,18 @@ from cowest.typed import from_dict, set_dotted
 from cowest.typed import positive as _positive
 
 FORMATS = ("direct", "knowledge", "cot")
+REPORT_TO = ("none", "tensorboard", "wandb", "trackio")  # TRL/transformers logging integrations
 SYSTEMS = ("weak", "strong", "superICL", "collab", "cowest")
+
+
+def _report_to(section: str, value: str | list[str]) -> None:
+    names = [value] if isinstance(value, str) else list(value)
+    if not names:
+        raise ConfigError(f"{section}.report_to: an empty list; use none, or some of: {', '.join(REPORT_TO[1:])}")
+    for n in names:
+        _choice(f"{section}.report_to", n, REPORT_TO)
+    if "none" in names and len(names) > 1:
+        raise ConfigError(f"{section}.report_to: none cannot be combined with {', '.join(n for n in names if n != 'none')}")
 
 
 @dataclass
@@ -160,11 +171,14 @@ class SFTConfig:
     gradient_checkpointing: bool = False
     load_in_4bit: bool = False  # QLoRA (bitsandbytes, CUDA only)
     logging_steps: int = 5
+    # where the trainer's logs also go: none | tensorboard | wandb | trackio, or a list (off by default: offline)
+    report_to: str | list[str] = "none"
     seed: int = 0
 
     def __post_init__(self) -> None:
         _choice("sft.cot_targets", self.cot_targets, ("auto", "dataset", "strong", "direct"))
         _choice("sft.bf16", self.bf16, (True, False, "auto"))
+        _report_to("sft", self.report_to)
 
 
 @dataclass
@@ -213,10 +227,12 @@ class AlignConfig:
     fp16: bool = False
     gradient_checkpointing: bool = False
     logging_steps: int = 1
+    report_to: str | list[str] = "none"  # as sft.report_to
     seed: int = 0
 
     def __post_init__(self) -> None:
         _choice("align.bf16", self.bf16, (True, False, "auto"))
+        _report_to("align", self.report_to)
 
 
 @dataclass

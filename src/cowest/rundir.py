@@ -96,9 +96,15 @@ class RunDir:
         return self
 
 
+# Settings that say where logs go, never what a stage computes: changing them must not redo a stage.
+NOT_A_RESULT = frozenset({"report_to"})
+
+
 def fingerprint(*parts: Any) -> str:
-    """A short stable hash of config sections (dataclasses or plain values)."""
-    norm = [asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts]
+    """A short stable hash of config sections (dataclasses or plain values); a section's ``NOT_A_RESULT``
+    keys are left out."""
+    norm = [{k: v for k, v in asdict(p).items() if k not in NOT_A_RESULT} if hasattr(p, "__dataclass_fields__")
+            else p for p in parts]
     blob = json.dumps(norm, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

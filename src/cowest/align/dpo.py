@@ -97,10 +97,12 @@ def train_dpo(cfg: RunConfig, chain: dict[str, Any], pairs: list[dict[str, Any]]
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
-    from cowest.training import load_tokenizer, precision_kwargs, train_dtype, trainer_kwargs
+    from cowest.training import (check_report_to, drop_trainer_dir, load_tokenizer, precision_kwargs, train_dtype,
+                                 trainer_kwargs)
 
     a = cfg.align
     prec = precision_kwargs(bf16=a.bf16, fp16=a.fp16, section="align")
+    check_report_to(a.report_to, "align")
     model = load_chain(cfg, chain, dtype=train_dtype(cfg, prec["bf16"]))
     tok = load_tokenizer(tokenizer_dir(cfg, chain))
     ds = Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs])
@@ -117,7 +119,7 @@ def train_dpo(cfg: RunConfig, chain: dict[str, Any], pairs: list[dict[str, Any]]
                          peft_config=peft_config)
     trainer.train()
     trainer.save_model(str(save_to))  # collective under FSDP/DeepSpeed; writes on the main process
-    shutil.rmtree(save_to.parent / "trainer", ignore_errors=True)
+    drop_trainer_dir(save_to.parent)
     return trainer, tok
 
 
