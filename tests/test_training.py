@@ -111,3 +111,15 @@ def test_tensorboard_event_files_survive_the_trainer_dir(tmp_path):
     assert not (tmp_path / "trainer").exists() and (tmp_path / "tensorboard" / "x" / "events.out").read_text() == "e"
     drop_trainer_dir(tmp_path)  # nothing to keep: the earlier logs stay
     assert (tmp_path / "tensorboard" / "x" / "events.out").exists()
+
+
+def test_held_out_curves_share_the_training_panel(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    drawn = []
+    real = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda ax, xs, ys, **kw: drawn.append((ax.get_title(), kw.get(
+        "label"), list(xs))) or real(ax, xs, ys, **kw))
+    hist = [{"loss": 1.0, "step": 1}, {"loss": 0.5, "step": 2}, {"eval_loss": 0.9, "step": 2}, {"grad_norm": 1, "step": 2}]
+    assert plot_curves(tmp_path / "p.png", hist, ["loss", "rewards/margins"], "t")
+    assert [(label, xs) for _, label, xs in drawn] == [("train", [1, 2]), ("held-out", [2])]

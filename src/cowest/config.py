@@ -228,11 +228,15 @@ class AlignConfig:
     gradient_checkpointing: bool = False
     logging_steps: int = 1
     report_to: str | list[str] = "none"  # as sft.report_to
+    # share of the feedback questions (with all their pairs) held out of training to measure DPO on; 0 = none
+    eval_share: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         _choice("align.bf16", self.bf16, (True, False, "auto"))
         _report_to("align", self.report_to)
+        if not 0.0 <= self.eval_share < 1.0:
+            raise ConfigError(f"align.eval_share must be in [0, 1) (a share of the feedback questions), got {self.eval_share}")
 
 
 @dataclass

@@ -169,9 +169,13 @@ def save_metrics(path: Path, log_history: list[dict[str, Any]], **extra: Any) ->
 
 
 def plot_curves(path: Path, log_history: list[dict[str, Any]], keys: list[str], title: str) -> bool:
-    """A PNG with one panel per logged key against step; False (and no file) when nothing was logged."""
-    series = {k: [(r["step"], r[k]) for r in log_history if k in r and "step" in r] for k in keys}
-    series = {k: v for k, v in series.items() if v}
+    """A PNG with one panel per logged key against step, the held-out ``eval_<key>`` drawn on the same panel
+    when it was logged; False (and no file) when nothing was logged."""
+    def pts(k: str) -> list[tuple[Any, Any]]:
+        return [(r["step"], r[k]) for r in log_history if k in r and "step" in r]
+
+    series = {k: (pts(k), pts("eval_" + k)) for k in keys}
+    series = {k: v for k, v in series.items() if v[0] or v[1]}
     if not series:
         return False
     import matplotlib
@@ -180,9 +184,13 @@ def plot_curves(path: Path, log_history: list[dict[str, Any]], keys: list[str], 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.2), squeeze=False)
-    for ax, (k, pts) in zip(axes[0], series.items()):
-        xs, ys = zip(*pts)
-        ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3)
+    for ax, (k, (train, held)) in zip(axes[0], series.items()):
+        for line, label in ((train, "train"), (held, "held-out")):
+            if line:
+                xs, ys = zip(*line)
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=label)
+        if held:
+            ax.legend(fontsize=7)
         ax.set_title(k)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
