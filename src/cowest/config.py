@@ -189,7 +189,8 @@ class FeedbackConfig:
     k: int = 4
     temperature: float = 1.0
     top_p: float = 0.95
-    evaluator: str = "metric"  # metric | judge | both
+    evaluator: str = "metric"  # metric | judge | both | likelihood (choice tasks: p(gold option), graded)
+    metric: str = "auto"  # the `metric` score: auto (token F1 free-form, else correctness) | f1 | em | accuracy
     judge_base_url: str | None = None  # None = the strong endpoint
     judge_model: str | None = None
     judge_weight: float = 0.5  # weight of the judge score in `both` (metric weight = 1 - this)
@@ -203,7 +204,8 @@ class FeedbackConfig:
     def __post_init__(self) -> None:
         _positive("feedback.k", self.k)
         _positive("feedback.z_samples", self.z_samples)
-        _choice("feedback.evaluator", self.evaluator, ("metric", "judge", "both"))
+        _choice("feedback.evaluator", self.evaluator, ("metric", "judge", "both", "likelihood"))
+        _choice("feedback.metric", self.metric, ("auto", "f1", "em", "accuracy"))
         _choice("feedback.pairing", self.pairing, ("all", "best_worst"))
 
 
