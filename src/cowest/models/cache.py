@@ -75,9 +75,22 @@ class ResponseCache:
             str(self.path), timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
         )
         self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._wal(busy_timeout_ms / 1000)
         self._conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process kills
         self._conn.execute(_SCHEMA)
+
+    def _wal(self, timeout_s: float) -> None:
+        """Switch to WAL. Two processes opening a new file at once can get "database is locked" here without the
+        busy timeout applying (the switch takes an exclusive lock): retry within that timeout."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self._db().execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
