@@ -90,12 +90,16 @@ def summary_md(r: dict[str, Any]) -> str:
         pairs = st.get("pairs") or 0
         per_pair = f"{st['strong_calls'] / pairs:.1f}" if pairs else "–"
         tok_pair = f"{st['strong_tokens'] / pairs:.0f}" if pairs else "–"
+        zero = st.get("delta_histogram", {}).get("exactly_zero")
+        zero_share = f"{zero / st['drafts']:.0%}" if zero is not None and st.get("drafts") else "–"
         out.append(f"## Feedback ({rnd})\n\n" + md_table(
-            ["questions", "drafts", "chosen (Δ>0)", "rejected (Δ≤0)", "questions with pairs", "no pair (why)", "pairs",
-             "strong calls", "strong tokens", "calls / pair", "tokens / pair", "mean E(z)", "mean E(collab)"],
-            [[st["questions"], st["drafts"], st["chosen"], st["rejected"], st["questions_with_pairs"],
-              ", ".join(f"{k} {v}" for k, v in st["no_pair"].items() if v) or "–", pairs, st["strong_calls"],
-              st["strong_tokens"], per_pair, tok_pair, st.get("mean_z_score"), st.get("mean_collab_score")]]) + "\n")
+            ["evaluator", "questions", "drafts", "chosen (Δ>0)", "rejected (Δ≤0)", "Δ = 0", "questions with pairs",
+             "no pair (why)", "pairs", "strong calls", "strong tokens", "calls / pair", "tokens / pair", "mean E(z)",
+             "mean E(collab)"],
+            [[st.get("evaluator", "–"), st["questions"], st["drafts"], st["chosen"], st["rejected"], zero_share,
+              st["questions_with_pairs"], ", ".join(f"{k} {v}" for k, v in st["no_pair"].items() if v) or "–", pairs,
+              st["strong_calls"], st["strong_tokens"], per_pair, tok_pair, st.get("mean_z_score"),
+              st.get("mean_collab_score")]]) + "\n")
     usage = r.get("usage", {}).get("stages", {})
     if usage:
         rows = [[stage, u["total"].get("calls", 0) - u["total"].get("cached", 0), u["total"].get("cached", 0),

@@ -23,3 +23,18 @@ def test_stage_lifecycle(tmp_path):
     assert (stage / "artifact").exists()  # refused: nothing deleted
     assert check_stage(stage, other, overwrite=True, name="sft") is True
     assert not (stage / "artifact").exists()
+
+
+def test_settings_added_later_keep_old_fingerprints_at_their_default():
+    """A run made before align.eval_share / feedback.metric existed resumes under the new code."""
+    from dataclasses import asdict
+
+    from cowest.rundir import ADDED_LATER, section_view
+
+    cfg = load_config(None, [])
+    old_align = {k: v for k, v in asdict(cfg.align).items() if k not in ("eval_share", "report_to")}
+    assert section_view(cfg.align) == old_align
+    assert "metric" not in section_view(cfg.feedback) and ADDED_LATER["metric"] == cfg.feedback.metric
+    moved = load_config(None, ["align.eval_share=0.1", "feedback.metric=em"])
+    assert section_view(moved.align)["eval_share"] == 0.1 and section_view(moved.feedback)["metric"] == "em"
+    assert fingerprint(moved.align) != fingerprint(cfg.align)

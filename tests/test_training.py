@@ -73,3 +73,53 @@ def test_bf16_weights_only_under_a_frozen_base():
     assert train_dtype(cfg, True, frozen_base=False) is torch.float32  # full fine-tune: fp32 master weights
     assert train_dtype(cfg, False) is torch.float32
     assert train_dtype(load_config(None, ["weak.dtype=bfloat16"]), False, frozen_base=False) is torch.bfloat16
+
+
+def test_report_to_is_validated_passed_through_and_not_fingerprinted(tmp_path, monkeypatch):
+    import importlib.util
+
+    from cowest.rundir import fingerprint
+    from cowest.training import check_report_to
+
+    prec = {"bf16": False, "fp16": False, "use_cpu": True}
+    assert trainer_kwargs(load_config(None, []).sft, output_dir=tmp_path, prec=prec)["report_to"] == "none"
+    cfg = load_config(None, ["sft.report_to=[tensorboard,wandb]", "align.report_to=trackio"])
+    assert trainer_kwargs(cfg.sft, output_dir=tmp_path, prec=prec)["report_to"] == ["tensorboard", "wandb"]
+    assert trainer_kwargs(cfg.align, output_dir=tmp_path, prec=prec)["report_to"] == "trackio"
+    with pytest.raises(ConfigError, match=r"sft.report_to: 'mlflow' is not one of: none, tensorboard, wandb, trackio"):
+        load_config(None, ["sft.report_to=mlflow"])
+    with pytest.raises(ConfigError, match="align.report_to: none cannot be combined with wandb"):
+        load_config(None, ["align.report_to=[none,wandb]"])
+    # where logs go is not part of a stage's result: a finished stage is not redone for it
+    assert fingerprint(cfg.sft) == fingerprint(load_config(None, []).sft)
+    assert fingerprint(cfg.sft) != fingerprint(load_config(None, ["sft.seed=1"]).sft)
+    # a missing integration is a one-line error before any model loads
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"^align.report_to=wandb needs the wandb package: pip install wandb"):
+        check_report_to(["wandb"], "align")
+    check_report_to("none", "align")
+
+
+def test_tensorboard_event_files_survive_the_trainer_dir(tmp_path):
+    from cowest.training import drop_trainer_dir
+
+    (tmp_path / "trainer" / "runs" / "x").mkdir(parents=True)
+    (tmp_path / "trainer" / "runs" / "x" / "events.out").write_text("e")
+    (tmp_path / "trainer" / "args.json").write_text("{}")
+    drop_trainer_dir(tmp_path)
+    assert not (tmp_path / "trainer").exists() and (tmp_path / "tensorboard" / "x" / "events.out").read_text() == "e"
+    drop_trainer_dir(tmp_path)  # nothing to keep: the earlier logs stay
+    assert (tmp_path / "tensorboard" / "x" / "events.out").exists()
+
+
+def test_held_out_curves_share_the_training_panel(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    drawn = []
+    real = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda ax, xs, ys, **kw: drawn.append((ax.get_title(), kw.get(
+        "label"), list(xs))) or real(ax, xs, ys, **kw))
+    hist = [{"loss": 1.0, "step": 1}, {"loss": 0.5, "step": 2}, {"eval_loss": 0.9, "step": 2}, {"grad_norm": 1, "step": 2}]
+    assert plot_curves(tmp_path / "p.png", hist, ["loss", "rewards/margins"], "t")
+    assert [(label, xs) for _, label, xs in drawn] == [("train", [1, 2]), ("held-out", [2])]

@@ -28,7 +28,18 @@ from cowest.typed import from_dict, set_dotted
 from cowest.typed import positive as _positive
 
 FORMATS = ("direct", "knowledge", "cot")
+REPORT_TO = ("none", "tensorboard", "wandb", "trackio")  # TRL/transformers logging integrations
 SYSTEMS = ("weak", "strong", "superICL", "collab", "cowest")
+
+
+def _report_to(section: str, value: str | list[str]) -> None:
+    names = [value] if isinstance(value, str) else list(value)
+    if not names:
+        raise ConfigError(f"{section}.report_to: an empty list; use none, or some of: {', '.join(REPORT_TO[1:])}")
+    for n in names:
+        _choice(f"{section}.report_to", n, REPORT_TO)
+    if "none" in names and len(names) > 1:
+        raise ConfigError(f"{section}.report_to: none cannot be combined with {', '.join(n for n in names if n != 'none')}")
 
 
 @dataclass
@@ -160,11 +171,14 @@ class SFTConfig:
     gradient_checkpointing: bool = False
     load_in_4bit: bool = False  # QLoRA (bitsandbytes, CUDA only)
     logging_steps: int = 5
+    # where the trainer's logs also go: none | tensorboard | wandb | trackio, or a list (off by default: offline)
+    report_to: str | list[str] = "none"
     seed: int = 0
 
     def __post_init__(self) -> None:
         _choice("sft.cot_targets", self.cot_targets, ("auto", "dataset", "strong", "direct"))
         _choice("sft.bf16", self.bf16, (True, False, "auto"))
+        _report_to("sft", self.report_to)
 
 
 @dataclass
@@ -175,7 +189,8 @@ class FeedbackConfig:
     k: int = 4
     temperature: float = 1.0
     top_p: float = 0.95
-    evaluator: str = "metric"  # metric | judge | both
+    evaluator: str = "metric"  # metric | judge | both | likelihood (choice tasks: p(gold option), graded)
+    metric: str = "auto"  # the `metric` score: auto (token F1 free-form, else correctness) | f1 | em | accuracy
     judge_base_url: str | None = None  # None = the strong endpoint
     judge_model: str | None = None
     judge_weight: float = 0.5  # weight of the judge score in `both` (metric weight = 1 - this)
@@ -189,7 +204,8 @@ class FeedbackConfig:
     def __post_init__(self) -> None:
         _positive("feedback.k", self.k)
         _positive("feedback.z_samples", self.z_samples)
-        _choice("feedback.evaluator", self.evaluator, ("metric", "judge", "both"))
+        _choice("feedback.evaluator", self.evaluator, ("metric", "judge", "both", "likelihood"))
+        _choice("feedback.metric", self.metric, ("auto", "f1", "em", "accuracy"))
         _choice("feedback.pairing", self.pairing, ("all", "best_worst"))
 
 
@@ -213,10 +229,16 @@ class AlignConfig:
     fp16: bool = False
     gradient_checkpointing: bool = False
     logging_steps: int = 1
+    report_to: str | list[str] = "none"  # as sft.report_to
+    # share of the feedback questions (with all their pairs) held out of training to measure DPO on; 0 = none
+    eval_share: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         _choice("align.bf16", self.bf16, (True, False, "auto"))
+        _report_to("align", self.report_to)
+        if not 0.0 <= self.eval_share < 1.0:
+            raise ConfigError(f"align.eval_share must be in [0, 1) (a share of the feedback questions), got {self.eval_share}")
 
 
 @dataclass

@@ -96,9 +96,25 @@ class RunDir:
         return self
 
 
+# Settings that say where logs go, never what a stage computes: changing them must not redo a stage.
+NOT_A_RESULT = frozenset({"report_to"})
+# Settings added after runs existed, with the default that reproduces those runs: left out at that default,
+# so a run made before them keeps its fingerprints and resumes.
+ADDED_LATER = {"eval_share": 0.0, "metric": "auto"}
+
+
+def section_view(section: Any) -> dict[str, Any]:
+    """A config section (dataclass or its dict) as fingerprinted: without ``NOT_A_RESULT`` keys, nor
+    ``ADDED_LATER`` keys at their old default."""
+    d = asdict(section) if hasattr(section, "__dataclass_fields__") else dict(section)
+    return {k: v for k, v in d.items()
+            if k not in NOT_A_RESULT and not (k in ADDED_LATER and v == ADDED_LATER[k])}
+
+
 def fingerprint(*parts: Any) -> str:
-    """A short stable hash of config sections (dataclasses or plain values)."""
-    norm = [asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts]
+    """A short stable hash of config sections (dataclasses or plain values; sections through
+    :func:`section_view`)."""
+    norm = [section_view(p) if hasattr(p, "__dataclass_fields__") else p for p in parts]
     blob = json.dumps(norm, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

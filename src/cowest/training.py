@@ -75,6 +75,22 @@ def precision_kwargs(*, bf16: bool | str, fp16: bool, load_in_4bit: bool = False
     return {"bf16": bf16, "fp16": bool(fp16), "use_cpu": not cuda}
 
 
+# report_to value -> the packages (any one) its transformers callback needs
+_REPORT_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "trackio": ("trackio",)}
+
+
+def check_report_to(report_to: str | list[str], section: str) -> None:
+    """A one-line ConfigError when a logging integration's package is missing (transformers would fail later,
+    deep inside the trainer's setup)."""
+    import importlib.util
+
+    for name in [report_to] if isinstance(report_to, str) else report_to:
+        pkgs = _REPORT_PACKAGES.get(name, ())
+        if pkgs and not any(importlib.util.find_spec(p) is not None for p in pkgs):
+            raise ConfigError(f"{section}.report_to={name} needs the {pkgs[0]} package: pip install {pkgs[0]} "
+                              f"(or set {section}.report_to=none)")
+
+
 def train_dtype(cfg: RunConfig, bf16: bool, *, frozen_base: bool = True) -> Any:
     """Weights dtype for training: weak.dtype when set; else bf16 under bf16 training when the base is frozen
     (LoRA: half the memory, 1.5x faster steps on CPU than fp32 weights under autocast); else fp32, so that a full
@@ -153,9 +169,13 @@ def save_metrics(path: Path, log_history: list[dict[str, Any]], **extra: Any) ->
 
 
 def plot_curves(path: Path, log_history: list[dict[str, Any]], keys: list[str], title: str) -> bool:
-    """A PNG with one panel per logged key against step; False (and no file) when nothing was logged."""
-    series = {k: [(r["step"], r[k]) for r in log_history if k in r and "step" in r] for k in keys}
-    series = {k: v for k, v in series.items() if v}
+    """A PNG with one panel per logged key against step, the held-out ``eval_<key>`` drawn on the same panel
+    when it was logged; False (and no file) when nothing was logged."""
+    def pts(k: str) -> list[tuple[Any, Any]]:
+        return [(r["step"], r[k]) for r in log_history if k in r and "step" in r]
+
+    series = {k: (pts(k), pts("eval_" + k)) for k in keys}
+    series = {k: v for k, v in series.items() if v[0] or v[1]}
     if not series:
         return False
     import matplotlib
@@ -164,9 +184,13 @@ def plot_curves(path: Path, log_history: list[dict[str, Any]], keys: list[str], 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.2), squeeze=False)
-    for ax, (k, pts) in zip(axes[0], series.items()):
-        xs, ys = zip(*pts)
-        ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3)
+    for ax, (k, (train, held)) in zip(axes[0], series.items()):
+        for line, label in ((train, "train"), (held, "held-out")):
+            if line:
+                xs, ys = zip(*line)
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=label)
+        if held:
+            ax.legend(fontsize=7)
         ax.set_title(k)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -198,13 +222,25 @@ def trainer_kwargs(section: Any, *, output_dir: Path | str, prec: dict[str, Any]
         "logging_steps": section.logging_steps,
         "logging_first_step": True,
         "save_strategy": "no",
-        "report_to": "none",
+        "report_to": section.report_to,  # TRL's own integrations; "none" keeps training offline
         "seed": section.seed,
         "data_seed": section.seed,
         "dataloader_pin_memory": False,
         **prec,
         **checkpointing_kwargs(section.gradient_checkpointing),
     }
+
+
+def drop_trainer_dir(stage: Path) -> None:
+    """Remove ``<stage>/trainer`` (save_strategy="no": only run metadata), keeping TensorBoard's event files
+    (written under it as ``runs/``) as ``<stage>/tensorboard``."""
+    import shutil
+
+    runs, keep = Path(stage) / "trainer" / "runs", Path(stage) / "tensorboard"
+    if runs.is_dir():
+        shutil.rmtree(keep, ignore_errors=True)
+        shutil.move(str(runs), str(keep))
+    shutil.rmtree(Path(stage) / "trainer", ignore_errors=True)
 
 
 def checkpointing_kwargs(enabled: bool) -> dict[str, bool]:

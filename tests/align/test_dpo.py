@@ -173,3 +173,45 @@ def test_align_before_feedback_is_a_clear_error(tmp_path, tiny_model_dir):
 
     with pytest.raises(CowestError, match="cowest feedback"):
         run_align(_cfg(tmp_path, tiny_model_dir), 1)
+
+
+def test_hold_out_takes_whole_questions_seeded_and_refuses_an_empty_side():
+    from cowest.align.dpo import hold_out
+    from cowest.errors import ConfigError
+
+    pairs = [{"question_id": f"q{q}", "n": i} for q in range(10) for i in range(3)]
+    train, held = hold_out(pairs, 0.2, seed=1)
+    out = {p["question_id"] for p in held}
+    assert len(out) == 2 and len(held) == 6 and len(train) == 24  # every pair of a held-out question
+    assert not out & {p["question_id"] for p in train}
+    assert hold_out(pairs, 0.2, seed=1) == (train, held)  # seeded
+    assert len({frozenset(p["question_id"] for p in hold_out(pairs, 0.2, seed=s)[1]) for s in range(5)}) > 1
+    assert hold_out(pairs, 0.0, seed=1) == (pairs, [])
+    with pytest.raises(ConfigError, match=r"^align.eval_share=0.04 of the 10 questions with pairs leaves no question "
+                                          r"to evaluate on"):
+        hold_out(pairs, 0.04, seed=1)
+    with pytest.raises(ConfigError, match="leaves no question to train on"):
+        hold_out(pairs, 0.96, seed=1)
+    with pytest.raises(ConfigError, match=r"align.eval_share must be in \[0, 1\)"):
+        load_config(None, ["align.eval_share=1"])
+
+
+def test_held_out_questions_are_evaluated_logged_and_plotted(tmp_path, tiny_model_dir):
+    from cowest.align.dpo import run_align
+    from cowest.rundir import RunDir, fingerprint
+    from cowest.sft.train import run_sft
+
+    cfg = _cfg(tmp_path, tiny_model_dir, "align.eval_share=0.5")
+    assert fingerprint(cfg.align) != fingerprint(_cfg(tmp_path, tiny_model_dir).align)
+    run_sft(cfg)
+    write_feedback(cfg, 1)
+    run_align(cfg, 1)
+    m = json.loads((RunDir(cfg).align(1) / "metrics.json").read_text())
+    assert m["n_pairs"] == 3 and m["eval"]["pairs"] == 3 and len(m["eval"]["questions"]) == 3
+    evals = [r for r in m["log_history"] if "eval_loss" in r]
+    assert evals and evals[-1]["step"] == m["global_step"] == 3  # the final model is always evaluated
+    final = m["eval"]["final"]
+    assert final["loss"] == evals[-1]["eval_loss"] and 0.0 <= final["rewards/accuracies"] <= 1.0
+    assert abs(final["rewards/chosen"]) > 1e-5  # the trained policy has left the reference on held-out pairs
+    assert "rewards/margins" in final and m["eval"]["step"] == 3
+    assert (RunDir(cfg).align(1) / "metrics.png").stat().st_size > 1000

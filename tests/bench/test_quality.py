@@ -38,3 +38,14 @@ def test_percentages_are_not_scaled_again(tmp_path):
     md = q.summary_md(_result())
     assert "| collab | 64 | 37.5 | 0.5 |" in md and "3750" not in md and "50.0" not in md
     assert "strong calls needed | strong calls paid" in md and "| 64 | 33 |" in md
+
+
+def test_feedback_table_names_the_evaluator_and_the_share_of_ties():
+    r = _result()
+    r["feedback_stats"] = {"round1": {"questions": 32, "drafts": 128, "chosen": 20, "rejected": 108, "pairs": 20,
+                                      "questions_with_pairs": 13, "no_pair": {"all_rejected": 19},
+                                      "strong_calls": 160, "strong_tokens": 4000, "evaluator": "metric",
+                                      "delta_histogram": {"exactly_zero": 78}}}
+    md = _quality().summary_md(r)
+    assert "| evaluator | questions | drafts | chosen (Δ>0) | rejected (Δ≤0) | Δ = 0 |" in md
+    assert "| metric | 32 | 128 | 20 | 108 | 61% | 13 |" in md

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import signal
 import subprocess
@@ -193,6 +194,11 @@ def test_real_llama_cpp_server(tmp_path, monkeypatch):
             res = client.chat_batch(reqs, tag="local")
             assert all(r.text.strip() and r.completion_tokens > 0 and r.prompt_tokens > 0 for r in res)
             assert all(r.cached for r in client.chat_batch(reqs, tag="local"))
+            # token log-probs (the likelihood evaluator's input): each token with its top alternatives
+            ask = [ChatRequest([{"role": "user", "content": "Reply with one letter: A, B, C or D."}], top_logprobs=5)]
+            (lp,) = client.chat_batch(ask, tag="local")
+            assert lp.logprobs and "".join(t["token"] for t in lp.logprobs).strip() == lp.text.strip()
+            assert all(0 < len(t["top"]) <= 5 and sum(math.exp(v) for _, v in t["top"]) <= 1.001 for t in lp.logprobs)
     log = (tmp_path / "llama_server.log").read_text()
     assert "cowest.models.llama_launch" in log and "cowest: use_extra_bufts=" in log
     # The build scripts/setup.sh makes has no AMX kernels, so nothing turns its extra buffer types off.

@@ -40,6 +40,8 @@ def sft_args(model_dir: Path, out: Path, batch: int) -> list[str]:
         "-m", "cowest", "sft", "name=dist", f"output_dir={out}", "task.name=demo", f"task.n_train={N_TRAIN}",
         "task.format=direct", f"weak.model={model_dir}", "strong.api_key_env=null", f"sft.batch_size={batch}",
         f"sft.epochs={EPOCHS}", "sft.learning_rate=5e-3", "sft.lora_dropout=0", "sft.logging_steps=1", "sft.seed=0",
+        # fp32, which the tolerance is for: bf16=auto would train in bf16 on a CPU with native bf16 (~2e-3 apart)
+        "sft.bf16=false", "weak.dtype=float32",
     ]
 
 

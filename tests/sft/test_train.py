@@ -90,16 +90,18 @@ def test_full_finetune_writes_a_full_model(tmp_path, tiny_model_dir):
 
 
 @pytest.mark.parametrize("override,match", [
-    ("sft.bf16=true", "bfloat16"),
+    ("sft.bf16=true", "sft.bf16=true on CPU needs bf16 instructions"),
     ("sft.fp16=true", "CUDA"),
     ("sft.load_in_4bit=true", "QLoRA"),
 ])
-def test_precision_the_hardware_lacks_is_a_config_error(tmp_path, tiny_model_dir, override, match):
+def test_precision_the_hardware_lacks_is_a_config_error(tmp_path, tiny_model_dir, override, match, monkeypatch):
     import torch
 
+    from cowest.models import cpu
     from cowest.sft.train import run_sft
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
+    monkeypatch.setattr(cpu, "cpu_has_native_bf16", lambda: False)  # a CPU without bf16 (this one may have it)
     with pytest.raises(ConfigError, match=match):
         run_sft(_cfg(tmp_path, tiny_model_dir, override))

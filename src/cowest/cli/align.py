@@ -22,6 +22,8 @@ def align(
         cowest align recipes/ifqa_cpu.yaml align.beta=0.2 align.epochs=1
 
         cowest align recipes/medmcqa_cpu.yaml --round 2
+
+        cowest align recipes/medmcqa_cpu.yaml align.eval_share=0.1   # DPO measured on 10% held-out questions
     """
     cfg = load_cli_config(recipe, overrides)
     import json
@@ -38,4 +40,8 @@ def align(
     m = json.loads(path.read_text()) if path.exists() else {}
     rows = [r for r in m.get("log_history", []) if "rewards/margins" in r]
     last = f", last reward margin {rows[-1]['rewards/margins']:.3f}, accuracy {rows[-1]['rewards/accuracies']:.2f}" if rows else ""
+    held = (m.get("eval") or {}).get("final") or {}
+    if "rewards/accuracies" in held:  # align.eval_share > 0: the same figures on pairs it did not train on
+        last += (f"; held out ({m['eval']['pairs']} pairs): margin {held['rewards/margins']:.3f}, "
+                 f"accuracy {held['rewards/accuracies']:.2f}")
     print(f"align round {round_}: {m.get('n_pairs', '?')} pairs, {m.get('global_step', '?')} steps{last}; adapter: {out}")

@@ -29,7 +29,7 @@ from typing import Any
 from cowest.config import RunConfig
 from cowest.endpoint import open_strong, strong_client
 from cowest.io import JsonlAppender, write_json
-from cowest.rundir import RunDir, claim, fingerprint, mark_done, stage_status, strong_identity
+from cowest.rundir import RunDir, claim, fingerprint, mark_done, section_view, stage_status, strong_identity
 from cowest.tasks.base import Example, Task, subsample
 from cowest.weights import weak_for
 
@@ -45,7 +45,7 @@ DRAFTS = "drafts.jsonl"  # the draft journal, in the stage directory
 def collection_fingerprint(cfg: RunConfig, round_: int) -> str:
     """What the records depend on (not the pairing settings: pairs are re-derived from records)."""
     fb = cfg.feedback
-    collect = {k: v for k, v in dataclasses.asdict(fb).items()
+    collect = {k: v for k, v in section_view(fb).items()
                if k not in ("pairing", "min_margin", "max_pairs_per_question", "max_pairs")}
     strong = strong_identity(cfg)
     weak = (cfg.weak.model, cfg.weak.gguf_file, cfg.weak.adapter, cfg.weak.max_new_tokens, cfg.weak.max_prompt_tokens)
@@ -139,7 +139,8 @@ def collect_chunk(cfg: RunConfig, task: Task, examples: list[Example], weak: Any
     if drafts is None:
         drafts = draft_chunk(cfg, task, examples, weak, seed)
     z_temp = None if fb.z_samples == 1 else fb.z_temperature
-    z_reqs = [ChatRequest(messages=strong_alone_messages(task, ex), sample_index=s, temperature=z_temp)
+    top = evaluator.top_logprobs  # the likelihood evaluator reads the scored answers' own log-probs
+    z_reqs = [ChatRequest(messages=strong_alone_messages(task, ex), sample_index=s, temperature=z_temp, top_logprobs=top)
               for ex in examples for s in range(fb.z_samples)]
     # A draft sampled twice for the same question is one request.
     c_index: dict[tuple[int, str], int] = {}
@@ -148,7 +149,7 @@ def collect_chunk(cfg: RunConfig, task: Task, examples: list[Example], weak: Any
         for d in ds:
             if (qi, d) not in c_index:
                 c_index[(qi, d)] = len(c_reqs)
-                c_reqs.append(ChatRequest(messages=collab_messages(task, ex, d, fmt)))
+                c_reqs.append(ChatRequest(messages=collab_messages(task, ex, d, fmt), top_logprobs=top))
     z_res = strong.chat_batch(z_reqs, tag="feedback_z", desc="strong alone (z)")
     c_res = strong.chat_batch(c_reqs, tag="feedback_collab", desc="strong + draft")
     z_texts = [[z_res[qi * fb.z_samples + s].text for s in range(fb.z_samples)] for qi in range(len(examples))]
@@ -156,7 +157,8 @@ def collect_chunk(cfg: RunConfig, task: Task, examples: list[Example], weak: Any
     # One scoring pass for the chunk (a single concurrent judge batch).
     items = [(ex, t) for ex, ts in zip(examples, z_texts) for t in ts]
     items += [(ex, t) for ex, ts in zip(examples, c_texts) for t in ts]
-    scored = evaluator.score(task, items, desc="judge")
+    lps = [r.logprobs for r in z_res] + [c_res[c_index[(qi, d)]].logprobs for qi, ds in enumerate(drafts) for d in ds]
+    scored = evaluator.score(task, items, desc="judge", logprobs=lps if top else None)
     nz = len(examples) * fb.z_samples
     z_sc, c_sc = scored[:nz], scored[nz:]
     records = []
@@ -183,8 +185,10 @@ def collect_chunk(cfg: RunConfig, task: Task, examples: list[Example], weak: Any
             "deltas": deltas,
             "labels": [None if d is None else ("chosen" if d > 0 else "rejected") for d in deltas],
         }
-        if evaluator.kind != "metric":
+        if evaluator.kind in ("judge", "both"):
             rec["judge"] = {"z": [s.judge_texts for s in zs], "collab": [s.judge_texts for s in cs]}
+        if evaluator.kind == "likelihood":  # None: no readable option, scored by the metric instead
+            rec["likelihood"] = {"z": [s.likelihood for s in zs], "collab": [s.likelihood for s in cs]}
         records.append(rec)
     return records
 
@@ -198,7 +202,7 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
     """Collect records (resumable), then write pairs and stats; returns the stats."""
     from tqdm.auto import tqdm
 
-    from cowest.feedback.evaluators import make_evaluator
+    from cowest.feedback.evaluators import check_evaluator, make_evaluator
     from cowest.tasks.splits import train_examples
 
     rd = RunDir(cfg)
@@ -210,6 +214,7 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
     (stage / ".done.json").unlink(missing_ok=True)
     t0 = time.perf_counter()
     task, examples = train_examples(cfg)
+    check_evaluator(cfg.feedback.evaluator, task, cfg.feedback.metric, examples[0] if examples else None)
     # Feedback costs 1 + K strong calls per question: a subset of the SFT questions may be enough.
     examples = subsample(examples, cfg.feedback.max_questions, cfg.seed + round_)
     chunks = [examples[i:i + chunk_size] for i in range(0, len(examples), chunk_size)]
@@ -225,8 +230,8 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
         if todo:
             with _maybe_open(strong, lambda: open_strong(cfg, factory=strong_client_factory,
                                                          stage=f"feedback_round{round_}")) as client:
-                judge = _judge_client(cfg, client) if cfg.feedback.evaluator != "metric" else None
-                evaluator = make_evaluator(cfg.feedback.evaluator, judge, cfg.feedback.judge_weight)
+                judge = _judge_client(cfg, client) if cfg.feedback.evaluator in ("judge", "both") else None
+                evaluator = make_evaluator(cfg.feedback.evaluator, judge, cfg.feedback.judge_weight, cfg.feedback.metric)
                 bar = tqdm(total=len(examples), initial=resumed, desc=f"feedback round {round_}", unit="q")
                 try:
                     for ci, ch in todo:
@@ -302,10 +307,35 @@ def finish_feedback(cfg: RunConfig, round_: int, records: list[dict[str, Any]], 
         "strong_calls_by_tag": paid,
         "strong_tokens": int(sum(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0) for u in usage.values())),
         "strong_usage": usage,
+        **evaluator_figures(records, present, len(pairs), usage),
         "wall_s": round(wall_s, 1),
     }
     write_json(stage / "feedback_stats.json", stats)
     return stats
+
+
+def evaluator_figures(records: list[dict[str, Any]], present: list[float], n_pairs: int,
+                      usage: dict[str, Any]) -> dict[str, Any]:
+    """What an evaluator is compared on: how often Δ = 0 (no signal), pairs per question, and the strong
+    requests (z + distinct collaborations + judge verdicts) and paid calls/tokens behind each pair."""
+    requests = sum(len(r.get("z_outputs") or [r.get("z_mean")]) + len(set(r["drafts"])) for r in records)
+    requests += int(usage.get("feedback_judge", {}).get("calls", 0))
+    paid_calls = sum(int(u.get("calls", 0) - u.get("cached", 0)) for u in usage.values())
+    paid_tokens = sum(int(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0)) for u in usage.values())
+    out: dict[str, Any] = {
+        "delta_zero_share": round(sum(1 for d in present if d == 0) / len(present), 4) if present else None,
+        "pairs_per_question": round(n_pairs / len(records), 4) if records else None,
+        "per_pair": {"strong_requests": _ratio(requests, n_pairs), "strong_calls_paid": _ratio(paid_calls, n_pairs),
+                     "strong_tokens_paid": _ratio(paid_tokens, n_pairs)},
+    }
+    if any("likelihood" in r for r in records):  # answers without a readable option, scored by the metric
+        out["likelihood_fallbacks"] = sum(v is None for r in records for side in r.get("likelihood", {}).values()
+                                          for v in side)
+    return out
+
+
+def _ratio(a: float, b: int) -> float | None:
+    return round(a / b, 2) if b else None
 
 
 def delta_histogram(deltas: list[float], width: float = 0.25) -> dict[str, Any]:

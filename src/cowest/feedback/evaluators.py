@@ -1,9 +1,14 @@
 """Evaluators E(answer, x) for collaborative feedback, all in [0, 1] (None = could not be scored).
 
-- ``metric``: the task's own per-item reward against the gold answer (F1 or correctness);
+- ``metric``: the task's own per-item score against the gold answer, ``feedback.metric``: ``auto`` = token F1
+  for free-form answers (graded: 0.5 for half the gold tokens), correctness for choices and labels; or a
+  named per-item score (``em``, ``f1``, ``accuracy``);
 - ``judge``: the LLM judge (:mod:`cowest.feedback.judge`), 1-10 mapped to [0, 1]; an unreadable verdict
   is asked again with a new sample (up to ``JUDGE_RETRIES`` times), then recorded as missing, never 0;
-- ``both``: ``judge_weight * judge + (1 - judge_weight) * metric``; missing when the judge is missing.
+- ``both``: ``judge_weight * judge + (1 - judge_weight) * metric``; missing when the judge is missing;
+- ``likelihood`` (choice tasks): the strong model's probability of the gold option at its answer
+  (:mod:`cowest.feedback.likelihood`), from the log-probs of the very answers scored; the metric where an
+  answer has no readable option.
 """
 
 from __future__ import annotations
@@ -11,8 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from cowest.errors import ConfigError, StrongAPIError
 from cowest.feedback.judge import judge_messages, normalise, parse_judge_score
 from cowest.tasks.base import Example, Task
+
+KINDS = ("metric", "judge", "both", "likelihood")
 
 JUDGE_RETRIES = 2
 RETRY_TEMPERATURE = 0.7  # a retry at temperature 0 would usually repeat the unreadable verdict
@@ -25,35 +33,72 @@ class Scored:
     metric: float | None = None
     judge: float | None = None  # raw 1-10
     judge_texts: list[str] = field(default_factory=list)  # every verdict asked for, in order
+    likelihood: float | None = None  # p(gold option) at the answer; None: no readable option (metric used)
 
 
 class Evaluator:
     """``score(task, [(example, output), ...]) -> [Scored, ...]`` in input order."""
 
-    def __init__(self, kind: str, *, judge_client: Any = None, judge_weight: float = 0.5, tag: str = "feedback_judge"):
-        if kind not in ("metric", "judge", "both"):
+    def __init__(self, kind: str, *, judge_client: Any = None, judge_weight: float = 0.5, tag: str = "feedback_judge",
+                 metric: str = "auto"):
+        if kind not in KINDS:
             raise ValueError(f"unknown evaluator {kind!r}")
-        if kind != "metric" and judge_client is None:
+        if kind in ("judge", "both") and judge_client is None:
             raise ValueError(f"evaluator {kind!r} needs a judge client")
         self.kind = kind
         self.judge_client = judge_client
         self.judge_weight = judge_weight
         self.tag = tag
+        self.metric = metric
 
-    def score(self, task: Task, items: list[tuple[Example, str]], *, desc: str = "judge") -> list[Scored]:
+    @property
+    def top_logprobs(self) -> int | None:
+        """Log-probs the scored strong answers must be asked for (None: none needed)."""
+        from cowest.feedback.likelihood import TOP_LOGPROBS
+
+        return TOP_LOGPROBS if self.kind == "likelihood" else None
+
+    def score(self, task: Task, items: list[tuple[Example, str]], *, desc: str = "judge",
+              logprobs: list[list[dict[str, Any]] | None] | None = None) -> list[Scored]:
+        """``logprobs``: per item, the answer's token log-probs (``ChatResult.logprobs``); ``likelihood`` needs them."""
         out = []
         for ex, text in items:
             ans = task.parse_answer(text, example=ex)
-            out.append(Scored(score=None, answer=ans, metric=float(task.item_reward(ans, ex))))
-        if self.kind != "metric":
+            out.append(Scored(score=None, answer=ans, metric=self._metric(task, ans, ex)))
+        if self.kind in ("judge", "both"):
             self._judge(task, items, out, desc)
+        if self.kind == "likelihood":
+            self._likelihood(task, items, out, logprobs)
         for s in out:
             s.score = self._combine(s)
         return out
 
+    def _metric(self, task: Task, ans: str | None, ex: Example) -> float:
+        if self.metric == "auto":
+            return float(task.item_reward(ans, ex))
+        scores = task.item_scores(ans, ex)
+        if self.metric not in scores:
+            raise ConfigError(f"feedback.metric={self.metric} is not a per-item score of task {task.name!r}; "
+                              f"valid: auto, {', '.join(scores)}")
+        return float(scores[self.metric])
+
+    def _likelihood(self, task: Task, items: list[tuple[Example, str]], out: list[Scored],
+                    logprobs: list[list[dict[str, Any]] | None] | None) -> None:
+        from cowest.feedback.likelihood import check_choice_task, gold_probability
+
+        labels = check_choice_task(task)
+        if logprobs is None or len(logprobs) != len(items) or any(lp is None for lp in logprobs):
+            raise StrongAPIError("feedback.evaluator=likelihood needs the strong model's token log-probs "
+                                 "(OpenAI logprobs/top_logprobs) and the endpoint returned none: use an endpoint "
+                                 "that returns them (strong.local.engine=llama.cpp, OpenAI) or feedback.evaluator=metric")
+        for (ex, _), s, lp in zip(items, out, logprobs):
+            s.likelihood = gold_probability(lp, task.gold_answer(ex), labels, s.answer)
+
     def _combine(self, s: Scored) -> float | None:
         if self.kind == "metric":
             return s.metric
+        if self.kind == "likelihood":
+            return s.metric if s.likelihood is None else s.likelihood
         if s.judge is None:
             return None
         j = normalise(s.judge)
@@ -93,5 +138,16 @@ class Evaluator:
             todo = still
 
 
-def make_evaluator(kind: str, judge_client: Any = None, judge_weight: float = 0.5) -> Evaluator:
-    return Evaluator(kind, judge_client=judge_client, judge_weight=judge_weight)
+def check_evaluator(kind: str, task: Task, metric: str = "auto", example: Example | None = None) -> None:
+    """A ConfigError, before anything is drafted or paid for, when evaluator ``kind`` (with ``feedback.metric``)
+    cannot score ``task`` (``example``: one of its questions, to try the metric on)."""
+    if kind == "likelihood":
+        from cowest.feedback.likelihood import check_choice_task
+
+        check_choice_task(task)
+    if example is not None:
+        Evaluator("metric", metric=metric)._metric(task, None, example)
+
+
+def make_evaluator(kind: str, judge_client: Any = None, judge_weight: float = 0.5, metric: str = "auto") -> Evaluator:
+    return Evaluator(kind, judge_client=judge_client, judge_weight=judge_weight, metric=metric)

@@ -27,11 +27,14 @@ def cache_key(
     sample_index: int = 0,
     top_p: float | None = None,
     stop: list[str] | str | None = None,
+    logprobs: bool | None = None,
+    top_logprobs: int | None = None,
 ) -> str:
     """sha256 of canonical JSON of the fields that determine an answer.
 
-    ``top_p``/``stop`` enter only when set, so adding them later keeps old keys valid. The endpoint URL
-    and credentials are deliberately absent: the same question to the same model is the same entry.
+    ``top_p``/``stop``/``logprobs``/``top_logprobs`` enter only when set, so adding them later keeps old keys
+    valid (and an answer cached without log-probs is never served to a request that needs them). The endpoint
+    URL and credentials are deliberately absent: the same question to the same model is the same entry.
     """
     payload: dict[str, Any] = {
         "model": model,
@@ -44,6 +47,9 @@ def cache_key(
         payload["top_p"] = float(top_p)
     if stop is not None:
         payload["stop"] = stop
+    if logprobs:
+        payload["logprobs"] = True
+        payload["top_logprobs"] = int(top_logprobs or 0)
     canon = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()
 
@@ -58,7 +64,7 @@ def _valid(value: Any) -> bool:
 
 
 class ResponseCache:
-    """``get(key) -> dict | None`` and ``put(key, {"text", "prompt_tokens", "completion_tokens"})``."""
+    """``get(key) -> dict | None`` and ``put(key, {"text", "prompt_tokens", "completion_tokens"[, "logprobs"]})``."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 30_000):
         self.path = Path(path)
@@ -69,9 +75,22 @@ class ResponseCache:
             str(self.path), timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
         )
         self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._wal(busy_timeout_ms / 1000)
         self._conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process kills
         self._conn.execute(_SCHEMA)
+
+    def _wal(self, timeout_s: float) -> None:
+        """Switch to WAL. Two processes opening a new file at once can get "database is locked" here without the
+        busy timeout applying (the switch takes an exclusive lock): retry within that timeout."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self._db().execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:

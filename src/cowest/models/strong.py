@@ -44,8 +44,8 @@ from cowest.errors import ConfigError, ServerCrashed, StrongAPIError
 from cowest.models.cache import ResponseCache, cache_key
 from cowest.models.ratelimit import limiter_for
 from cowest.models.transport import WATCHES as _WATCHES
-from cowest.models.transport import (LOOPBACK, LoopState, Retry, parse_retry_after, safe_endpoint,  # noqa: F401
-                                     watch_endpoint)  # re-exported: local_server registers its watch here
+from cowest.models.transport import (LOOPBACK, LoopState, Retry, parse_logprobs, parse_retry_after,  # noqa: F401
+                                     safe_endpoint, watch_endpoint)  # re-exported: local_server registers its watch here
 from cowest.models.usage import Usage
 
 __all__ = ["ChatRequest", "ChatResult", "Messages", "StrongClient", "Usage", "watch_endpoint"]
@@ -58,6 +58,7 @@ class ChatRequest:
     max_tokens: int | None = None  # None = cfg.max_tokens
     top_p: float | None = None  # None = not sent
     stop: list[str] | None = None  # None = not sent
+    top_logprobs: int | None = None  # ask for each answer token's N most likely tokens; None = not asked
 
 
 @dataclass
@@ -66,6 +67,9 @@ class ChatResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False
+    # with ChatRequest.top_logprobs: one {"token", "logprob", "top": [[token, logprob], ...]} per answer token;
+    # None when not asked for, or when the endpoint returned none
+    logprobs: list[dict[str, Any]] | None = None
 
 
 class StrongClient:
@@ -223,6 +227,9 @@ class StrongClient:
             p["top_p"] = req.top_p
         if req.stop is not None:
             p["stop"] = req.stop
+        if req.top_logprobs is not None:
+            p["logprobs"] = True
+            p["top_logprobs"] = req.top_logprobs
         return p
 
     def _key(self, req: ChatRequest) -> str:
@@ -236,7 +243,7 @@ class StrongClient:
             return None
         self.usage.record_call(tag, cached=True)
         return ChatResult(text=hit["text"], prompt_tokens=hit.get("prompt_tokens", 0),
-                          completion_tokens=hit.get("completion_tokens", 0), cached=True)
+                          completion_tokens=hit.get("completion_tokens", 0), cached=True, logprobs=hit.get("logprobs"))
 
     async def _fetch(self, req: ChatRequest, tag: str) -> ChatResult:
         body = self._params(req)
@@ -259,8 +266,11 @@ class StrongClient:
                 await asyncio.sleep(self._backoff(attempt, e.retry_after))
                 continue
             if self.cache is not None:
-                self.cache.put(self._key(req), {"text": result.text, "prompt_tokens": result.prompt_tokens,
-                                                "completion_tokens": result.completion_tokens})
+                entry = {"text": result.text, "prompt_tokens": result.prompt_tokens,
+                         "completion_tokens": result.completion_tokens}
+                if result.logprobs is not None:
+                    entry["logprobs"] = result.logprobs
+                self.cache.put(self._key(req), entry)
             cost = (result.prompt_tokens * self.cfg.price_prompt_per_1k
                     + result.completion_tokens * self.cfg.price_completion_per_1k) / 1000
             self.usage.record_call(tag, prompt_tokens=result.prompt_tokens,
@@ -341,6 +351,7 @@ class StrongClient:
             text=str(message.get("content") or ""),
             prompt_tokens=_int(usage.get("prompt_tokens")),
             completion_tokens=_int(usage.get("completion_tokens")),
+            logprobs=parse_logprobs(first.get("logprobs")),
         )
 
     # -- error text ------------------------------------------------------------------------------

@@ -77,6 +77,22 @@ def safe_endpoint(url: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}".rstrip("/")
 
 
+def parse_logprobs(lp: object) -> list[dict] | None:
+    """OpenAI's ``choices[0].logprobs.content`` (llama.cpp's server returns the same shape), compacted to
+    ``{"token", "logprob", "top": [[token, logprob], ...]}`` per answer token; None if absent or malformed."""
+    content = lp.get("content") if isinstance(lp, dict) else None
+    if not isinstance(content, list):
+        return None
+    out = []
+    for t in content:
+        if not isinstance(t, dict) or not isinstance(t.get("token"), str):
+            return None
+        top = [[str(c["token"]), float(c["logprob"])] for c in t.get("top_logprobs") or []
+               if isinstance(c, dict) and "token" in c and isinstance(c.get("logprob"), (int, float))]
+        out.append({"token": t["token"], "logprob": float(t.get("logprob") or 0.0), "top": top})
+    return out
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date; None if absent/bad."""
     if not value:

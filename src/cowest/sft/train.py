@@ -153,8 +153,9 @@ def train_sft(cfg: RunConfig, rows: list[dict[str, Any]], out: Path) -> Any:
     from trl import SFTTrainer
 
     from cowest.errors import ConfigError, DataError
-    from cowest.training import is_main_process, load_tokenizer, precision_kwargs, resolve_base, trainer_kwargs
-    from cowest.training import write_full_marker
+    from cowest.training import (check_report_to, is_main_process, load_tokenizer, precision_kwargs, resolve_base,
+                                 trainer_kwargs)
+    from cowest.training import drop_trainer_dir, write_full_marker
 
     s = cfg.sft
     if not rows:
@@ -162,6 +163,7 @@ def train_sft(cfg: RunConfig, rows: list[dict[str, Any]], out: Path) -> Any:
     if s.load_in_4bit and not s.lora:
         raise ConfigError("sft.load_in_4bit=true (QLoRA) needs sft.lora=true: a 4-bit model cannot be fully fine-tuned")
     prec = precision_kwargs(bf16=s.bf16, fp16=s.fp16, load_in_4bit=s.load_in_4bit, section="sft")
+    check_report_to(s.report_to, "sft")
     path, gguf = resolve_base(cfg)
     tok = load_tokenizer(path, gguf)
     model = _load_for_sft(cfg, path, gguf, bf16=prec["bf16"])
@@ -187,9 +189,7 @@ def train_sft(cfg: RunConfig, rows: list[dict[str, Any]], out: Path) -> Any:
     # save_model is collective under FSDP/DeepSpeed: every rank calls it; it writes on the main one only.
     trainer.save_model(str(out))
     if is_main_process():
-        import shutil
-
-        shutil.rmtree(out.parent / "trainer", ignore_errors=True)  # save_strategy="no": only run metadata
+        drop_trainer_dir(out.parent)
         tok.save_pretrained(str(out))
         if not s.lora:
             write_full_marker(out, base=cfg.weak.model)

@@ -14,6 +14,9 @@ Fault kinds (one consumed per chat request; "ok" once the list runs out):
   truncated      200 with the JSON body cut in half
   empty_choices  200 with ``"choices": []``
   html           200 with an HTML page (a misrouted proxy / web server)
+A request with ``"logprobs": true`` gets OpenAI's ``choices[0].logprobs.content`` (``top_logprobs`` alternatives
+per token): from the responder when it returns ``{"content": text, "logprobs": logprobs_content(text, ...)}``,
+else every token certain (probability 1, no alternative).
 Run standalone: ``python -m cowest.testing.openai_server --port 8080``.
 """
 
@@ -23,7 +26,9 @@ import argparse
 import collections
 import hashlib
 import json
+import math
 import os
+import re
 import socket
 import threading
 import time
@@ -31,7 +36,7 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-Responder = Callable[[list[dict[str, Any]], dict[str, Any]], str]
+Responder = Callable[[list[dict[str, Any]], dict[str, Any]], "str | dict[str, Any]"]
 FaultSchedule = list[str] | Callable[[int, dict[str, Any]], str] | None
 
 FAULT_KINDS = ("ok", "stall", "drop", "truncated", "empty_choices", "html")
@@ -42,6 +47,23 @@ def default_responder(messages: list[dict[str, Any]], body: dict[str, Any]) -> s
     last = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
     digest = hashlib.sha256(str(last).encode("utf-8")).hexdigest()[:12]
     return f"Echo {digest}. The draft looks right.\nAnswer: A"
+
+
+def tokenize(text: str) -> list[str]:
+    """Word-and-punctuation tokens with their leading whitespace, as BPE tokenizers split ("Answer", ":", " B");
+    they join back to ``text``."""
+    return re.findall(r"\s*\w+|\s*[^\s\w]|\s+", text)
+
+
+def logprobs_content(text: str, alternatives: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
+    """OpenAI's ``logprobs.content`` for ``text``: a token listed in ``alternatives`` gets those
+    ``{token: probability}`` as its top alternatives (most likely first), every other token probability 1."""
+    out = []
+    for tok in tokenize(text):
+        alts = (alternatives or {}).get(tok, {tok: 1.0})
+        top = [{"token": t, "logprob": math.log(p), "bytes": None} for t, p in sorted(alts.items(), key=lambda a: -a[1])]
+        out.append({"token": tok, "logprob": math.log(alts.get(tok, 1.0)), "bytes": None, "top_logprobs": top})
+    return out
 
 
 def _words(text: Any) -> int:
@@ -170,15 +192,21 @@ class OpenAITestServer:
 
     def completion(self, body: dict[str, Any]) -> dict[str, Any]:
         messages = body.get("messages") or []
-        text = self.responder(messages, body)
+        reply = self.responder(messages, body)
+        text, lp = (reply["content"], reply.get("logprobs")) if isinstance(reply, dict) else (reply, None)
         prompt = sum(_words(m.get("content", "")) for m in messages)
         completion = _words(text)
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        if body.get("logprobs"):
+            n = int(body.get("top_logprobs") or 0)
+            content = lp if lp is not None else logprobs_content(text)
+            choice["logprobs"] = {"content": [{**t, "top_logprobs": t["top_logprobs"][:n]} for t in content]}
         return {
             "id": f"chatcmpl-{self.requests_total}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", self.model),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "choices": [choice],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
         }
 
