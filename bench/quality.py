@@ -14,6 +14,8 @@ Scales (2-core CPU, no GPU):
 - ``small``: 64 train / 40 eval questions, feedback on 16 (K=4): 31 min for prosocial_dialog, 29 min for ifqa.
 - ``default``: 128 / 64 / 32 (K=4): 44 min for medmcqa (measured, bench/RESULTS.md); ifqa's longer passages
   should take about twice its small run, well under the 2 h limit per task.
+- ``powered``: 256 / 300 / 256 (K=4), 10% of the feedback questions held out of DPO: enough eval questions to
+  detect a difference of a few points. Hours on 2 cores; a killed run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ SCALES: dict[str, list[str]] = {
     # align 4.4, eval 15.3); IfQA's passages make every call longer, hence the margin to 2 h.
     "default": ["task.n_train=128", "task.n_eval=64", "feedback.max_questions=32", "feedback.k=4", "sft.epochs=2",
                 "align.epochs=2"],
+    # issue 13's power: feedback on 256 questions (K=4), 300 eval questions, 10% of the feedback questions held
+    # out of DPO for its diagnostics. Several hours on 2 cores: every stage resumes, so it may span sessions.
+    "powered": ["task.n_train=256", "task.n_eval=300", "feedback.max_questions=256", "feedback.k=4", "sft.epochs=2",
+                "align.epochs=2", "align.eval_share=0.1"],
 }
 
 
