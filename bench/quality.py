@@ -85,13 +85,16 @@ def summary_md(r: dict[str, Any]) -> str:
     for s, info in m["systems"].items():
         d = info.get("delta_vs_cowest")
         ci = f"{d[0]:+.1f} [{d[1]:+.1f}, {d[2]:+.1f}]" if d else "(reference)"
+        mde = info.get("detectable_vs_cowest")
         rows.append([s, info["n"]] + [f"{info['metrics'][k]:.1f}" for k in names]  # already percent
-                    + [ci, info.get("unparsed"), info.get("strong_calls_needed"), info.get("strong_calls_paid"),
+                    + [ci, f"±{mde:.1f}" if mde is not None else "–", info.get("unparsed"), info.get("strong_calls_needed"), info.get("strong_calls_paid"),
                        info.get("strong_tokens")])
-    out.append(md_table(["system", "n"] + names + [f"Δ {m['primary_metric']} vs cowest, pts [95% CI]", "unparsed",
+    out.append(md_table(["system", "n"] + names + [f"Δ {m['primary_metric']} vs cowest, pts [95% CI]", "detectable Δ", "unparsed",
                                                     "strong calls needed", "strong calls paid", "strong tokens"], rows))
     out.append("\nΔ = system − cowest on the per-question primary metric, paired bootstrap (2000 resamples) "
-               "over the same questions; a CI that spans 0 means no detectable difference at this n.\n")
+               "over the same questions; a CI that spans 0 means no detectable difference at this n. Detectable Δ: the "
+               "smallest true difference this n detects with 80% power (two-sided 5%), from the spread of the "
+               "per-question differences.\n")
     for rnd, st in r["feedback_stats"].items():
         pairs = st.get("pairs") or 0
         per_pair = f"{st['strong_calls'] / pairs:.1f}" if pairs else "–"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cowest.config import load_config
 from cowest.eval.evaluate import run_eval, summarise
-from cowest.eval.stats import paired_bootstrap
+from cowest.stats import paired_bootstrap
 from cowest.inference.prompts import collab_messages, weak_messages
 from cowest.rundir import RunDir
 from cowest.tasks import get_task
@@ -95,3 +95,5 @@ def test_summarise_pairs_rows_by_question_id_not_by_file_order():
     summary = summarise(task, "dev", {"collab": rows(range(6)), "cowest": rows(reversed(range(6)))}, examples)
     # identical per question: every paired resample differs by exactly 0
     assert summary["systems"]["collab"]["delta_vs_cowest"] == [0.0, 0.0, 0.0]
+    # no disagreement seen: the detectable difference is that of one question in six, not 0
+    assert summary["systems"]["collab"]["detectable_vs_cowest"] > 0

@@ -11,7 +11,7 @@ def _summary():
         "systems": {
             "weak": {"n": 4, "metrics": {"accuracy": 50.0, "macro_f1": 40.0}, "strong_calls_needed": 0, "strong_calls_paid": 0,
                      "strong_tokens": 0,
-                     "delta_vs_cowest": [-25.0, -50.0, 0.0]},
+                     "delta_vs_cowest": [-25.0, -50.0, 0.0], "detectable_vs_cowest": 61.94},
             "cowest": {"n": 4, "metrics": {"accuracy": 75.0, "macro_f1": 70.0}, "strong_calls_needed": 4,
                        "strong_calls_paid": 1, "strong_tokens": 321},
         },
@@ -21,8 +21,9 @@ def _summary():
 
 def test_markdown_table_has_every_system_and_metric():
     md = markdown_table(_summary())
-    assert "| weak | 4 | 50.00 | 40.00 | -25.0 [-50.0, +0.0] | 0 | 0 | 0 |" in md
-    assert "| cowest | 4 | 75.00 | 70.00 | — | 4 | 1 | 321 |" in md
+    assert "| weak | 4 | 50.00 | 40.00 | -25.0 [-50.0, +0.0] | ±61.9 | 0 | 0 | 0 |" in md
+    assert "| cowest | 4 | 75.00 | 70.00 | — | — | 4 | 1 | 321 |" in md
+    assert "80% power" in md
     assert "example note" in md
     assert "strong calls needed | strong calls paid" in md and "cache hits excluded" in md
 

@@ -57,3 +57,30 @@ def test_real_ifqa_dev_loses_its_nine_training_repeats(shared_data):
     task = get_task(cfg.task)
     exs, dropped = eval_examples(cfg, task)
     assert dropped == 9 and len(exs) == len(task.load("dev")) - 9
+
+
+def test_heldout_train_examples_are_outside_the_training_subsample(tmp_path):
+    from cowest.tasks.splits import heldout_train_examples
+
+    rows = [{"question": f"question {i}?", "answer": "yes"} for i in range(30)]
+    rows.append({"question": "question 3?", "answer": "yes"})  # a repeat of a training question
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    cfg = load_config(None, ["task.name=jsonl", f"task.data={path}", "task.n_train=10", "seed=3"])
+    _, train = train_examples(cfg)
+    _, held = heldout_train_examples(cfg, 100, purpose="validation")
+    train_q = {e.question for e in train}
+    assert len(train) == 10 and held and not train_q & {e.question for e in held}
+    assert len(held) + len(train) <= 31
+    _, first5 = heldout_train_examples(cfg, 5, purpose="validation")
+    assert {e.id for e in first5} <= {e.id for e in held}  # a larger n extends a smaller one
+
+
+def test_heldout_train_examples_refuse_when_training_uses_everything(tmp_path):
+    from cowest.tasks.splits import heldout_train_examples
+
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps({"question": f"q{i}", "answer": "a"}) for i in range(5)) + "\n")
+    cfg = load_config(None, ["task.name=jsonl", f"task.data={path}"])
+    with pytest.raises(DataError, match="gate calibration needs training-split questions.*task.n_train below 5"):
+        heldout_train_examples(cfg, 3, purpose="gate calibration")

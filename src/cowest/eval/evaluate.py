@@ -16,7 +16,7 @@ from typing import Any
 from cowest.config import RunConfig
 from cowest.errors import ConfigError, DataError
 from cowest.eval.report import print_table, write_report
-from cowest.eval.stats import paired_bootstrap
+from cowest.stats import min_detectable_difference, paired_bootstrap
 from cowest.inference.systems import N_SUPERICL_DEMOS, SystemRunner, unsupported
 from cowest.rundir import RunDir, claim, done_fingerprint, fingerprint, strong_identity
 from cowest.tasks import get_task, subsample
@@ -83,6 +83,8 @@ def summarise(task: Any, split: str, rows_by_system: dict[str, list[dict[str, An
         for s in systems:
             if s != "cowest":
                 systems[s]["delta_vs_cowest"] = list(paired_bootstrap(per_item[s], per_item["cowest"]))
+                mde = min_detectable_difference(per_item[s], per_item["cowest"])
+                systems[s]["detectable_vs_cowest"] = mde if mde == mde else None  # nan (n < 2) is not JSON
     return {
         "task": task.name,
         "split": split,

@@ -21,18 +21,21 @@ def write_report(out_dir: Path, summary: dict[str, Any]) -> None:
 
 def _rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     metrics = summary["metric_names"]
-    head = ["system", "n", *metrics, f"Δ{summary['primary_metric']} vs cowest (95% CI)", "strong calls needed", "strong calls paid",
+    head = ["system", "n", *metrics, f"Δ{summary['primary_metric']} vs cowest (95% CI)", "detectable Δ", "strong calls needed", "strong calls paid",
             "strong tokens"]
     rows = []
     for name, s in summary["systems"].items():
         ci = s.get("delta_vs_cowest")
         ci_txt = f"{ci[0]:+.1f} [{ci[1]:+.1f}, {ci[2]:+.1f}]" if ci else "—"
+        mde = s.get("detectable_vs_cowest")
+        mde_txt = f"±{mde:.1f}" if mde is not None and mde == mde else "—"
         rows.append(
             [
                 name,
                 str(s["n"]),
                 *(f"{s['metrics'].get(m, float('nan')):.2f}" for m in metrics),
                 ci_txt,
+                mde_txt,
                 str(s.get("strong_calls_needed", 0)),
                 str(s.get("strong_calls_paid", 0)),
                 str(s.get("strong_tokens", 0)),
@@ -51,7 +54,9 @@ def markdown_table(summary: dict[str, Any]) -> str:
         *("| " + " | ".join(r) + " |" for r in rows),
         "",
         "Metrics in percent. Δ: the system minus cowest on the primary metric, paired bootstrap over "
-        "questions (2000 resamples). Strong calls needed: what the system asks of the strong model on its own "
+        "questions (2000 resamples). Detectable Δ: the smallest true difference this n would detect (two-sided 5% "
+        "test, 80% power, from the spread of the per-question differences); a smaller Δ is not evidence either way. "
+        "Strong calls needed: what the system asks of the strong model on its own "
         "(one call per question it sends there). Strong calls paid and strong tokens: this run's calls, cache "
         "hits excluded (a draft identical to another system's is answered from the cache).",
     ]

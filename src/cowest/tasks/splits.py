@@ -8,6 +8,7 @@ split is dropped, with a warning giving the count (IfQA's dev split repeats 9 of
 from __future__ import annotations
 
 import logging
+import random
 
 from cowest.config import RunConfig
 from cowest.errors import DataError
@@ -21,6 +22,28 @@ def train_examples(cfg: RunConfig) -> tuple[Task, list[Example]]:
     """The task and its training questions: ``task.n_train`` of them after a seeded shuffle."""
     task = get_task(cfg.task)
     return task, subsample(task.load(cfg.task.train_split), cfg.task.n_train, cfg.seed)
+
+
+def heldout_train_examples(cfg: RunConfig, n: int, *, purpose: str) -> tuple[Task, list[Example]]:
+    """``n`` training-split questions the run never trains on: the next ``n`` of the same seeded shuffle that
+    picks ``task.n_train`` (so they are outside SFT, feedback and DPO), with questions repeated from the
+    training subsample dropped. For tuning and calibration (``purpose`` names it in errors): never the eval
+    split."""
+    task = get_task(cfg.task)
+    pool = task.load(cfg.task.train_split)
+    n_train = cfg.task.n_train
+    spare = len(pool) - (n_train if n_train is not None else len(pool))
+    if n <= 0 or spare <= 0:
+        raise DataError(
+            f"{purpose} needs training-split questions outside the {n_train if n_train is not None else 'all'} "
+            f"used for training, but {cfg.task.train_split!r} has {len(pool)}: set task.n_train below {len(pool)}")
+    rng = random.Random(cfg.seed)
+    idx = list(range(len(pool)))
+    rng.shuffle(idx)  # the shuffle subsample() makes: its first n_train are the training questions
+    train = [pool[i] for i in idx[:n_train]]
+    held = [pool[i] for i in sorted(idx[n_train:n_train + n])]
+    held, _ = drop_seen(held, train)
+    return task, held
 
 
 def _key(ex: Example) -> str:
