@@ -56,7 +56,7 @@ def _cfg(tmp_path, tiny_model_dir, base_url, *extra):
         f"output_dir={tmp_path}", "name=gated", "task.name=demo", "task.n_train=40", "task.n_eval=10",
         f"weak.model={tiny_model_dir}", "weak.max_new_tokens=8", "weak.dtype=float32", f"strong.base_url={base_url}",
         "strong.api_key_env=null", "strong.max_concurrency=3", "gate.calibration_questions=12", "gate.agreement_k=2",
-        "gate.strong_share=0.4", "eval.systems=[weak,routed,random_gate]", *extra,
+        "gate.strong_share=0.4", "gate.score=seq_logprob", "eval.systems=[weak,routed,random_gate]", *extra,
     ])
 
 
@@ -83,6 +83,7 @@ def test_routed_and_random_gate_end_to_end_cost_no_new_calls(tmp_path, tiny_mode
                                                                                  "seq_logprob"}
     routed, rnd, collab = _rows(cfg, "routed"), _rows(cfg, "random_gate"), {r["id"]: r for r in _rows(cfg, "collab")}
     sent = [r for r in routed if r["route"] == "strong"]
+    assert 0 < len(sent) < 10  # both routes taken
     assert systems["routed"]["strong_calls_needed"] == len(sent)
     assert systems["routed"]["strong_calls_paid"] == 0 and systems["random_gate"]["strong_calls_paid"] == 0
     assert sum(r["route"] == "strong" for r in rnd) == len(sent)  # the same share

@@ -58,6 +58,7 @@ def test_choose_picks_the_best_auroc_or_the_configured_score():
     assert fixed["score"] == "seq_logprob" and fixed["calibrated_share"] == 0.25
     all_right = choose([{**r, "right": True} for r in rows], score="auto", share=0.5, n_resamples=10)
     assert all_right["aurocs"]["answer_prob"]["auroc"] is None and all_right["notes"]
+    assert all_right["score"] == "seq_logprob"  # the score every draft has
 
 
 def test_gate_config_is_validated():

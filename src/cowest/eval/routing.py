@@ -136,7 +136,7 @@ def _fmt_ci(v: list[float | None] | None, pct: bool = False) -> str:
     if v[1] is None or v[2] is None:
         return f"{m * v[0]:.{0 if pct else 2}f}{unit}"
     d = 0 if pct else 2
-    return f"{m * v[0]:.{d}f}{unit} [{m * v[1]:.{d}f}, {m * v[2]:.{d}f}]"
+    return f"{m * v[0]:.{d}f}{unit} [{m * v[1]:.{d}f}{unit}, {m * v[2]:.{d}f}{unit}]"
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -152,6 +152,7 @@ def markdown(r: dict[str, Any]) -> str:
         for name, a in (g.get("aurocs") or {}).items():
             lines.append(f"| {name}{' (chosen)' if name == g.get('score') else ''} | "
                          f"{_fmt_ci([a['auroc'], *a['ci']]) if a.get('auroc') is not None else 'undefined'} |")
+        lines += [f"- gate: {note}" for note in g.get("notes") or []]
         lines.append("")
     lines.append(f"Weak draft alone (0% strong calls): {r['weak_alone']:.1f}; {r['partner']} (100%): "
                  f"{r['collaboration']:.1f}; gap {r['gap']:+.1f} points (n={r['n']}).")

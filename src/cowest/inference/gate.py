@@ -154,10 +154,10 @@ def choose(rows: list[dict[str, Any]], *, score: str, share: float, seed: int = 
     chosen = score
     if score == "auto":
         valid = {k: v["auroc"] for k, v in aurocs.items() if v["auroc"] is not None}
-        chosen = max(valid, key=lambda k: valid[k]) if valid else "answer_prob"
+        chosen = max(valid, key=lambda k: valid[k]) if valid else "seq_logprob"
         if not valid:
-            notes.append("AUROC undefined (every calibration draft was right, or every one wrong): "
-                         "answer_prob chosen by default")
+            notes.append("AUROC undefined (every calibration draft was right, or every one wrong): seq_logprob "
+                         "chosen by default (the one score every draft has)")
     vals = [r["scores"].get(chosen) for r in rows]
     thr = threshold_for_share(vals, share)
     sent = [to_strong(v, thr) for v in vals]
