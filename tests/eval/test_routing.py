@@ -108,3 +108,24 @@ def test_routed_and_random_gate_end_to_end_cost_no_new_calls(tmp_path, tiny_mode
         again = run_eval(cfg, show=False)
         assert srv.outcomes["ok"] == 0
     assert again["routing"]["curve"] == route["curve"]
+
+
+def test_with_an_aligned_round_the_gate_routes_the_aligned_drafts_to_cowest(tmp_path, tiny_model_dir):
+    from support.aligned import aligned_adapter
+
+    with OpenAITestServer(answer_by_length) as srv:
+        cfg = _cfg(tmp_path, tiny_model_dir, srv.base_url, "eval.systems=[routed]")
+        aligned_adapter(cfg, tiny_model_dir)
+        summary = run_eval(cfg, show=False)
+        calls = srv.outcomes["ok"]
+    assert set(summary["systems"]) == {"cowest", "routed"} and "gate" not in summary["notes"]
+    assert "cowest added" in summary["notes"]["systems"]
+    assert calls == 10 and summary["systems"]["routed"]["strong_calls_paid"] == 0
+    assert json.loads((cfg.run_dir / "gate" / "gate.json").read_text())["model"] == "aligned"
+    cowest = {r["id"]: r for r in _rows(cfg, "cowest")}
+    for r in _rows(cfg, "routed"):
+        assert r["weak_draft"] == cowest[r["id"]]["weak_draft"]
+        if r["route"] == "strong":
+            assert r["strong_output"] == cowest[r["id"]]["strong_output"]
+    assert summary["routing"]["partner"] == "cowest"
+    assert summary["routing"]["curve"][-1] == pytest.approx(summary["systems"]["cowest"]["metrics"]["accuracy"])
