@@ -45,4 +45,7 @@ def calibrate(recipe: RecipeArg = None, overrides: OverridesArg = None, overwrit
         console.print(f"[yellow]note[/yellow]: {note}")
     console.print(f"gate: {gate.score} < {gate.threshold:.4g} goes to the strong model; target "
                   f"{100 * gate.strong_share:.0f}% strong calls, {100 * (info.get('calibrated_share') or 0):.0f}% on "
-                  f"the calibration questions\n{RunDir(cfg).gate / 'gate.json'}", soft_wrap=True)
+                  f"the calibration questions"
+                  + (f"; the drafts it keeps were right {100 * info['right_when_kept']:.0f}%"
+                     if info.get("right_when_kept") is not None else "")
+                  + f"\n{RunDir(cfg).gate / 'gate.json'}", soft_wrap=True)

@@ -170,7 +170,9 @@ def choose(rows: list[dict[str, Any]], *, score: str, share: float, seed: int = 
         "threshold": thr,
         "strong_share": share,
         "calibrated_share": sum(sent) / len(sent) if rows else None,
-        "right_when_kept": (sum(r for r, s in zip(right, sent) if not s) / max(1, sent.count(False))),
+        # how often the drafts the gate keeps (answered by the weak model alone) are right
+        "right_when_kept": (sum(r for r, s in zip(right, sent) if not s) / sent.count(False)
+                            if sent.count(False) else None),
         "notes": notes,
     }
 
