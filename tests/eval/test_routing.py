@@ -129,3 +129,15 @@ def test_with_an_aligned_round_the_gate_routes_the_aligned_drafts_to_cowest(tmp_
             assert r["strong_output"] == cowest[r["id"]]["strong_output"]
     assert summary["routing"]["partner"] == "cowest"
     assert summary["routing"]["curve"][-1] == pytest.approx(summary["systems"]["cowest"]["metrics"]["accuracy"])
+
+
+def test_gate_settings_move_only_the_gated_fingerprints(tmp_path):
+    from cowest.eval.evaluate import system_fingerprint
+    from cowest.rundir import RunDir
+
+    base = [f"output_dir={tmp_path}", "task.name=demo", "task.n_train=40"]
+    a, b = load_config(None, base), load_config(None, [*base, "gate.strong_share=0.3", "gate.agreement_k=8"])
+    for s in ("weak", "strong", "superICL", "collab", "cowest"):
+        assert system_fingerprint(a, RunDir(a), s) == system_fingerprint(b, RunDir(b), s)
+    for s in ("routed", "random_gate"):
+        assert system_fingerprint(a, RunDir(a), s) != system_fingerprint(b, RunDir(b), s)
