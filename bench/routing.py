@@ -48,7 +48,7 @@ def figures(summary: dict[str, Any]) -> dict[str, Any]:
     g = r.get("gate") or {}
     out: dict[str, Any] = {
         "task": summary["task"], "split": summary["split"], "n": r["n"], "partner": partner,
-        "aurocs": g.get("aurocs"), "score": g.get("score"), "threshold": g.get("threshold"),
+        "aurocs": g.get("aurocs"), "eval_auroc": r.get("eval_auroc"), "score": g.get("score"), "threshold": g.get("threshold"),
         "target_share": g.get("strong_share"), "calibration_n": g.get("n"), "gate_model": g.get("model"),
         "weak_alone": r["weak_alone"], "collaboration": r["collaboration"], "gap": r["gap"],
         "apgr": r["apgr"], "cpt50": r["cpt50"], "cpt80": r["cpt80"], "systems": {}, "comparisons": r["comparisons"],
@@ -88,6 +88,7 @@ def markdown(f: dict[str, Any], command: str) -> str:
                         [[k + (" (chosen)" if k == f["score"] else ""),
                           _ci([a["auroc"], *a["ci"]]) if a.get("auroc") is not None else "undefined"]
                          for k, a in (f["aurocs"] or {}).items()]))
+    out.append(f"\nAUROC of `{f['score']}` on the eval questions: {_ci(f.get('eval_auroc'))}.")
     out.append(f"\nWeak draft alone {f['weak_alone']:.1f}, {f['partner']} {f['collaboration']:.1f}: gap "
                f"{f['gap']:+.1f} points.\n")
     if f["apgr"] is None:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cowest.inference.gate import auroc_ci
 from cowest.stats import min_detectable_difference, paired_bootstrap
 
 GRID = [i / 10 for i in range(11)]
@@ -110,6 +111,8 @@ def analyse(rows_by_system: dict[str, list[dict[str, Any]]], ids: list[str], key
         "resamples_with_gap": len(boot["apgr"]), "resamples": n_resamples, "curve": cv, "grid": grid,
         "gate": gate, "points": {}, "comparisons": {},
     }
+    a = auroc_ci(conf, [w >= 0.5 for w in weak], n_resamples=n_resamples, seed=seed)
+    out["eval_auroc"] = list(a) if a[0] == a[0] else None  # the chosen score on these (eval) questions
     for f in ("apgr", "cpt50", "cpt80"):
         out[f] = None if est[f] is None else [est[f], *(_ci(boot[f]) or [None, None])]
     per = {partner: strong}
@@ -154,6 +157,9 @@ def markdown(r: dict[str, Any]) -> str:
                          f"{_fmt_ci([a['auroc'], *a['ci']]) if a.get('auroc') is not None else 'undefined'} |")
         lines += [f"- gate: {note}" for note in g.get("notes") or []]
         lines.append("")
+    ea = r.get("eval_auroc")
+    lines.append(f"AUROC of `{g.get('score', 'the gate score')}` on the eval questions: "
+                 f"{_fmt_ci(ea) if ea else 'undefined (all drafts right or all wrong)'}.")
     lines.append(f"Weak draft alone (0% strong calls): {r['weak_alone']:.1f}; {r['partner']} (100%): "
                  f"{r['collaboration']:.1f}; gap {r['gap']:+.1f} points (n={r['n']}).")
     if r["apgr"] is None:
