@@ -7,7 +7,7 @@ import pytest
 
 from cowest.config import load_config
 from cowest.eval.evaluate import run_eval
-from cowest.eval.routing import analyse, curve, figures, markdown
+from cowest.eval.routing import analyse, curve, figures, markdown, one_line
 from cowest.testing.openai_server import OpenAITestServer
 
 
@@ -48,6 +48,7 @@ def test_analyse_reports_a_negative_gap_plainly():
     r = analyse({"routed": routed, "cowest": cowest}, ids, "accuracy", partner="cowest", n_resamples=50)
     assert r["gap"] == pytest.approx(-50.0) and r["apgr"] is None
     assert "not better than the weak draft alone" in markdown(r)
+    assert "APGR/CPT undefined" in one_line(r)
     assert r["comparisons"]["routed - cowest"]["delta"][0] == pytest.approx(50.0)
 
 

@@ -85,6 +85,8 @@ def print_table(summary: dict[str, Any]) -> None:
     console.print(table)
     for k, v in (summary.get("notes") or {}).items():
         console.print(f"[yellow]{k}[/yellow]: {v}")
+    if summary.get("routing"):
+        console.print(routing.one_line(summary["routing"]))
 
 
 def bar_chart(summary: dict[str, Any], path: Path) -> None:

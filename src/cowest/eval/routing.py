@@ -184,6 +184,14 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def one_line(r: dict[str, Any]) -> str:
+    """The routing figures in one line, for the terminal."""
+    head = f"routing ({r['partner']}, gap {r['gap']:+.1f} points): "
+    if r["apgr"] is None:
+        return head + "no gap to recover (the collaboration is not better than the weak draft): APGR/CPT undefined"
+    return head + f"APGR {_fmt_ci(r['apgr'])}, CPT(50%) {_fmt_ci(r['cpt50'], True)}, CPT(80%) {_fmt_ci(r['cpt80'], True)}"
+
+
 def plot(r: dict[str, Any], path: Path, title: str = "") -> None:
     import matplotlib
 
