@@ -4,7 +4,10 @@
     cowest eval recipes/medmcqa_cpu.yaml task.n_eval=100 eval.systems=[weak,strong,collab]
 
 Writes ``runs/<name>/eval/``: ``predictions/<system>.jsonl`` (prompt, weak draft, strong output, parsed
-answer, per-item scores), ``metrics.json``, ``report.md`` and ``systems.png``.
+answer, per-item scores), ``metrics.json``, ``report.md`` and ``systems.png``. With ``routed`` (the
+confidence gate + CoWest) or ``random_gate`` among the systems, the gate is calibrated first
+(``runs/<name>/gate/``, :mod:`cowest.inference.gate`) and the report adds the routing curve
+(:mod:`cowest.eval.routing`, ``routing.png``).
 """
 
 from __future__ import annotations
