@@ -39,6 +39,23 @@ def test_threshold_sends_the_target_share(share, expected):
     assert all(s < min([x for x in scores if x not in sent], default=math.inf) for s in sent)  # the lowest go
 
 
+def test_tied_scores_go_together_nearest_the_target():
+    # agreement-like scores: 2 at 0, 5 at 0.5, 3 at 1 (n=10)
+    scores = [0.0, 0.5, 1.0, 0.5, 0.0, 0.5, 1.0, 0.5, 0.5, 1.0]
+
+    def sent(share):
+        thr = threshold_for_share(scores, share)
+        return sum(to_strong(s, thr) for s in scores)
+
+    assert sent(0.2) == 2  # exact: the two zeros
+    assert sent(0.3) == 2  # 2 (off by 1) is nearer 3 than 7 (off by 4)
+    assert sent(0.5) == 7  # 7 (off by 2) is nearer 5 than 2 (off by 3)
+    # 2 at 0, 4 at 0.5, 4 at 1: a target of 4 is 2 off both ways, and the tied group goes (quality first)
+    even = [0.0, 0.0, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 1.0, 1.0]
+    thr = threshold_for_share(even, 0.4)
+    assert sum(to_strong(s, thr) for s in even) == 6
+
+
 def test_missing_scores_always_go_to_the_strong_model():
     scores = [None, 0.4, None, 0.9]
     thr = threshold_for_share(scores, 0.0)

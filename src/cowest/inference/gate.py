@@ -112,8 +112,9 @@ def to_strong(score: Score, threshold: float) -> bool:
 
 def threshold_for_share(scores: Sequence[Score], share: float) -> float:
     """The threshold that sends round(share * n) of these drafts (the lowest-scoring) to the strong model: the
-    midpoint between the last one sent and the first one kept. Drafts without a score always go; tied scores
-    go or stay together, so ties can make the share smaller."""
+    midpoint between the last one sent and the first one kept. Drafts without a score always go. Tied scores
+    go or stay together (a discrete score such as ``agreement`` ties often): the tied group goes when that
+    lands nearer the target share than keeping it (and on an equal distance, so quality is not risked)."""
     vals = sorted(_ranked(scores))
     finite = [v for v in vals if v != -math.inf]
     n = len(vals)
@@ -124,7 +125,14 @@ def threshold_for_share(scores: Sequence[Score], share: float) -> float:
         return finite[-1] + 1.0
     if m == 0 or vals[m - 1] == -math.inf:
         return vals[m]
-    return (vals[m - 1] + vals[m]) / 2 if vals[m - 1] < vals[m] else vals[m]
+    if vals[m - 1] < vals[m]:
+        return (vals[m - 1] + vals[m]) / 2
+    tie = vals[m]
+    below = sum(v < tie for v in vals)  # sent when the tied group stays
+    upto = sum(v <= tie for v in vals)  # sent when it goes
+    if m - below < upto - m:
+        return tie
+    return (tie + vals[upto]) / 2 if upto < n else tie + 1.0
 
 
 @dataclass
