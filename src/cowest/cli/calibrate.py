@@ -41,7 +41,11 @@ def calibrate(recipe: RecipeArg = None, overrides: OverridesArg = None, overwrit
         table.add_row(name + (" (chosen)" if name == gate.score else ""), txt)
     console = Console()
     console.print(table)
-    for note in info.get("notes", []):
+    notes = list(info.get("notes", []))
+    if kind == "sft":
+        notes.insert(0, "no aligned round has finished: the gate scores the SFT model's drafts"
+                     + ("" if RunDir(cfg).collab_adapter() else " (no SFT adapter either: the base model's)"))
+    for note in notes:
         console.print(f"[yellow]note[/yellow]: {note}")
     console.print(f"gate: {gate.score} < {gate.threshold:.4g} goes to the strong model; target "
                   f"{100 * gate.strong_share:.0f}% strong calls, {100 * (info.get('calibrated_share') or 0):.0f}% on "
