@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from cowest.eval.tables import markdown, print_rich
 from cowest.stats import min_detectable_difference, paired_bootstrap, wilson
 
 RIGHT = ("right = the per-item primary score ({key}) equals 1 (a graded score below 1 is wrong); "
@@ -48,7 +49,7 @@ def weak_answer(task: Any, row: dict[str, Any], example: Any) -> str | None:
     return task.parse_answer(draft, example=example) if draft else None
 
 
-def _rate(k: int, n: int) -> list[float] | None:
+def rate(k: int, n: int) -> list[float] | None:
     ci = wilson(k, n)
     return list(ci) if ci is not None else None
 
@@ -72,8 +73,8 @@ def flips(final: Sequence[bool], ref: Sequence[bool], *, gain: str, loss: str, r
     return {
         "n": len(ref),
         f"{ref_name}_wrong": ref_wrong, f"{ref_name}_right": ref_right,
-        gain: g, f"{gain}_rate": _rate(g, ref_wrong),
-        loss: lo, f"{loss}_rate": _rate(lo, ref_right),
+        gain: g, f"{gain}_rate": rate(g, ref_wrong),
+        loss: lo, f"{loss}_rate": rate(lo, ref_right),
         "net": g - lo,
         **_paired(list(final), list(ref)),
     }
@@ -131,13 +132,13 @@ _STRONG_COLS = ("helped", "misled", "strong", "strong wrong → right (helped)",
 _WEAK_COLS = ("corrected", "corrupted", "weak", "draft wrong → right (corrected)", "draft right → wrong (corrupted)")
 
 
-def _cell(k: int, n: int, rate: list[float] | None) -> str:
+def cell(k: int, n: int, rate: list[float] | None) -> str:
     if rate is None:
         return f"{k}/{n}"
     return f"{k}/{n} = {rate[0]:.1f}% [{rate[1]:.1f}, {rate[2]:.1f}]"
 
 
-def _delta(t: dict[str, Any]) -> str:
+def delta_cell(t: dict[str, Any]) -> str:
     d = t.get("delta")
     if not d or d[1] != d[1]:
         return "—"
@@ -156,17 +157,12 @@ def flip_rows(flip: dict[str, Any], side: str) -> tuple[list[str], list[list[str
         t = s.get(side)
         if t is None:
             continue
-        row = [name, str(t["n"]), _cell(t[gain], t[f"{ref}_wrong"], t[f"{gain}_rate"]),
-               _cell(t[loss], t[f"{ref}_right"], t[f"{loss}_rate"]), f"{t['net']:+d}", _delta(t)]
+        row = [name, str(t["n"]), cell(t[gain], t[f"{ref}_wrong"], t[f"{gain}_rate"]),
+               cell(t[loss], t[f"{ref}_right"], t[f"{loss}_rate"]), f"{t['net']:+d}", delta_cell(t)]
         if side == "vs_weak":
             row.insert(4, str(t["weak_unparsed"]))
         rows.append(row)
     return head, rows
-
-
-def _md(head: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|",
-            *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 def flips_markdown(flip: dict[str, Any] | None, *, level: str = "##") -> str:
@@ -177,7 +173,7 @@ def flips_markdown(flip: dict[str, Any] | None, *, level: str = "##") -> str:
     for side, title in (("vs_strong", "Against the strong model alone"), ("vs_weak", "Against the weak draft")):
         head, rows = flip_rows(flip, side)
         if rows:
-            lines += [f"{title}:", "", *_md(head, rows), ""]
+            lines += [f"{title}:", "", *markdown(head, rows), ""]
     if flip["systems"]:
         lines.append(
             f"Counts k/n with the rate and its Wilson 95% CI; n is the subset the flip can happen in (helped: "
@@ -195,18 +191,11 @@ def print_flips(flip: dict[str, Any] | None, console: Any = None) -> None:
     if not flip:
         return
     from rich.console import Console
-    from rich.table import Table
 
     console = console or Console()
     for side, title in (("vs_strong", "flips against the strong model alone"), ("vs_weak", "flips against the weak draft")):
         head, rows = flip_rows(flip, side)
-        if not rows:
-            continue
-        table = Table(title=title)
-        for h in head:
-            table.add_column(h, justify="left" if h == "system" else "right")
-        for r in rows:
-            table.add_row(*r)
-        console.print(table)
+        if rows:
+            print_rich(title, head, rows, console=console)
     for k, v in (flip.get("notes") or {}).items():
         console.print(f"[yellow]{k}[/yellow]: {v}")

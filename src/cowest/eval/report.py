@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cowest.eval.flips import flips_markdown, print_flips
+from cowest.eval.tables import print_rich
 from cowest.io import write_json, write_text
 
 
@@ -69,19 +70,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
 
 
 def print_table(summary: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     head, rows = _rows(summary)
-    table = Table(title=f"{summary['task']} ({summary['split']}, n={summary['n']})")
-    for h in head:
-        table.add_column(h, justify="left" if h == "system" else "right")
-    for r in rows:
-        table.add_row(*r)
-    console = Console()
-    console.print(table)
-    for k, v in (summary.get("notes") or {}).items():
-        console.print(f"[yellow]{k}[/yellow]: {v}")
+    console = print_rich(f"{summary['task']} ({summary['split']}, n={summary['n']})", head, rows, summary.get("notes"))
     print_flips(summary.get("flips"), console)
 
 
