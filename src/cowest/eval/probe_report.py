@@ -33,7 +33,7 @@ def rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     ref = result["endpoints"][0]["name"] if result["endpoints"] else "?"
     head = ["endpoint", "n", "strong alone", "collab", "corrected", "corrupted", "helped", "misled",
             f"Δ collab vs {ref} (95% CI) (detectable)", "collab calls", "collab tokens", "collab cost",
-            "paid calls"]
+            "paid calls (alone + collab)"]
     deltas = {c["endpoint"]: c for c in result.get("comparisons", [])}
     out = []
     for e in result["endpoints"]:
@@ -84,14 +84,22 @@ def write_probe(out_dir: Path, result: dict[str, Any]) -> None:
     write_text(out_dir / "probe.md", markdown(result))
 
 
+# the terminal gets the table in three narrower parts: quality, corrections, cost
+TERMINAL_PARTS = (("accuracy", (0, 1, 2, 3, 8)), ("corrections", (0, 4, 5, 6, 7)), ("cost", (0, 9, 10, 11, 12)))
+
+
 def print_probe(result: dict[str, Any]) -> None:
     head, body = rows(result)
-    print_rich(f"cowest probe: {result['task']} (n={result['n']})", head, body, result.get("notes"))
+    console = None
+    for i, (part, cols) in enumerate(TERMINAL_PARTS):
+        last = i == len(TERMINAL_PARTS) - 1
+        console = print_rich(f"cowest probe: {result['task']} (n={result['n']}): {part}", [head[c] for c in cols],
+                             [[r[c] for c in cols] for r in body], result.get("notes") if last else None, console)
 
 
 BARS = (("strong alone", lambda e: e["strong_accuracy"]), ("collab", lambda e: e["collab_accuracy"]),
         ("corrected", lambda e: (e.get("vs_weak") or {}).get("corrected_rate")),
-        ("corrupted", lambda e: (e.get("vs_weak") or {}).get("corrupted_rate")))
+        ("corrupted (lower is better)", lambda e: (e.get("vs_weak") or {}).get("corrupted_rate")))
 
 
 def bar_plot(result: dict[str, Any], path: Path) -> None:
@@ -103,7 +111,7 @@ def bar_plot(result: dict[str, Any], path: Path) -> None:
 
     eps = result["endpoints"]
     width = 0.8 / len(BARS)
-    fig, ax = plt.subplots(figsize=(1.8 * len(eps) + 2.5, 3.6))
+    fig, ax = plt.subplots(figsize=(1.8 * len(eps) + 2.5, 4.0))
     for j, (label, get) in enumerate(BARS):
         cis = [get(e) for e in eps]
         xs = [i + j * width for i in range(len(eps))]
@@ -114,7 +122,7 @@ def bar_plot(result: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("percent (95% CI)")
     ax.set_ylim(0, 105)
     ax.set_title(f"cowest probe: {result['task']} (n={result['n']})")
-    ax.legend(loc="upper left", fontsize=7, ncol=2)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), fontsize=7, ncol=len(BARS), frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
