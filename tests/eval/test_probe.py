@@ -117,9 +117,18 @@ def test_two_endpoints_table_resume_and_no_secret(tmp_path, tiny_model_dir, monk
         assert (good.requests_total, bad.requests_total) == (2 * N, 2 * N + 2)
         assert len(_lines(rows)) == N and again["endpoints"][1]["vs_weak"] == result["endpoints"][1]["vs_weak"]
 
-        # the same name on another endpoint is refused, not mixed
-        with pytest.raises(ConfigError, match="pass --overwrite"):
-            run_probe(cfg, [parse_endpoint(f"good=base_url={bad.base_url}")], questions=N, show=False)
+        # the same name on another endpoint is refused, not mixed, before any endpoint is asked
+        with pytest.raises(ConfigError, match="endpoint 'good'.*pass --overwrite"):
+            run_probe(cfg, [parse_endpoint(f"new=base_url={good.base_url}"), parse_endpoint(f"good=base_url={bad.base_url}")],
+                      questions=N, show=False)
+        assert (good.requests_total, bad.requests_total) == (2 * N, 2 * N + 2)
+        # with --overwrite its rows are asked again, of the new endpoint: the cache is per endpoint, so they come
+        # from the answers that server gave before (no request), never from the old endpoint's
+        swapped = run_probe(cfg, [parse_endpoint(f"good=base_url={bad.base_url}")], questions=N, overwrite=True,
+                            show=False)
+        assert (good.requests_total, bad.requests_total) == (2 * N, 2 * N + 2)
+        assert swapped["endpoints"][0]["vs_weak"]["corrected"] == 0
+        assert len(_lines(out / "good" / "collab.jsonl")) == N
 
 
 @pytest.mark.parametrize("spec, message", [

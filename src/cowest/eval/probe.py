@@ -136,15 +136,28 @@ def drafting_model(cfg: RunConfig) -> tuple[str, str | None, str]:
     return kind, adapter, fingerprint(task, decoding, kind, stage)
 
 
-def make_drafts(cfg: RunConfig, task: Any, examples: list[Any], out_dir: Path, *, overwrite: bool) -> dict[str, dict]:
+def claim_outputs(cfg: RunConfig, configs: dict[str, RunConfig], out_dir: Path, *, overwrite: bool) -> None:
+    """Before any work: the drafts and every endpoint's rows must have been made as this run would make them
+    (else refused, or cleared with ``overwrite``), so a refusal never comes after paid calls."""
+    drafts_fp = drafting_model(cfg)[2]
+    claim(out_dir / "drafts.fingerprint", drafts_fp, overwrite=overwrite,
+          clear=lambda: (out_dir / "drafts.jsonl").unlink(missing_ok=True),
+          refusal=f"the probe drafts in {out_dir} were made by another weak model or decoding; "
+                  "pass --overwrite to redraft (and re-ask every endpoint)")
+    for name, ecfg in configs.items():
+        d = out_dir / name
+        claim(d / "rows.fingerprint", fingerprint(endpoint_identity(ecfg), drafts_fp), overwrite=overwrite,
+              clear=lambda d=d: [(d / f"{s}.jsonl").unlink(missing_ok=True) for s in ("strong", "collab")],
+              refusal=f"endpoint {name!r}'s rows in {d} were asked of another endpoint or on other drafts; "
+                      "pass --overwrite to ask again (or give this endpoint another name)")
+
+
+def make_drafts(cfg: RunConfig, task: Any, examples: list[Any], out_dir: Path) -> dict[str, dict]:
     """The drafts of ``examples`` by id, made once (``drafts.jsonl``) and reused for every endpoint."""
     from cowest.weights import weak_for
 
-    kind, _, fp = drafting_model(cfg)
+    kind = drafting_model(cfg)[0]
     path = out_dir / "drafts.jsonl"
-    claim(out_dir / "drafts.fingerprint", fp, overwrite=overwrite, clear=lambda: path.unlink(missing_ok=True),
-          refusal=f"the probe drafts in {out_dir} were made by another weak model or decoding; "
-                  "pass --overwrite to redraft (and re-ask every endpoint)")
     with JsonlAppender(path, key_field="id") as out:
         todo = [ex for ex in examples if ex.id not in out.done]
         if todo:
@@ -163,16 +176,11 @@ def make_drafts(cfg: RunConfig, task: Any, examples: list[Any], out_dir: Path, *
 # one endpoint
 
 
-def ask_endpoint(cfg: RunConfig, name: str, task: Any, examples: list[Any], drafts: dict[str, dict], out_dir: Path,
-                 *, drafts_fp: str, overwrite: bool) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+def ask_endpoint(cfg: RunConfig, name: str, task: Any, examples: list[Any], drafts: dict[str, dict],
+                 out_dir: Path) -> tuple[dict[str, list[dict]], dict[str, Any]]:
     """The endpoint's strong-alone and collaboration rows for ``examples`` (asking only what is missing), and
-    this run's usage by tag."""
-    d = out_dir / name
-    files = {s: d / f"{s}.jsonl" for s in ("strong", "collab")}
-    claim(d / "rows.fingerprint", fingerprint(endpoint_identity(cfg), drafts_fp), overwrite=overwrite,
-          clear=lambda: [p.unlink(missing_ok=True) for p in files.values()],
-          refusal=f"endpoint {name!r}'s rows in {d} were asked of another endpoint or on other drafts; "
-                  "pass --overwrite to ask again (or give this endpoint another name)")
+    this run's usage by tag. Its rows were claimed first (:func:`claim_outputs`)."""
+    files = {s: out_dir / name / f"{s}.jsonl" for s in ("strong", "collab")}
     if cfg.strong.cache and not cfg.strong.cache_path:
         own = out_dir / "cache" / f"{endpoint_identity(cfg)}.sqlite"
         cfg = dataclasses.replace(cfg, strong=dataclasses.replace(cfg.strong, cache_path=str(own)))
@@ -285,14 +293,13 @@ def run_probe(cfg: RunConfig, endpoints: list[Endpoint], *, questions: int = 64,
         notes["weak model"] = "the run has no SFT or aligned weak model: the drafts are the base model's"
     if cfg.task.format == "knowledge":
         notes["flips vs weak"] = "task.format=knowledge: the drafts hold knowledge, not an answer: no corrections"
-    drafts = make_drafts(cfg, task, examples, out_dir, overwrite=overwrite)
+    claim_outputs(cfg, configs, out_dir, overwrite=overwrite)
+    drafts = make_drafts(cfg, task, examples, out_dir)
     examples = [ex for ex in examples if ex.id in drafts]
-    drafts_fp = drafting_model(cfg)[2]
     rows: dict[str, dict[str, list[dict]]] = {}
     usage: dict[str, dict[str, Any]] = {}
     for ep in endpoints:
-        rows[ep.name], usage[ep.name] = ask_endpoint(configs[ep.name], ep.name, task, examples, drafts, out_dir,
-                                                     drafts_fp=drafts_fp, overwrite=overwrite)
+        rows[ep.name], usage[ep.name] = ask_endpoint(configs[ep.name], ep.name, task, examples, drafts, out_dir)
     # every endpoint on the same questions: those each of them answered both ways
     common = {ex.id for ex in examples}
     for r in rows.values():
