@@ -8,7 +8,7 @@ import re
 import pytest
 
 from cowest.config import load_config
-from cowest.errors import ConfigError
+from cowest.errors import ConfigError, StrongAPIError
 from cowest.eval.probe import Endpoint, endpoint_configs, parse_endpoint, run_probe, shown
 from cowest.rundir import RunDir
 from cowest.tasks import get_task
@@ -116,6 +116,14 @@ def test_two_endpoints_table_resume_and_no_secret(tmp_path, tiny_model_dir, monk
         again = run_probe(cfg2, _endpoints(good, bad), questions=N, show=False)
         assert (good.requests_total, bad.requests_total) == (2 * N, 2 * N + 2)
         assert len(_lines(rows)) == N and again["endpoints"][1]["vs_weak"] == result["endpoints"][1]["vs_weak"]
+
+        # an endpoint that fails is left out with a note; the others' figures stand
+        dead = parse_endpoint("dead=base_url=http://127.0.0.1:9/v1,max_retries=0")
+        partial = run_probe(cfg, [*_endpoints(good, bad), dead], questions=N, show=False)
+        assert [x["name"] for x in partial["endpoints"]] == ["good", "bad"]
+        assert "left out" in partial["notes"]["endpoint dead"] and "dead" in (out / "probe.md").read_text()
+        with pytest.raises(StrongAPIError):
+            run_probe(cfg, [dead], questions=N, show=False)
 
         # the same name on another endpoint is refused, not mixed, before any endpoint is asked
         with pytest.raises(ConfigError, match="endpoint 'good'.*pass --overwrite"):

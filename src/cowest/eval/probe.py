@@ -32,7 +32,7 @@ from typing import Any
 
 from cowest.config import RunConfig, with_overrides
 from cowest.endpoint import open_strong
-from cowest.errors import ConfigError
+from cowest.errors import ConfigError, CowestError, ModelError, StrongAPIError
 from cowest.eval.flips import is_right, item_key, rate, system_flips
 from cowest.eval.probe_report import print_probe, write_probe
 from cowest.inference import prompts
@@ -298,8 +298,16 @@ def run_probe(cfg: RunConfig, endpoints: list[Endpoint], *, questions: int = 64,
     examples = [ex for ex in examples if ex.id in drafts]
     rows: dict[str, dict[str, list[dict]]] = {}
     usage: dict[str, dict[str, Any]] = {}
+    failed: list[CowestError] = []
     for ep in endpoints:
-        rows[ep.name], usage[ep.name] = ask_endpoint(configs[ep.name], ep.name, task, examples, drafts, out_dir)
+        try:
+            rows[ep.name], usage[ep.name] = ask_endpoint(configs[ep.name], ep.name, task, examples, drafts, out_dir)
+        except (StrongAPIError, ModelError) as e:  # one endpoint down must not lose the others' figures
+            failed.append(e)
+            notes[f"endpoint {ep.name}"] = f"left out: {e} (its finished rows are kept: run again to resume)"
+    if not rows:
+        raise failed[0]
+    endpoints = [ep for ep in endpoints if ep.name in rows]
     # every endpoint on the same questions: those each of them answered both ways
     common = {ex.id for ex in examples}
     for r in rows.values():
