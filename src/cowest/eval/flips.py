@@ -8,9 +8,10 @@ task's ``parse_answer``): *corrected* = draft wrong, final right; *corrupted* = 
 Right means the task's per-item primary score (``em`` for IfQA, ``accuracy`` otherwise, as in
 ``eval.evaluate.summarise``) equals 1; a graded score below 1 counts as wrong. A draft with no parseable answer
 is wrong. A row without a strong output (a system that answered from the draft alone) keeps the draft's
-answer, so it flips nothing against the draft. Rates are over the subset they can happen in (helped / strong-wrong, misled / strong-right,
-corrected / draft-wrong, corrupted / draft-right), with Wilson 95% CIs; the net change (the system's primary
-score minus the reference's) gets a paired bootstrap CI and the smallest detectable difference.
+answer, so it flips nothing against the draft. Rates are over the subset they can happen in (helped /
+strong-wrong, misled / strong-right, corrected / draft-wrong, corrupted / draft-right), with Wilson 95% CIs;
+the net change (the system's primary score minus the reference's) gets a paired bootstrap CI and the
+smallest detectable difference.
 
 Pure functions over prediction rows (``eval/predictions/<system>.jsonl``, or ``cowest probe``'s rows):
 :func:`flip_tables` computes, :func:`flips_markdown` and :func:`print_flips` render.
