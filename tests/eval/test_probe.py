@@ -174,3 +174,27 @@ def test_endpoint_specs_parse_and_check():
 def test_reports_show_no_credentials_in_an_endpoint_url():
     ep = parse_endpoint("x=base_url=https://user:sk-secret@api.example.com/v1?key=sk-other,max_tokens=9")
     assert shown(ep.overrides) == ["strong.base_url=https://api.example.com/v1", "strong.max_tokens=9"]
+
+
+def test_knowledge_format_has_no_corrections_but_keeps_the_rest():
+    from cowest.eval.probe import summarise_endpoint
+    from cowest.eval.probe_report import markdown
+    from cowest.tasks.base import Example
+
+    cfg = load_config(None, ["task.name=demo", "task.format=knowledge"])
+    exs = [Example(id=f"q{i}", question=f"q{i}", gold=["A"]) for i in range(4)]
+    drafts = {ex.id: {"weak_draft": "Background: ...", "weak_prediction": None} for ex in exs}
+
+    def rows(system, right):
+        return [{"id": ex.id, "prediction": "A" if r else "B", "strong_output": "x", "scores": {"accuracy": float(r)},
+                 "prompt_tokens": 10, "completion_tokens": 2, **({"weak_draft": "Background: ..."} if system == "collab" else {})}
+                for ex, r in zip(exs, right)]
+
+    e = summarise_endpoint(cfg, "k", (), TASK, {"strong": rows("strong", [1, 0, 0, 0]), "collab": rows("collab", [1, 1, 0, 0])},
+                           drafts, exs, {})
+    assert e["vs_weak"] is None and (e["vs_strong"]["helped"], e["vs_strong"]["misled"]) == (1, 0)
+    assert e["collab_accuracy"][0] == 50.0 and e["cost"]["collab"] == {
+        "calls": 4, "prompt_tokens": 40, "completion_tokens": 8, "cost_usd": None}
+    result = {"task": "demo", "questions": "4", "n": 4, "drafting_model": {"kind": "sft", "adapter": None},
+              "right": "right = per-item accuracy equals 1", "endpoints": [e], "comparisons": [], "notes": {}}
+    assert "| k | 4 | 25.0 [4.6, 69.9] | 50.0 [15.0, 85.0] | — | — | 1/3 = 33.3%" in markdown(result)
