@@ -8,29 +8,12 @@ from cowest.config import load_config
 from cowest.eval.evaluate import run_eval, summarise
 from cowest.stats import paired_bootstrap
 from cowest.inference.prompts import collab_messages, weak_messages
-from cowest.rundir import RunDir
 from cowest.tasks import get_task
 from cowest.tasks.base import Example
 from cowest.testing.openai_server import OpenAITestServer
+from support.tiny import save_aligned_adapter
 
 IFQA = Path(__file__).resolve().parents[1] / "fixtures" / "tasks" / "ifqa"
-
-
-def _aligned_adapter(cfg, tiny_model_dir):
-    """A LoRA with non-zero weights, saved as align round 1 by the stage's own writer (save_aligned)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from cowest.align.dpo import save_aligned
-
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
-    lora = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
-                      task_type="CAUSAL_LM")
-    dpo_dir = RunDir(cfg).align(1) / "dpo_adapter"
-    get_peft_model(base, lora).save_pretrained(str(dpo_dir))
-    save_aligned(cfg, 1, {"base": "weak", "merge": []}, dpo_dir, AutoTokenizer.from_pretrained(str(tiny_model_dir)))
 
 
 def test_cowest_drafts_with_the_aligned_adapter_and_sends_no_gold(tmp_path, tiny_model_dir):
@@ -42,7 +25,7 @@ def test_cowest_drafts_with_the_aligned_adapter_and_sends_no_gold(tmp_path, tiny
         f"weak.model={tiny_model_dir}", "weak.dtype=float32", "strong.api_key_env=null",
         "eval.systems=[collab,cowest]",
     ])
-    _aligned_adapter(cfg, tiny_model_dir)
+    save_aligned_adapter(cfg, tiny_model_dir)
     task = get_task(cfg.task)
     examples = task.load("dev")
     golds = {ex.id: ex.gold for ex in examples}

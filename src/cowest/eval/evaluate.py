@@ -15,6 +15,7 @@ from typing import Any
 
 from cowest.config import RunConfig
 from cowest.errors import ConfigError, DataError
+from cowest.eval.flips import flip_tables
 from cowest.eval.report import print_table, write_report
 from cowest.stats import min_detectable_difference, paired_bootstrap
 from cowest.inference.systems import N_SUPERICL_DEMOS, SystemRunner, unsupported
@@ -137,6 +138,7 @@ def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: boo
         info["cost_usd"] = float(u.get("cost_usd", 0.0))
     summary["notes"] = notes
     summary["usage"] = by_tag
+    summary["flips"] = flip_tables(task, cfg.task.format, rows, examples)
     write_report(rd.eval, summary)
     if show:
         print_table(summary)

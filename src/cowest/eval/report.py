@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cowest.eval.flips import flips_markdown, print_flips
+from cowest.eval.tables import print_rich
 from cowest.io import write_json, write_text
 
 
 def write_report(out_dir: Path, summary: dict[str, Any]) -> None:
-    """``summary``: {task, split, n, metric_names, primary_metric, systems: {name: {...}}, notes, usage}."""
+    """``summary``: {task, split, n, metric_names, primary_metric, systems: {name: {...}}, notes, usage, flips
+    (``eval.flips.flip_tables``)}."""
     out_dir = Path(out_dir)
     write_json(out_dir / "metrics.json", summary)
     write_text(out_dir / "report.md", markdown_table(summary))
@@ -62,23 +65,14 @@ def markdown_table(summary: dict[str, Any]) -> str:
     ]
     for k, v in (summary.get("notes") or {}).items():
         lines.append(f"- {k}: {v}")
-    return "\n".join(lines) + "\n"
+    flips = flips_markdown(summary.get("flips"))
+    return "\n".join(lines) + "\n" + ("\n" + flips if flips else "")
 
 
 def print_table(summary: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     head, rows = _rows(summary)
-    table = Table(title=f"{summary['task']} ({summary['split']}, n={summary['n']})")
-    for h in head:
-        table.add_column(h, justify="left" if h == "system" else "right")
-    for r in rows:
-        table.add_row(*r)
-    console = Console()
-    console.print(table)
-    for k, v in (summary.get("notes") or {}).items():
-        console.print(f"[yellow]{k}[/yellow]: {v}")
+    console = print_rich(f"{summary['task']} ({summary['split']}, n={summary['n']})", head, rows, summary.get("notes"))
+    print_flips(summary.get("flips"), console)
 
 
 def bar_chart(summary: dict[str, Any], path: Path) -> None:
