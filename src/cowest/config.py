@@ -357,6 +357,15 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
             raise ConfigError(f"{where}: not valid YAML: {what}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a recipe must be a YAML mapping")
+    return from_dict(RunConfig, _apply_overrides(data, overrides), prefix="")
+
+
+def with_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """A copy of ``cfg`` with dotted ``key=value`` overrides applied and validated, as ``load_config`` does."""
+    return from_dict(RunConfig, _apply_overrides(cfg.to_dict(), overrides), prefix="")
+
+
+def _apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -366,7 +375,7 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
         except yaml.YAMLError:
             value = raw
         set_dotted(data, key.strip(), value)
-    return from_dict(RunConfig, data, prefix="")
+    return data
 
 
 def dump_config(cfg: RunConfig) -> str:

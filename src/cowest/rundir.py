@@ -12,6 +12,8 @@
                                   questions, and whether each was right), gate.json (AUROCs, score, threshold)
       eval/                       predictions/<system>.jsonl (+ .fingerprint), metrics.json, report.md, systems.png,
                                   routing.png
+      probe/                      `cowest probe`: drafts.jsonl (held-out training questions, drafted once), <endpoint>/
+                                  strong.jsonl + collab.jsonl (rows per question), probe.json, probe.md, probe.png
 
 One resume mechanism for every stage: a *fingerprint* (a hash of the config a result depends on) written in
 a marker file next to the result. A stage writes ``.done.json`` when it finishes; a later run skips a stage
@@ -70,6 +72,10 @@ class RunDir:
     @property
     def eval(self) -> Path:
         return self.root / "eval"
+
+    @property
+    def probe(self) -> Path:
+        return self.root / "probe"
 
     @property
     def cache_path(self) -> Path:

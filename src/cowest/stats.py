@@ -62,3 +62,21 @@ def min_detectable_difference(a: Sequence[float], b: Sequence[float], *, alpha: 
         var = 1.0 / n  # one question in n differing by 1
     z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
     return scale * z * (var / n) ** 0.5
+
+
+def wilson(k: int, n: int, *, alpha: float = 0.05, scale: float = 100.0) -> tuple[float, float, float] | None:
+    """(k/n, low, high) in ``scale`` units (percent by default): the Wilson score interval for a proportion,
+    which stays inside [0, 1] and keeps its coverage near 0 and 1, where the normal interval does not. None
+    when n = 0 (no proportion to estimate)."""
+    from statistics import NormalDist
+
+    if not 0 <= k <= n:
+        raise ValueError(f"a proportion needs 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return None
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+    return scale * p, scale * max(0.0, centre - half), scale * min(1.0, centre + half)

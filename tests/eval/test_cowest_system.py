@@ -11,7 +11,7 @@ from cowest.inference.prompts import collab_messages, weak_messages
 from cowest.tasks import get_task
 from cowest.tasks.base import Example
 from cowest.testing.openai_server import OpenAITestServer
-from support.aligned import aligned_adapter as _aligned_adapter
+from support.tiny import save_aligned_adapter
 
 IFQA = Path(__file__).resolve().parents[1] / "fixtures" / "tasks" / "ifqa"
 
@@ -25,7 +25,7 @@ def test_cowest_drafts_with_the_aligned_adapter_and_sends_no_gold(tmp_path, tiny
         f"weak.model={tiny_model_dir}", "weak.dtype=float32", "strong.api_key_env=null",
         "eval.systems=[collab,cowest]",
     ])
-    _aligned_adapter(cfg, tiny_model_dir)
+    save_aligned_adapter(cfg, tiny_model_dir)
     task = get_task(cfg.task)
     examples = task.load("dev")
     golds = {ex.id: ex.gold for ex in examples}

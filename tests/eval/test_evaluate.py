@@ -55,6 +55,17 @@ def test_eval_all_systems_then_resume_without_new_calls(tmp_path, tiny_model_dir
         assert all("Fine-tuned small model's prediction" in r["prompt"][-1]["content"] for r in supericl)
         for name in ("metrics.json", "report.md", "systems.png"):
             assert (cfg.run_dir / "eval" / name).exists()
+        # flips: every strong answer is B, with or without a draft, so nothing flips against the strong model;
+        # against the draft, the strong model corrects exactly the B questions whose draft did not say B
+        flips = json.loads((cfg.run_dir / "eval" / "metrics.json").read_text())["flips"]["systems"]
+        assert set(flips) == {"superICL", "collab"}
+        weak = {r["id"]: r["prediction"] for r in _rows(cfg, "weak")}
+        gold = {r["id"]: r["gold"] for r in _rows(cfg, "strong")}
+        for s in flips:
+            assert (flips[s]["vs_strong"]["helped"], flips[s]["vs_strong"]["misled"]) == (0, 0)
+            assert flips[s]["vs_weak"]["corrected"] == sum(gold[i] == ["B"] and weak[i] != "B" for i in weak)
+            assert flips[s]["vs_weak"]["corrupted"] == sum(gold[i] != ["B"] and weak[i] == gold[i][0] for i in weak)
+        assert "Correction analytics" in (cfg.run_dir / "eval" / "report.md").read_text()
 
         # a second run reads finished rows and the cache: no new requests, no duplicate lines
         summary2 = run_eval(cfg, show=False)

@@ -101,7 +101,7 @@ def test_routed_and_random_gate_end_to_end_cost_no_new_calls(tmp_path, tiny_mode
     assert route["points"]["routed"]["share"] == pytest.approx(len(sent) / 10)
     from cowest.inference.gate import auroc
 
-    ea = auroc([r["confidence"] for r in routed], [r["weak_scores"]["accuracy"] >= 0.5 for r in routed])
+    ea = auroc([r["confidence"] for r in routed], [r["weak_scores"]["accuracy"] == 1.0 for r in routed])
     assert (route["eval_auroc"] is None) if ea != ea else route["eval_auroc"][0] == pytest.approx(ea)
     for name in ("routing.png", "report.md", "metrics.json"):
         assert (cfg.run_dir / "eval" / name).exists()
@@ -116,11 +116,11 @@ def test_routed_and_random_gate_end_to_end_cost_no_new_calls(tmp_path, tiny_mode
 
 
 def test_with_an_aligned_round_the_gate_routes_the_aligned_drafts_to_cowest(tmp_path, tiny_model_dir):
-    from support.aligned import aligned_adapter
+    from support.tiny import save_aligned_adapter
 
     with OpenAITestServer(answer_by_length) as srv:
         cfg = _cfg(tmp_path, tiny_model_dir, srv.base_url, "eval.systems=[routed]")
-        aligned_adapter(cfg, tiny_model_dir)
+        save_aligned_adapter(cfg, tiny_model_dir)
         summary = run_eval(cfg, show=False)
         calls = srv.outcomes["ok"]
     assert set(summary["systems"]) == {"cowest", "routed"} and "gate" not in summary["notes"]

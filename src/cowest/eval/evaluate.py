@@ -18,6 +18,7 @@ from typing import Any
 
 from cowest.config import RunConfig
 from cowest.errors import ConfigError, DataError
+from cowest.eval.flips import flip_tables
 from cowest.eval.report import print_table, write_report
 from cowest.stats import min_detectable_difference, paired_bootstrap
 from cowest.eval import routing
@@ -157,6 +158,7 @@ def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: boo
         info["cost_usd"] = float(u.get("cost_usd", 0.0))
     summary["notes"] = notes
     summary["usage"] = by_tag
+    summary["flips"] = flip_tables(task, cfg.task.format, rows, examples)
     if "routed" in rows:
         ids = [ex.id for ex in examples if all(ex.id in {str(r["id"]) for r in rs} for rs in rows.values())]
         summary["routing"] = routing.analyse(rows, ids, item_key(task), partner=partner(kind), gate=load_gate(cfg),

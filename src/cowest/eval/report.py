@@ -6,11 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from cowest.eval import routing
+from cowest.eval.flips import flips_markdown, print_flips
+from cowest.eval.tables import print_rich
 from cowest.io import write_json, write_text
 
 
 def write_report(out_dir: Path, summary: dict[str, Any]) -> None:
-    """``summary``: {task, split, n, metric_names, primary_metric, systems: {name: {...}}, notes, usage}."""
+    """``summary``: {task, split, n, metric_names, primary_metric, systems: {name: {...}}, notes, usage, flips
+    (``eval.flips.flip_tables``)}."""
     out_dir = Path(out_dir)
     route = summary.get("routing")
     for name, draw in (("systems.png", lambda p: bar_chart(summary, p)),
@@ -68,23 +71,14 @@ def markdown_table(summary: dict[str, Any]) -> str:
     ]
     for k, v in (summary.get("notes") or {}).items():
         lines.append(f"- {k}: {v}")
-    return "\n".join(lines) + "\n"
+    flips = flips_markdown(summary.get("flips"))
+    return "\n".join(lines) + "\n" + ("\n" + flips if flips else "")
 
 
 def print_table(summary: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     head, rows = _rows(summary)
-    table = Table(title=f"{summary['task']} ({summary['split']}, n={summary['n']})")
-    for h in head:
-        table.add_column(h, justify="left" if h == "system" else "right")
-    for r in rows:
-        table.add_row(*r)
-    console = Console()
-    console.print(table)
-    for k, v in (summary.get("notes") or {}).items():
-        console.print(f"[yellow]{k}[/yellow]: {v}")
+    console = print_rich(f"{summary['task']} ({summary['split']}, n={summary['n']})", head, rows, summary.get("notes"))
+    print_flips(summary.get("flips"), console)
     if summary.get("routing"):
         console.print(routing.one_line(summary["routing"]))
 

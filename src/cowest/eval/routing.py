@@ -111,7 +111,7 @@ def analyse(rows_by_system: dict[str, list[dict[str, Any]]], ids: list[str], key
         "resamples_with_gap": len(boot["apgr"]), "resamples": n_resamples, "curve": cv, "grid": grid,
         "gate": gate, "points": {}, "comparisons": {},
     }
-    a = auroc_ci(conf, [w >= 0.5 for w in weak], n_resamples=n_resamples, seed=seed)
+    a = auroc_ci(conf, [w == 1.0 for w in weak], n_resamples=n_resamples, seed=seed)
     out["eval_auroc"] = list(a) if a[0] == a[0] else None  # the chosen score on these (eval) questions
     for f in ("apgr", "cpt50", "cpt80"):
         out[f] = None if est[f] is None else [est[f], *(_ci(boot[f]) or [None, None])]

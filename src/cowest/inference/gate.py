@@ -236,8 +236,8 @@ def calibrate(cfg: RunConfig, load_weak: Callable[[str], Any], kind: str, *, ove
 
 
 def calibration_rows(cfg: RunConfig, wm: Any, task: Task, exs: list[Example], *, desc: str) -> list[dict[str, Any]]:
-    """Per question: the greedy draft's answer, whether it is right (the primary metric's item score), and
-    every score."""
+    """Per question: the greedy draft's answer, whether it is right (the primary metric's item score is 1, as
+    in eval's flip tables), and every score."""
     w, g, fmt = cfg.weak, cfg.gate, cfg.task.format
     d = weak_drafts(wm, task, exs, fmt, desc=desc, confidence=False, temperature=w.temperature, top_p=w.top_p,
                     seed=cfg.seed)
@@ -245,7 +245,7 @@ def calibration_rows(cfg: RunConfig, wm: Any, task: Task, exs: list[Example], *,
     sc = draft_scores(wm, task, msgs, exs, d.texts, d.answers, which=GATE_SCORES, k=g.agreement_k,
                       temperature=g.agreement_temperature, seed=cfg.seed, desc=desc)
     key = item_key(task)
-    return [{"id": ex.id, "answer": a, "right": task.item_scores(a, ex).get(key, 0.0) >= 0.5,
+    return [{"id": ex.id, "answer": a, "right": task.item_scores(a, ex).get(key, 0.0) == 1.0,
              "scores": {name: sc[name][i] for name in GATE_SCORES}}
             for i, (ex, a) in enumerate(zip(exs, d.answers))]
 

@@ -154,12 +154,16 @@ GGUF_MAGIC = b"GGUF"
 
 
 def resolve_strong_gguf(spec: str) -> Path:
-    """A GGUF file for the strong-model server: a local path, or ``offline:qwen2.5-coder-1.5b-instruct``
-    (assembled once from 22 chunk packages into the cache root)."""
+    """A GGUF file for the strong-model server: a local path, ``offline:qwen2.5-coder-1.5b-instruct``
+    (assembled once from 22 chunk packages into the cache root), or an offline weak model's packaged GGUF
+    (``offline:smollm2-135m-instruct``: a small, cheap strong model to compare against, e.g. in ``cowest probe``)."""
     spec = str(spec).strip()
     if spec.startswith("offline:"):
+        if spec in WEAK_ALIASES:
+            package, fname, _ = WEAK_ALIASES[spec]
+            return packaged_file(package, fname)
         if spec != QWEN_CODER_ALIAS:
-            raise ModelError(f"unknown offline strong model {spec!r}; known: {QWEN_CODER_ALIAS}")
+            raise ModelError(f"unknown offline strong model {spec!r}; known: {', '.join([QWEN_CODER_ALIAS, *WEAK_ALIASES])}")
         return assemble_gguf(_strong_parts(), cache_root() / "models" / QWEN_CODER_FILE)
     path = Path(spec).expanduser()
     if not path.is_file():
