@@ -160,6 +160,7 @@ def markdown(r: dict[str, Any]) -> str:
     ea = r.get("eval_auroc")
     lines.append(f"AUROC of `{g.get('score', 'the gate score')}` on the eval questions: "
                  f"{_fmt_ci(ea) if ea else 'undefined (all drafts right or all wrong)'}.")
+    lines.append("")
     lines.append(f"Weak draft alone (0% strong calls): {r['weak_alone']:.1f}; {r['partner']} (100%): "
                  f"{r['collaboration']:.1f}; gap {r['gap']:+.1f} points (n={r['n']}).")
     if r["apgr"] is None:
