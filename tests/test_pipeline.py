@@ -30,6 +30,7 @@ def test_release_memory_returns_freed_heap_pages_to_the_os():
     ([], ["sft", "feedback1", "align1", "feedback2", "align2", "eval"]),
     (["eval.systems=[strong,collab]"], ["sft", "eval"]),
     (["eval.systems=[strong]"], ["eval"]),
+    (["eval.systems=[weak,routed]"], ["sft", "feedback1", "align1", "feedback2", "align2", "eval"]),  # gate + CoWest
     (["weak.adapter=/some/adapter"], ["feedback1", "align1", "feedback2", "align2", "eval"]),
 ])
 def test_run_all_runs_the_stages_the_systems_need(tmp_path, monkeypatch, extra, expected):

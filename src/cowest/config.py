@@ -29,7 +29,10 @@ from cowest.typed import positive as _positive
 
 FORMATS = ("direct", "knowledge", "cot")
 REPORT_TO = ("none", "tensorboard", "wandb", "trackio")  # TRL/transformers logging integrations
-SYSTEMS = ("weak", "strong", "superICL", "collab", "cowest")
+SYSTEMS = ("weak", "strong", "superICL", "collab", "cowest", "routed", "random_gate")
+# what `eval` runs unless eval.systems says otherwise: the gated systems need a calibration (gate section) first
+DEFAULT_SYSTEMS = ("weak", "strong", "superICL", "collab", "cowest")
+GATE_SCORES = ("answer_prob", "agreement", "seq_logprob")
 
 
 def _report_to(section: str, value: str | list[str]) -> None:
@@ -245,11 +248,33 @@ class AlignConfig:
 class EvalConfig:
     """Which systems to compare, side by side on the same questions."""
 
-    systems: list[str] = field(default_factory=lambda: list(SYSTEMS))
+    systems: list[str] = field(default_factory=lambda: list(DEFAULT_SYSTEMS))
 
     def __post_init__(self) -> None:
         for s in self.systems:
             _choice("eval.systems", s, SYSTEMS)
+
+
+@dataclass
+class GateConfig:
+    """The confidence gate (eval's ``routed`` system, ``cowest serve`` with ``serve.gate``): a weak draft whose
+    confidence is below the threshold goes to the strong model, the rest are answered by the weak model alone.
+    The threshold is calibrated on training questions the run never trained on (never the eval split)."""
+
+    score: str = "auto"  # auto (the best AUROC on the calibration questions) | answer_prob | agreement | seq_logprob
+    strong_share: float = 0.5  # target share of questions sent to the strong model
+    calibration_questions: int = 100  # held-out training questions (tasks.splits.heldout_train_examples)
+    agreement_k: int = 4  # sampled drafts per question for the `agreement` score
+    agreement_temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        _choice("gate.score", self.score, ("auto", *GATE_SCORES))
+        _positive("gate.calibration_questions", self.calibration_questions)
+        _positive("gate.agreement_k", self.agreement_k)
+        if not 0.0 <= self.strong_share <= 1.0:
+            raise ConfigError(f"gate.strong_share must be in [0, 1] (a share of the questions), got {self.strong_share}")
+        if self.agreement_temperature <= 0:
+            raise ConfigError(f"gate.agreement_temperature must be > 0 (sampled drafts), got {self.agreement_temperature}")
 
 
 @dataclass
@@ -267,6 +292,8 @@ class ServeConfig:
     prompt: str = "auto"  # auto (task prompts when the recipe names a task) | task | generic
     shutdown_timeout_s: float = 60.0  # seconds in-flight requests get after SIGTERM/Ctrl-C
     log_level: str = "info"  # uvicorn's
+    # answer confident drafts with the weak model alone (the run's calibrated gate: gate/gate.json), the rest collaborate
+    gate: bool = False
 
     def __post_init__(self) -> None:
         _choice("serve.prompt", self.prompt, ("auto", "task", "generic"))
@@ -294,6 +321,7 @@ class RunConfig:
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
 
     def __post_init__(self) -> None:

@@ -33,11 +33,12 @@ def run_all(cfg: RunConfig, *, overwrite: bool = False, show: bool = True) -> di
         release_memory()
         return out
 
-    needs_weak_training = any(s in cfg.eval.systems for s in ("weak", "superICL", "collab", "cowest"))
+    gated = ("routed", "random_gate")  # the gate + CoWest: they need the aligned model as cowest does
+    needs_weak_training = any(s in cfg.eval.systems for s in ("weak", "superICL", "collab", "cowest", *gated))
     if needs_weak_training and cfg.weak.adapter is None:
         timed("sft", run_sft, cfg, overwrite=overwrite)
     stats = {}
-    if "cowest" in cfg.eval.systems:
+    if any(s in cfg.eval.systems for s in ("cowest", *gated)):
         for r in range(1, cfg.rounds + 1):
             stats[f"round{r}"] = timed(f"feedback round {r}", run_feedback, cfg, r, overwrite=overwrite)
             timed(f"align round {r}", run_align, cfg, r, overwrite=overwrite)

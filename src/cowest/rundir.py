@@ -8,7 +8,10 @@
       feedback/round<r>/          drafts.jsonl (draft journal), records.jsonl (one line per question), pairs.jsonl
                                   (what align reads: load_pairs), feedback_stats.json
       align/round<r>/adapter/     the aligned adapter; adapter_info.json (its chain of weights); metrics.json
-      eval/                       predictions/<system>.jsonl (+ .fingerprint), metrics.json, report.md, systems.png
+      gate/                       calibration.jsonl (scores of the gate model's drafts on held-out training
+                                  questions, and whether each was right), gate.json (AUROCs, score, threshold)
+      eval/                       predictions/<system>.jsonl (+ .fingerprint), metrics.json, report.md, systems.png,
+                                  routing.png
       probe/                      `cowest probe`: drafts.jsonl (held-out training questions, drafted once), <endpoint>/
                                   strong.jsonl + collab.jsonl (rows per question), probe.json, probe.md, probe.png
 
@@ -61,6 +64,10 @@ class RunDir:
 
     def align_adapter(self, round_: int) -> Path:
         return self.align(round_) / "adapter"
+
+    @property
+    def gate(self) -> Path:
+        return self.root / "gate"
 
     @property
     def eval(self) -> Path:

@@ -7,6 +7,8 @@
     eval           weak, superICL, collab: the SFT model (the base when there is none);
                    cowest: the aligned model of the last finished round
     serve          weak.adapter > aligned (last finished round) > SFT > base
+    gate           the model whose drafts the confidence gate scores (eval's routed system, serve --gate):
+                   aligned (last finished round) > SFT
 
 A model is a *chain*: ``{"base": "weak" | <full model dir>, "merge": [adapter dirs, merged in order]}``, paths
 relative to the run directory so a moved run still loads. An aligned round writes its chain in
@@ -184,3 +186,9 @@ def serving_choice(cfg: RunConfig) -> tuple[str, str | None]:
         return "aligned", aligned
     sft = rd.collab_adapter()
     return ("sft", sft) if sft else ("base", None)
+
+
+def gate_model(cfg: RunConfig) -> str:
+    """The drafting model the gate is calibrated on and routes: ``aligned`` (gate + CoWest), or ``sft`` when no
+    aligned round has finished (gate + plain collaboration)."""
+    return "aligned" if last_aligned_round(cfg) is not None else "sft"

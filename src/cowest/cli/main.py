@@ -4,6 +4,7 @@
     cowest run recipes/medmcqa_cpu.yaml           # sft -> feedback -> align -> eval
     cowest sft | feedback | align | eval RECIPE [key=value ...]
     cowest score --task ifqa --split dev preds.jsonl
+    cowest calibrate RECIPE                       # the confidence gate (which drafts need the strong model)
     cowest probe RECIPE --endpoint A --endpoint B=strong.max_tokens=192   # choose the strong model
     cowest serve RECIPE                           # the trained collaboration as one OpenAI-style model
     cowest env                                    # versions, devices, offline models
@@ -56,7 +57,7 @@ def missing_extra(e: ModuleNotFoundError, command: str) -> str | None:
 
 def _register() -> None:
     # Each subcommand lives in its own module; importing them is cheap (heavy imports are inside).
-    from cowest.cli import align, demo, env, eval as eval_cmd, feedback, probe, run, serve, sft
+    from cowest.cli import align, calibrate, demo, env, eval as eval_cmd, feedback, probe, run, serve, sft
 
     app.command("demo")(demo.demo)
     app.command("run")(run.run)
@@ -66,6 +67,7 @@ def _register() -> None:
     app.command("eval")(eval_cmd.eval_)
     app.command("probe")(probe.probe)
     app.command("score")(score_cmd)
+    app.command("calibrate")(calibrate.calibrate)
     app.command("serve")(serve.serve)
     app.command("env")(env.env)
 

@@ -56,6 +56,9 @@ def serve(
     shutdown_timeout: Annotated[Optional[float], _flag(
         "--shutdown-timeout", "Seconds in-flight requests get to finish after SIGTERM/Ctrl-C.", "60")] = None,
     log_level: Annotated[Optional[str], _flag("--log-level", "uvicorn log level.", "info")] = None,
+    gate: Annotated[Optional[bool], _flag(
+        "--gate/--no-gate", "Answer a request with the weak draft alone when it passes the run's calibrated "
+        "confidence gate (gate/gate.json, made by `cowest calibrate`); the rest collaborate.", "false")] = None,
 ) -> None:
     """Serve weak draft -> strong refine as ONE model behind /v1/chat/completions.
 
@@ -67,7 +70,8 @@ def serve(
         COWEST_SERVE_KEY=secret cowest serve recipes/medmcqa_paper.yaml --api-key-env COWEST_SERVE_KEY
 
     Then any OpenAI client works: OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="secret"),
-    with extra_body={"cowest": {"return_draft": True}} to see the draft.
+    with extra_body={"cowest": {"return_draft": True}} to see the draft. With --gate, a confident draft is
+    the answer (no strong call) and every response's "cowest" object says which route it took.
     """
     # without the [serve] extra this import fails; cowest.cli.main turns that into a one-line error
     from cowest.serve.app import ServeOptions
@@ -76,7 +80,8 @@ def serve(
     cfg = load_cli_config(recipe, overrides)
     flags = {"host": host, "port": port, "api_key_env": api_key_env, "max_concurrency": max_concurrency,
              "max_queue": max_queue, "max_body_bytes": max_body_bytes, "show_draft": show_draft,
-             "model_name": model_name, "prompt": prompt, "shutdown_timeout_s": shutdown_timeout, "log_level": log_level}
+             "model_name": model_name, "prompt": prompt, "shutdown_timeout_s": shutdown_timeout, "log_level": log_level,
+             "gate": gate}
     s = dataclasses.replace(cfg.serve, **{k: v for k, v in flags.items() if v is not None})  # checks the values
     cfg = dataclasses.replace(cfg, serve=s)
     conc = s.max_concurrency or cfg.strong.max_concurrency
@@ -86,4 +91,8 @@ def serve(
         max_queue=4 * conc if s.max_queue is None else s.max_queue, max_body_bytes=s.max_body_bytes,
         show_draft=s.show_draft, use_task=use_task,
     )
+    if s.gate:
+        from cowest.serve.weak import serving_gate
+
+        opts.gate = serving_gate(cfg, use_task=use_task)
     run_server(cfg, opts, host=s.host, port=s.port, shutdown_timeout_s=s.shutdown_timeout_s, log_level=s.log_level)

@@ -4,7 +4,10 @@
     cowest eval recipes/medmcqa_cpu.yaml task.n_eval=100 eval.systems=[weak,strong,collab]
 
 Writes ``runs/<name>/eval/``: ``predictions/<system>.jsonl`` (prompt, weak draft, strong output, parsed
-answer, per-item scores), ``metrics.json``, ``report.md`` and ``systems.png``.
+answer, per-item scores), ``metrics.json``, ``report.md`` and ``systems.png``. With ``routed`` (the
+confidence gate + CoWest) or ``random_gate`` among the systems, the gate is calibrated first
+(``runs/<name>/gate/``, :mod:`cowest.inference.gate`) and the report adds the routing curve
+(:mod:`cowest.eval.routing`, ``routing.png``).
 """
 
 from __future__ import annotations
@@ -18,16 +21,20 @@ from cowest.errors import ConfigError, DataError
 from cowest.eval.flips import flip_tables
 from cowest.eval.report import print_table, write_report
 from cowest.stats import min_detectable_difference, paired_bootstrap
-from cowest.inference.systems import N_SUPERICL_DEMOS, SystemRunner, unsupported
+from cowest.eval import routing
+from cowest.inference.gate import calibrate, gate_fingerprint, item_key, load_gate
+from cowest.inference.routed import GatedRunner, partner
+from cowest.inference.systems import N_SUPERICL_DEMOS, unsupported
 from cowest.rundir import RunDir, claim, done_fingerprint, fingerprint, strong_identity
 from cowest.tasks import get_task, subsample
 from cowest.endpoint import open_strong
 from cowest.tasks.splits import eval_examples
-from cowest.weights import weak_loader
+from cowest.weights import gate_model, weak_loader
 
 # Systems that need the weak model run first so the strong-only system never waits on a model load,
 # and the aligned model is loaded last (after the SFT model is freed).
-ORDER = ("strong", "weak", "superICL", "collab", "cowest")
+ORDER = ("strong", "weak", "superICL", "collab", "cowest", "routed", "random_gate")
+GATED = ("routed", "random_gate")
 
 
 def _stage_id(stage_dir: Path) -> str:
@@ -43,9 +50,12 @@ def system_fingerprint(cfg: RunConfig, rd: RunDir, system: str) -> str:
     weak = (cfg.weak.model, cfg.weak.gguf_file, cfg.weak.adapter, cfg.weak.max_new_tokens, _stage_id(rd.sft))
     if cfg.weak.temperature > 0:  # sampled drafts (greedy ones, the default, keep the older fingerprints)
         weak += ((cfg.weak.temperature, cfg.weak.top_p, cfg.seed),)
-    if system == "cowest":
+    if system in ("cowest", *GATED):
         aligned = rd.cowest_adapter()
-        return fingerprint(task, strong, weak, _stage_id(Path(aligned).parent) if aligned else "absent")
+        parts: tuple = (task, strong, weak, _stage_id(Path(aligned).parent) if aligned else "absent")
+        if system in GATED:
+            parts += (gate_fingerprint(cfg, gate_model(cfg)),)
+        return fingerprint(*parts)
     return fingerprint(task, strong, weak)
 
 
@@ -109,9 +119,17 @@ def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: boo
             demos = subsample(task.load(cfg.task.train_split), N_SUPERICL_DEMOS, cfg.seed + 1)
         except DataError:
             demos = []  # no training split: SuperICL runs zero-shot
+    notes: dict[str, str] = {}
+    kind = gate_model(cfg)
+    if any(s in systems for s in GATED):
+        if kind == "sft":
+            notes["gate"] = ("no aligned round has finished: the gate scores the SFT model's drafts and routes to "
+                             "collab (gate + plain collaboration, not gate + CoWest)")
+        if partner(kind) not in systems:  # its strong answers are the gated systems' (cache hits) and the curve's end
+            systems = [s for s in ORDER if s in systems or s == partner(kind)]
+            notes["systems"] = f"{partner(kind)} added: the gated systems route to it and the routing curve ends there"
     _check_predictions(cfg, rd, systems, overwrite)
 
-    notes: dict[str, str] = {}
     if repeats:
         notes["eval split"] = (f"{repeats} {cfg.task.eval_split} item(s) whose question is also in "
                                f"{cfg.task.train_split} were left out")
@@ -119,7 +137,9 @@ def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: boo
         notes["weak model"] = "not fine-tuned (no SFT adapter): weak/superICL/collab use the base model"
     rows: dict[str, list[dict[str, Any]]] = {}
     with open_strong(cfg, stage="eval") as client:
-        runner = SystemRunner(cfg, task, examples, client, rd.eval, load_weak=weak_loader(cfg), demos=demos)
+        load = weak_loader(cfg)
+        runner = GatedRunner(cfg, task, examples, client, rd.eval, load_weak=load, demos=demos, gate_kind=kind,
+                             gate=lambda: calibrate(cfg, load, kind, overwrite=overwrite))
         for s in systems:
             got = runner.run(s)
             if got:
@@ -139,6 +159,10 @@ def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: boo
     summary["notes"] = notes
     summary["usage"] = by_tag
     summary["flips"] = flip_tables(task, cfg.task.format, rows, examples)
+    if "routed" in rows:
+        ids = [ex.id for ex in examples if all(ex.id in {str(r["id"]) for r in rs} for rs in rows.values())]
+        summary["routing"] = routing.analyse(rows, ids, item_key(task), partner=partner(kind), gate=load_gate(cfg),
+                                             seed=cfg.seed)
     write_report(rd.eval, summary)
     if show:
         print_table(summary)

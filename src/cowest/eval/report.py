@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cowest.eval import routing
 from cowest.eval.flips import flips_markdown, print_flips
 from cowest.eval.tables import print_rich
 from cowest.io import write_json, write_text
@@ -14,12 +15,17 @@ def write_report(out_dir: Path, summary: dict[str, Any]) -> None:
     """``summary``: {task, split, n, metric_names, primary_metric, systems: {name: {...}}, notes, usage, flips
     (``eval.flips.flip_tables``)}."""
     out_dir = Path(out_dir)
+    route = summary.get("routing")
+    for name, draw in (("systems.png", lambda p: bar_chart(summary, p)),
+                       ("routing.png", lambda p: routing.plot(route, p, f"{summary['task']} {summary['split']}"))):
+        if name == "routing.png" and not route:
+            continue
+        try:
+            draw(out_dir / name)
+        except Exception as e:  # a missing font or backend must not lose the numbers
+            summary.setdefault("notes", {})[f"plot {name}"] = f"plot failed: {e}"
     write_json(out_dir / "metrics.json", summary)
-    write_text(out_dir / "report.md", markdown_table(summary))
-    try:
-        bar_chart(summary, out_dir / "systems.png")
-    except Exception as e:  # a missing font or backend must not lose the numbers above
-        summary.setdefault("notes", {})["plot"] = f"plot failed: {e}"
+    write_text(out_dir / "report.md", markdown_table(summary) + (routing.markdown(route) if route else ""))
 
 
 def _rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -73,6 +79,8 @@ def print_table(summary: dict[str, Any]) -> None:
     head, rows = _rows(summary)
     console = print_rich(f"{summary['task']} ({summary['split']}, n={summary['n']})", head, rows, summary.get("notes"))
     print_flips(summary.get("flips"), console)
+    if summary.get("routing"):
+        console.print(routing.one_line(summary["routing"]))
 
 
 def bar_chart(summary: dict[str, Any], path: Path) -> None:

@@ -7,6 +7,8 @@
 - ``collab``: the SFT weak model drafts, the strong model refines (collaboration without alignment).
 - ``cowest``: the same with the DPO-aligned weak model.
 
+The gated systems ``routed`` and ``random_gate`` are in :mod:`cowest.inference.routed`.
+
 Rows are appended to ``eval/predictions/<system>.jsonl`` as they finish, so an interrupted eval resumes
 without repeating work; strong answers also sit in the SQLite cache.
 """
@@ -31,9 +33,9 @@ N_SUPERICL_DEMOS = 3
 
 def unsupported(system: str, fmt: str) -> str | None:
     """Why ``system`` cannot run in interaction format ``fmt``, or None when it can."""
-    if fmt == "knowledge" and system in ("weak", "superICL"):
+    if fmt == "knowledge" and system in ("weak", "superICL", "routed", "random_gate"):
         return ("not run with task.format=knowledge: the weak model writes background knowledge there, not an "
-                "answer, so it has no prediction to score or to show the strong model")
+                "answer, so it has no prediction to score, to show the strong model or to answer with alone")
     return None
 
 

@@ -38,6 +38,7 @@ class ServeOptions:
     max_body_bytes: int = 1 << 20
     show_draft: bool = False  # return the draft with every response (else only when asked)
     use_task: bool = True  # the run's task instruction around the question; False = generic prompt
+    gate: Any = None  # a calibrated cowest.inference.gate.Gate: confident drafts answered by the weak model alone
 
 
 class _Admission:
@@ -102,7 +103,8 @@ def build_app(
         task = get_task(cfg.task)
     collab = Collaborator(weak, strong, task=task, fmt=cfg.task.format, max_batch=cfg.weak.batch_size,
                           max_new_tokens=cfg.weak.max_new_tokens, temperature=cfg.weak.temperature,
-                          top_p=cfg.weak.top_p)
+                          top_p=cfg.weak.top_p, gate=opts.gate,
+                          agreement=(cfg.gate.agreement_k, cfg.gate.agreement_temperature), seed=cfg.seed)
     admission = _Admission(opts.max_concurrency, opts.max_queue)
     started = int(time.time())
 

@@ -5,6 +5,10 @@ Unknown fields (``presence_penalty``, ``user``, ...) are ignored, as OpenAI-comp
 ordinary clients work unchanged. cowest's own options ride in an extra ``cowest`` object::
 
     {"model": "...", "messages": [...], "cowest": {"return_draft": true}}
+
+A response's ``cowest`` object (when the draft is asked for, and always when the server gates): the draft,
+the parsed answer, weak and strong token usage, the strong call's cost, and behind a gate the ``route``
+(``weak``: the draft answered alone, no strong call; ``strong``: collaborated) and the draft's ``confidence``.
 """
 
 from __future__ import annotations
@@ -128,22 +132,35 @@ class Reply:
     strong_prompt_tokens: int
     strong_completion_tokens: int
     answer: str | None = None  # the task's parsed answer, when serving a task
+    route: str | None = None  # with a gate: "weak" (the draft answered alone) | "strong" (collaborated); else None
+    confidence: float | None = None  # the gate's score of the draft
+    score: str | None = None  # which score the gate uses
+    cost_usd: float = 0.0  # the strong call's price (strong.price_*_per_1k)
 
     def usage(self) -> dict[str, int]:
         p = self.weak_prompt_tokens + self.strong_prompt_tokens
         c = self.weak_completion_tokens + self.strong_completion_tokens
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
-    def cowest(self) -> dict[str, Any]:
-        return {
-            "draft": self.draft,
+    def cowest(self, with_draft: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {"draft": self.draft} if with_draft else {}
+        out.update({
             "answer": self.answer,
             "usage": {
                 "weak": {"prompt_tokens": self.weak_prompt_tokens, "completion_tokens": self.weak_completion_tokens},
                 "strong": {"prompt_tokens": self.strong_prompt_tokens,
                            "completion_tokens": self.strong_completion_tokens},
             },
-        }
+            "cost_usd": self.cost_usd,
+        })
+        if self.route is not None:
+            out.update(route=self.route, confidence=self.confidence, score=self.score)
+        return out
+
+    def shows_cowest(self, with_draft: bool) -> bool:
+        """The response carries the ``cowest`` object: when the draft is asked for, and always behind a gate
+        (the client learns whether the strong model answered)."""
+        return with_draft or self.route is not None
 
 
 def new_id() -> str:
@@ -160,8 +177,8 @@ def completion_body(reply: Reply, model: str, *, with_draft: bool, id_: str | No
                      "logprobs": None, "finish_reason": "stop"}],
         "usage": reply.usage(),
     }
-    if with_draft:
-        body["cowest"] = reply.cowest()
+    if reply.shows_cowest(with_draft):
+        body["cowest"] = reply.cowest(with_draft)
     return body
 
 
@@ -179,7 +196,7 @@ def sse_chunks(reply: Reply, model: str, *, with_draft: bool, include_usage: boo
         chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]),
         chunk([{"index": 0, "delta": {"content": reply.content}, "logprobs": None, "finish_reason": None}]),
         chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}],
-              **({"cowest": reply.cowest()} if with_draft else {})),
+              **({"cowest": reply.cowest(with_draft)} if reply.shows_cowest(with_draft) else {})),
     ]
     if include_usage:
         out.append(chunk([], usage=reply.usage()))

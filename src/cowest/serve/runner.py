@@ -85,12 +85,20 @@ def run_server(
         actual_port = sock.getsockname()[1]
         print(f"cowest serve: model {app.state.model_name!r} at http://{host}:{actual_port}/v1\n"
               f"  weak:   {weak_desc}\n  strong: {client.cfg.model} at {client.endpoint}\n"
+              f"  gate:   {_gate_line(opts.gate)}\n"
               f"  auth:   {'bearer key required' if opts.api_key else 'none'}; "
               f"concurrency {opts.max_concurrency}, queue {opts.max_queue}", flush=True)
         with _quiet_signals():
             server.run(sockets=[sock])
     finally:
         stack.close()
+
+
+def _gate_line(gate: Any) -> str:
+    if gate is None:
+        return "off (every request collaborates)"
+    return (f"{gate.score} < {gate.threshold:.4g} goes to the strong model (calibrated for "
+            f"{100 * gate.strong_share:.0f}% strong calls)")
 
 
 @contextlib.contextmanager
