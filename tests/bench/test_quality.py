@@ -1,21 +1,10 @@
 """bench/quality.py reports run_eval's metrics, which are already in percent, as they are."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from support.scripted import load_bench
 
 
 def _quality():
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_quality", BENCH / "quality.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(BENCH))
+    return load_bench("quality")
 
 
 def _result():

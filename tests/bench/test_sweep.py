@@ -1,42 +1,17 @@
 """bench/sweep.py on the demo task with a tiny real weak model and the package's OpenAI test server as the
 strong model: every variant runs, shares what it can, pays no strong answer twice, and resumes for free."""
 
-import hashlib
-import importlib.util
 import json
-import re
-import sys
-from pathlib import Path
 
 import pytest
 
-from cowest.config import load_config
-from cowest.tasks import get_task
 from cowest.testing.openai_server import OpenAITestServer
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-GOLD = {ex.question.strip(): ex.gold[0] for ex in get_task(load_config(None, ["task.name=demo"]).task).load("train")}
+from support.scripted import hash_responder as responder
+from support.scripted import load_bench
 
 
 def _sweep():
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_sweep", BENCH / "sweep.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(BENCH))
-
-
-def responder(messages, body):
-    """Alone: wrong. With a draft: right for drafts whose hash is even."""
-    user = messages[-1]["content"]
-    gold = next(g for q, g in GOLD.items() if q in user)
-    wrong = "A" if gold != "A" else "B"
-    m = re.search(r"<draft>\n(.*?)\n</draft>", user, re.S)
-    helps = m is not None and hashlib.sha256(m.group(1).encode()).digest()[0] % 2 == 0
-    return f"Answer: {gold if helps else wrong}"
+    return load_bench("sweep")
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,7 @@ with perturbed weights (so its drafts differ) or the SFT model itself (so every 
 training runs here: what is tested is what validation does with two models, not how they were made.
 """
 
-import hashlib
 import json
-import re
 import shutil
 
 import pytest
@@ -16,26 +14,13 @@ import pytest
 from cowest.config import load_config
 from cowest.errors import ConfigError, DataError, NotReadyError, StrongAPIError
 from cowest.io import read_jsonl
-from cowest.tasks import get_task
 from cowest.testing.openai_server import OpenAITestServer
+from support.scripted import GOLD, demo_gold
+from support.scripted import draft_helps as helps
+from support.scripted import hash_responder as responder
 
 N_TRAIN, N_VAL = 8, 6
-_TASK = get_task(load_config(None, ["task.name=demo"]).task)
-GOLD = {ex.question.strip(): ex.gold[0] for ex in _TASK.load("train")}
-EVAL_QUESTIONS = {ex.question.strip() for ex in _TASK.load("dev")}
-
-
-def helps(draft: str) -> bool:
-    return hashlib.sha256(draft.encode()).digest()[0] % 2 == 0
-
-
-def responder(messages, body):
-    """Right (the gold letter) when shown a draft whose hash is even, else wrong."""
-    user = messages[-1]["content"]
-    gold = next(g for q, g in GOLD.items() if q in user)
-    wrong = "A" if gold != "A" else "B"
-    m = re.search(r"<draft>\n(.*?)\n</draft>", user, re.S)
-    return f"Using the draft.\nAnswer: {gold if m and helps(m.group(1)) else wrong}"
+EVAL_QUESTIONS = set(demo_gold("dev"))
 
 
 @pytest.fixture(scope="module")

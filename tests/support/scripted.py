@@ -1,0 +1,50 @@
+"""A scripted strong model for the demo task, for the OpenAI test server: alone it is always wrong; shown a
+draft, it answers the gold letter when the draft's sha256 starts with an even byte (about half the drafts), so
+a test can compute every score by hand from the drafts. Also: loading a bench/ program as a module."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def demo_gold(split: str = "train") -> dict[str, str]:
+    """Question text -> gold letter of the demo task's ``split``."""
+    from cowest.config import TaskConfig
+    from cowest.tasks import get_task
+
+    return {ex.question.strip(): ex.gold[0] for ex in get_task(TaskConfig(name="demo")).load(split)}
+
+
+GOLD = demo_gold()
+
+
+def draft_helps(draft: str) -> bool:
+    return hashlib.sha256(draft.encode()).digest()[0] % 2 == 0
+
+
+def hash_responder(messages: list[dict[str, Any]], body: dict[str, Any]) -> str:
+    user = messages[-1]["content"]
+    gold = next(g for q, g in GOLD.items() if q in user)
+    wrong = "A" if gold != "A" else "B"
+    m = re.search(r"<draft>\n(.*?)\n</draft>", user, re.S)
+    return f"Answer: {gold if m is not None and draft_helps(m.group(1)) else wrong}"
+
+
+def load_bench(name: str) -> ModuleType:
+    """``bench/<name>.py`` as a module (its own imports of bench/common.py resolved)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(BENCH))
