@@ -192,7 +192,7 @@ def run_validation(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, 
     summary = summarise(rows, round_=round_, asked=n, evaluator=fb.evaluator, metric=task.primary_metric,
                         paid=_paid(rd, round_), wall_s=time.perf_counter() - t0)
     write_json(stage / "validation.json", summary)
-    mark_done(stage, fp, questions=len(rows))
+    mark_done(stage, fp, questions=len(rows), align=done_fingerprint(rd.align(round_)))  # eval's report checks it
     if show:
         print_summary(summary)
     return summary
