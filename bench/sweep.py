@@ -204,6 +204,16 @@ def _pm(x: float | None) -> str:
     return f"±{x:.1f}" if x is not None else "–"
 
 
+def versus_cell(r: dict[str, Any]) -> str:
+    if r["variant"] == "base":
+        return "(reference)"
+    return f"{_ci(r.get('vs_base'))} {_pm(r.get('vs_base_detectable'))}" if r.get("vs_base") else "–"
+
+
+def _share(x: float | None) -> str:
+    return f"{100 * x:.0f}%" if x is not None else "–"
+
+
 def summary_md(res: dict[str, Any]) -> str:
     rows = []
     for r in res["rows"]:
@@ -212,8 +222,8 @@ def summary_md(res: dict[str, Any]) -> str:
             continue
         rows.append([r["variant"], " ".join(r["overrides"]) or "–", "/".join(map(str, r["pairs"])),
                      f"{r.get('evaluator', '–')}: {_ci(r.get('gain'))}", _pm(r.get("detectable")), _ci(r.get("metric_gain")),
-                     _pm(r.get("metric_detectable")), f"{_ci(r.get('vs_base'))} {_pm(r.get('vs_base_detectable'))}".strip(),
-                     r.get("identical_share"), f"{r['wall_s'] / 60:.1f}"])
+                     _pm(r.get("metric_detectable")), versus_cell(r), _share(r.get("identical_share")),
+                     f"{r['wall_s'] / 60:.1f}"])
     head = ["variant", "overrides", "pairs (per round)", "validation gain, E pts [95% CI]", "detectable Δ",
             f"gain, {res.get('metric', 'metric')} pts [95% CI]", "detectable Δ", "aligned vs base [CI], detectable",
             "identical drafts", "wall min"]
@@ -305,7 +315,7 @@ def parse_variants(names: str | None, own: list[str]) -> dict[str, list[str]]:
     return chosen
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("task", choices=TASKS)
     p.add_argument("--scale", choices=list(SCALES), default="default")
@@ -314,7 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="default bench/out/sweep/<task>-<scale>")
     p.add_argument("--overwrite", action="store_true", help="redo stages made with another config")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every variant")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_intermixed_args(argv)  # overrides may follow the options
     variants = parse_variants(a.variants, a.variant)
     os.chdir(ROOT)  # the recipes' data paths are relative to the project root
     if a.task != "demo" and not (ROOT.parent / "shared" / "data" / a.task).exists():

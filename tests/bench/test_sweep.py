@@ -71,6 +71,11 @@ def test_variant_lists_parse_and_refuse_clearly():
         sw.parse_variants(None, ["mine beta"])
 
 
+def test_overrides_may_follow_the_options():
+    a = _sweep().parser().parse_intermixed_args(["demo", "--scale", "smoke", "--variants", "base", "a.b=1", "c.d=2"])
+    assert (a.task, a.scale, a.variants, a.overrides) == ("demo", "smoke", "base", ["a.b=1", "c.d=2"])
+
+
 def test_x2_doubles_the_scale_value(tmp_path):
     cfg = _sweep().variant_config("demo", ["feedback.max_questions=8", "feedback.max_questions=x2"], "q", tmp_path)
     assert cfg.feedback.max_questions == 16 and cfg.strong.cache_path == str(tmp_path / "strong_cache.sqlite")
