@@ -8,6 +8,8 @@ Base recipe: ``recipes/<task>_cpu.yaml`` (SmolLM2-135M weak, Qwen2.5-Coder-1.5B 
 overridden to the scale below. Runs ``cowest.pipeline.run_all`` (SFT → feedback → DPO → eval of weak,
 strong, superICL, collab, cowest) in ``bench/out/quality/<task>-<scale>/runs/`` (finished stages are
 reused on a rerun), then writes ``quality.json`` (raw figures), ``quality.md`` and ``quality.png`` next to it.
+The recipes set ``align.validation_questions: 64``, so each align round is followed by the alignment gain on
+held-out training questions (``cowest validate``), tabled in ``quality.md``.
 Data must be in ``../shared/data/<task>``; otherwise the task is skipped with a message (exit 0).
 
 Scales (2-core CPU, no GPU):
@@ -69,7 +71,12 @@ def collect(cfg: Any, wall_s: float, mem: dict[str, Any]) -> dict[str, Any]:
         m = json.loads(p.read_text())
         sft = {k: m.get(k) for k in ("global_step", "seconds_per_step", "wall_s") if k in m}
         sft.update({k: v for k, v in (m.get("data") or {}).items() if k != "strong_usage"})
-    return {"metrics": metrics, "feedback_stats": fb, "timings_s": timings, "usage": usage, "align": align, "sft": sft,
+    validation = {}
+    for r in range(1, cfg.rounds + 1):
+        p = rd / "validation" / f"round{r}" / "validation.json"
+        if p.exists():
+            validation[f"round{r}"] = json.loads(p.read_text())
+    return {"metrics": metrics, "feedback_stats": fb, "validation": validation, "timings_s": timings, "usage": usage, "align": align, "sft": sft,
             "wall_s": round(wall_s, 1), "peak_rss_mb": mem}
 
 
@@ -109,6 +116,8 @@ def summary_md(r: dict[str, Any]) -> str:
               st["questions_with_pairs"], ", ".join(f"{k} {v}" for k, v in st["no_pair"].items() if v) or "–", pairs,
               st["strong_calls"], st["strong_tokens"], per_pair, tok_pair, st.get("mean_z_score"),
               st.get("mean_collab_score")]]) + "\n")
+    if r.get("validation"):
+        out.append(validation_md(r["validation"]))
     usage = r.get("usage", {}).get("stages", {})
     if usage:
         rows = [[stage, u["total"].get("calls", 0) - u["total"].get("cached", 0), u["total"].get("cached", 0),
@@ -130,6 +139,21 @@ def summary_md(r: dict[str, Any]) -> str:
     if extra:
         out.append("\n".join(f"- {e}" for e in extra) + "\n")
     return "\n".join(out)
+
+
+def validation_md(validation: dict[str, Any]) -> str:
+    """The alignment gain on held-out training questions (``align.validation_questions``), per round."""
+    def ci(c: list[float] | None) -> str:
+        return f"{c[0]:+.1f} [{c[1]:+.1f}, {c[2]:+.1f}]" if c else "–"
+
+    rows = [[rnd, v["n"], f"{v['evaluator']}: {ci(v.get('gain'))}", v.get("detectable"),
+             f"{v['metric']}: {ci(v.get('metric_gain'))}", v.get("metric_detectable"),
+             f"{100 * v['identical_share']:.0f}%" if v.get("identical_share") is not None else None,
+             v.get("strong_calls_paid")] for rnd, v in validation.items()]
+    return ("## Alignment gain on validation (held-out training questions, never the eval split)\n\n" + md_table(
+        ["round", "n", "gain, E pts [95% CI]", "detectable Δ", "gain, metric pts [95% CI]", "detectable Δ",
+         "identical drafts", "strong calls paid"], rows)
+        + "\n\nGain = E(collab with the aligned draft) − E(collab with the SFT draft), paired bootstrap.\n")
 
 
 def plot(r: dict[str, Any], path: Path) -> dict[str, list[float]]:

@@ -32,12 +32,14 @@ def test_release_memory_returns_freed_heap_pages_to_the_os():
     (["eval.systems=[strong]"], ["eval"]),
     (["eval.systems=[weak,routed]"], ["sft", "feedback1", "align1", "feedback2", "align2", "eval"]),  # gate + CoWest
     (["weak.adapter=/some/adapter"], ["feedback1", "align1", "feedback2", "align2", "eval"]),
+    (["align.validation_questions=16"], ["sft", "feedback1", "align1", "validate1", "feedback2", "align2",
+                                         "validate2", "eval"]),
 ])
 def test_run_all_runs_the_stages_the_systems_need(tmp_path, monkeypatch, extra, expected):
     from cowest.align import dpo
     from cowest.config import load_config
     from cowest.eval import evaluate
-    from cowest.feedback import collect
+    from cowest.feedback import collect, validate
     from cowest.pipeline import run_all
     from cowest.sft import train
 
@@ -45,10 +47,11 @@ def test_run_all_runs_the_stages_the_systems_need(tmp_path, monkeypatch, extra, 
     monkeypatch.setattr(train, "run_sft", lambda cfg, **kw: ran.append("sft"))
     monkeypatch.setattr(collect, "run_feedback", lambda cfg, r, **kw: ran.append(f"feedback{r}") or {"round": r})
     monkeypatch.setattr(dpo, "run_align", lambda cfg, r, **kw: ran.append(f"align{r}"))
+    monkeypatch.setattr(validate, "run_validation", lambda cfg, r, **kw: ran.append(f"validate{r}") or {"round": r})
     monkeypatch.setattr(evaluate, "run_eval", lambda cfg, **kw: ran.append("eval") or {"systems": {}})
     cfg = load_config(None, [f"output_dir={tmp_path}", "rounds=2", *extra])
     summary = run_all(cfg, show=False)
     assert ran == expected
     assert set(summary["timings_s"]) == {"sft" if s == "sft" else s.replace("feedback", "feedback round ")
-                                         .replace("align", "align round ") for s in expected}
+                                         .replace("align", "align round ").replace("validate", "validate round ") for s in expected}
     assert (cfg.run_dir / "timings.json").exists()

@@ -235,10 +235,15 @@ class AlignConfig:
     report_to: str | list[str] = "none"  # as sft.report_to
     # share of the feedback questions (with all their pairs) held out of training to measure DPO on; 0 = none
     eval_share: float = 0.0
+    # held-out training-split questions on which each round's aligned drafts are compared with the SFT drafts
+    # (the alignment gain, `cowest validate`; run after each align round by `cowest run`); 0 = off
+    validation_questions: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
         _choice("align.bf16", self.bf16, (True, False, "auto"))
+        if self.validation_questions < 0:
+            raise ConfigError(f"align.validation_questions must be >= 0 (0 = off), got {self.validation_questions}")
         _report_to("align", self.report_to)
         if not 0.0 <= self.eval_share < 1.0:
             raise ConfigError(f"align.eval_share must be in [0, 1) (a share of the feedback questions), got {self.eval_share}")

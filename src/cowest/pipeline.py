@@ -1,6 +1,8 @@
 """``cowest run``: every stage of the method in order, skipping what is already done.
 
-    sft -> (feedback -> align) x rounds -> eval
+    sft -> (feedback -> align [-> validate]) x rounds -> eval
+
+``validate`` (the alignment gain on held-out training questions) runs when ``align.validation_questions`` > 0.
 
 A stage whose outputs exist for the same config is skipped; one made under another config is refused
 unless ``overwrite`` (see :mod:`cowest.rundir`). Round r drafts with round r-1's aligned model.
@@ -20,6 +22,7 @@ def run_all(cfg: RunConfig, *, overwrite: bool = False, show: bool = True) -> di
     from cowest.align.dpo import run_align
     from cowest.eval.evaluate import run_eval
     from cowest.feedback.collect import run_feedback
+    from cowest.feedback.validate import run_validation
     from cowest.sft.train import run_sft
 
     rd = RunDir(cfg).create()
@@ -37,15 +40,20 @@ def run_all(cfg: RunConfig, *, overwrite: bool = False, show: bool = True) -> di
     needs_weak_training = any(s in cfg.eval.systems for s in ("weak", "superICL", "collab", "cowest", *gated))
     if needs_weak_training and cfg.weak.adapter is None:
         timed("sft", run_sft, cfg, overwrite=overwrite)
-    stats = {}
+    stats, validation = {}, {}
     if any(s in cfg.eval.systems for s in ("cowest", *gated)):
         for r in range(1, cfg.rounds + 1):
             stats[f"round{r}"] = timed(f"feedback round {r}", run_feedback, cfg, r, overwrite=overwrite)
             timed(f"align round {r}", run_align, cfg, r, overwrite=overwrite)
+            if cfg.align.validation_questions > 0:
+                validation[f"round{r}"] = timed(f"validate round {r}", run_validation, cfg, r, overwrite=overwrite,
+                                                show=show)
     summary = timed("eval", run_eval, cfg, overwrite=overwrite, show=show)
     write_json(rd.root / "timings.json", timings)
     summary["timings_s"] = timings
     summary["feedback"] = stats
+    if validation:
+        summary["validation"] = validation
     if show:
         print("stage wall times (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     return summary

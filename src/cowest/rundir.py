@@ -10,6 +10,8 @@
       align/round<r>/adapter/     the aligned adapter; adapter_info.json (its chain of weights); metrics.json
       gate/                       calibration.jsonl (scores of the gate model's drafts on held-out training
                                   questions, and whether each was right), gate.json (AUROCs, score, threshold)
+      validation/round<r>/        drafts.jsonl, records.jsonl (one line per held-out training question), validation.json:
+                                  the alignment gain (feedback.validate)
       eval/                       predictions/<system>.jsonl (+ .fingerprint), metrics.json, report.md, systems.png,
                                   routing.png
       probe/                      `cowest probe`: drafts.jsonl (held-out training questions, drafted once), <endpoint>/
@@ -65,6 +67,10 @@ class RunDir:
     def align_adapter(self, round_: int) -> Path:
         return self.align(round_) / "adapter"
 
+    def validation(self, round_: int) -> Path:
+        """Round ``round_``'s alignment gain on held-out training questions (``cowest validate``)."""
+        return self.root / "validation" / f"round{round_}"
+
     @property
     def gate(self) -> Path:
         return self.root / "gate"
@@ -109,8 +115,9 @@ class RunDir:
         return self
 
 
-# Settings that say where logs go, never what a stage computes: changing them must not redo a stage.
-NOT_A_RESULT = frozenset({"report_to"})
+# Settings that say where logs go, or what is measured after a stage (align.validation_questions: the
+# validation stage fingerprints it itself), never what a stage computes: changing them must not redo a stage.
+NOT_A_RESULT = frozenset({"report_to", "validation_questions"})
 # Settings added after runs existed, with the default that reproduces those runs: left out at that default,
 # so a run made before them keeps its fingerprints and resumes.
 ADDED_LATER = {"eval_share": 0.0, "metric": "auto"}

@@ -38,3 +38,13 @@ def test_feedback_table_names_the_evaluator_and_the_share_of_ties():
     md = _quality().summary_md(r)
     assert "| evaluator | questions | drafts | chosen (Δ>0) | rejected (Δ≤0) | Δ = 0 |" in md
     assert "| metric | 32 | 128 | 20 | 108 | 61% | 13 |" in md
+
+
+def test_the_validation_gain_has_its_own_table():
+    r = _result()
+    r["validation"] = {"round1": {"n": 64, "evaluator": "metric", "gain": [3.1, -1.6, 7.8], "detectable": 6.5,
+                                  "metric": "accuracy", "metric_gain": [3.1, -1.6, 7.8], "metric_detectable": 6.5,
+                                  "identical_share": 0.5, "strong_calls_paid": 96}}
+    md = _quality().summary_md(r)
+    assert "## Alignment gain on validation" in md
+    assert "| round1 | 64 | metric: +3.1 [-1.6, +7.8] | 6.5 | accuracy: +3.1 [-1.6, +7.8] | 6.5 | 50% | 96 |" in md

@@ -118,3 +118,28 @@ def test_fingerprint_follows_the_local_strong_model_and_its_engine(tmp_path):
     for s in a:
         assert a[s] != b[s] and a[s] != c[s]
     assert fp("strong.local.gguf=/models/a.gguf") == a
+
+
+def test_the_report_shows_the_validation_gain_of_the_model_it_evaluates(tmp_path):
+    import json
+
+    from cowest.config import load_config
+    from cowest.eval.evaluate import validation_gain, validation_note
+    from cowest.rundir import RunDir, mark_done
+
+    cfg = load_config(None, [f"output_dir={tmp_path}", "name=v"])
+    rd = RunDir(cfg).create()
+    assert validation_gain(cfg, rd) is None  # nothing aligned
+    rd.align_adapter(1).mkdir(parents=True)
+    (rd.align_adapter(1) / "adapter_config.json").write_text("{}")
+    mark_done(rd.align(1), "align-a")
+    v = {"round": 1, "n": 64, "evaluator": "metric", "gain": [3.1, -1.2, 7.5], "detectable": 6.04,
+         "metric": "accuracy", "metric_gain": [3.1, -1.2, 7.5]}
+    rd.validation(1).mkdir(parents=True)
+    (rd.validation(1) / "validation.json").write_text(json.dumps(v))
+    mark_done(rd.validation(1), "val", align="align-a")
+    assert validation_gain(cfg, rd) == v
+    assert validation_note(v) == ("aligned − SFT drafts on 64 held-out training questions (round 1): E (metric) "
+                                  "+3.1 [-1.2, +7.5] (detectable ±6.0), accuracy +3.1 [-1.2, +7.5] points")
+    mark_done(rd.align(1), "align-b")  # re-aligned since: that gain is not this model's
+    assert validation_gain(cfg, rd) is None

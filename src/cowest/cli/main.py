@@ -2,7 +2,7 @@
 
     cowest demo                                   # the whole method on the embedded offline task
     cowest run recipes/medmcqa_cpu.yaml           # sft -> feedback -> align -> eval
-    cowest sft | feedback | align | eval RECIPE [key=value ...]
+    cowest sft | feedback | align | validate | eval RECIPE [key=value ...]
     cowest score --task ifqa --split dev preds.jsonl
     cowest calibrate RECIPE                       # the confidence gate (which drafts need the strong model)
     cowest probe RECIPE --endpoint A --endpoint B=strong.max_tokens=192   # choose the strong model
@@ -57,13 +57,14 @@ def missing_extra(e: ModuleNotFoundError, command: str) -> str | None:
 
 def _register() -> None:
     # Each subcommand lives in its own module; importing them is cheap (heavy imports are inside).
-    from cowest.cli import align, calibrate, demo, env, eval as eval_cmd, feedback, probe, run, serve, sft
+    from cowest.cli import align, calibrate, demo, env, eval as eval_cmd, feedback, probe, run, serve, sft, validate
 
     app.command("demo")(demo.demo)
     app.command("run")(run.run)
     app.command("sft")(sft.sft)
     app.command("feedback")(feedback.feedback)
     app.command("align")(align.align)
+    app.command("validate")(validate.validate)
     app.command("eval")(eval_cmd.eval_)
     app.command("probe")(probe.probe)
     app.command("score")(score_cmd)

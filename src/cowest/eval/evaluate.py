@@ -29,7 +29,7 @@ from cowest.rundir import RunDir, claim, done_fingerprint, fingerprint, strong_i
 from cowest.tasks import get_task, subsample
 from cowest.endpoint import open_strong
 from cowest.tasks.splits import eval_examples
-from cowest.weights import gate_model, weak_loader
+from cowest.weights import gate_model, last_aligned_round, weak_loader
 
 # Systems that need the weak model run first so the strong-only system never waits on a model load,
 # and the aligned model is loaded last (after the SFT model is freed).
@@ -106,6 +106,33 @@ def summarise(task: Any, split: str, rows_by_system: dict[str, list[dict[str, An
     }
 
 
+def validation_gain(cfg: RunConfig, rd: RunDir) -> dict[str, Any] | None:
+    """``cowest validate``'s result for the aligned model cowest drafts with, if it was made for that model."""
+    import json
+
+    r = last_aligned_round(cfg)
+    if r is None:
+        return None
+    stage = rd.validation(r)
+    path = stage / "validation.json"
+    try:
+        done = json.loads((stage / ".done.json").read_text())
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return result if done.get("align") == done_fingerprint(rd.align(r)) else None
+
+
+def validation_note(v: dict[str, Any]) -> str:
+    def ci(c: list[float] | None) -> str:
+        return f"{c[0]:+.1f} [{c[1]:+.1f}, {c[2]:+.1f}]" if c else "n/a"
+
+    mde = v.get("detectable")
+    return (f"aligned − SFT drafts on {v['n']} held-out training questions (round {v['round']}): "
+            f"E ({v['evaluator']}) {ci(v.get('gain'))}" + (f" (detectable ±{mde:.1f})" if mde is not None else "")
+            + f", {v['metric']} {ci(v.get('metric_gain'))} points")
+
+
 def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: bool = False, show: bool = True) -> dict[str, Any]:
     rd = RunDir(cfg).create()
     systems = [s for s in ORDER if s in (systems or cfg.eval.systems)]
@@ -156,6 +183,10 @@ def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: boo
         info["strong_calls_paid"] = int(u.get("calls", 0) - u.get("cached", 0))
         info["strong_tokens"] = int(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0))
         info["cost_usd"] = float(u.get("cost_usd", 0.0))
+    validation = validation_gain(cfg, rd)
+    if validation is not None and "cowest" in systems:
+        summary["validation"] = validation
+        notes["alignment gain on validation"] = validation_note(validation)
     summary["notes"] = notes
     summary["usage"] = by_tag
     summary["flips"] = flip_tables(task, cfg.task.format, rows, examples)

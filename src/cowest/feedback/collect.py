@@ -101,7 +101,7 @@ def journaled_drafts(journal: JsonlAppender, ci: int, ids: list[str], seed: int,
 # models
 
 
-def _judge_client(cfg: RunConfig, strong: Any) -> Any:
+def judge_client_for(cfg: RunConfig, strong: Any) -> Any:
     """The judge endpoint: the strong client itself unless ``feedback.judge_base_url/judge_model`` differ."""
     fb = cfg.feedback
     if fb.judge_base_url is None and fb.judge_model is None:
@@ -230,7 +230,7 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
         if todo:
             with _maybe_open(strong, lambda: open_strong(cfg, factory=strong_client_factory,
                                                          stage=f"feedback_round{round_}")) as client:
-                judge = _judge_client(cfg, client) if cfg.feedback.evaluator in ("judge", "both") else None
+                judge = judge_client_for(cfg, client) if cfg.feedback.evaluator in ("judge", "both") else None
                 evaluator = make_evaluator(cfg.feedback.evaluator, judge, cfg.feedback.judge_weight, cfg.feedback.metric)
                 bar = tqdm(total=len(examples), initial=resumed, desc=f"feedback round {round_}", unit="q")
                 try:

@@ -1,0 +1,81 @@
+"""bench/sweep.py on the demo task with a tiny real weak model and the package's OpenAI test server as the
+strong model: every variant runs, shares what it can, pays no strong answer twice, and resumes for free."""
+
+import json
+
+import pytest
+
+from cowest.testing.openai_server import OpenAITestServer
+from support.scripted import hash_responder as responder
+from support.bench import load_bench
+
+
+def _sweep():
+    return load_bench("sweep")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from support.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("sweep_tiny"), tokenizer="builtin")
+
+
+def _tiny_overrides(model, base_url):
+    return [f"weak.model={model}", "weak.max_new_tokens=8", "weak.batch_size=4", "strong.local.gguf=null",
+            f"strong.base_url={base_url}", "strong.api_key_env=null", "strong.max_concurrency=1", "strong.max_retries=0",
+            "task.n_train=8", "feedback.max_questions=6", "align.validation_questions=6", "sft.max_steps=1",
+            "sft.batch_size=2", "sft.max_length=512", "sft.lora_r=4", "align.max_steps=2", "align.batch_size=2",
+            "align.gradient_accumulation_steps=1", "align.max_length=768", "align.lora_r=4"]
+
+
+@pytest.mark.slow
+def test_smoke_sweep_shares_stages_and_pays_nothing_twice(tmp_path, tiny):
+    sw = _sweep()
+    variants = {n: sw.VARIANTS[n] for n in ("base", "best_worst", "beta0.3", "rounds2")}
+    with OpenAITestServer(responder) as srv:
+        res = sw.run_sweep("demo", "smoke", variants, tmp_path, _tiny_overrides(tiny, srv.base_url))
+        keys = [json.dumps([b["messages"], b.get("temperature")], sort_keys=True) for b in srv.bodies]
+    assert len(keys) == len(set(keys)), "a strong request was sent twice in one sweep"
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert all(r["status"] == "done" for r in rows.values()), [r["status"] for r in rows.values()]
+    # SFT trained once; pairing and β variants re-derive pairs from base's records; rounds2 reuses round 1
+    assert "sft" not in rows["base"]["shared"]
+    assert all(rows[v]["shared"]["sft"] == "base" for v in ("best_worst", "beta0.3", "rounds2"))
+    assert rows["best_worst"]["shared"]["feedback1 records"] == "base" and "align1" not in rows["best_worst"]["shared"]
+    assert rows["beta0.3"]["shared"]["feedback1 records"] == "base" and "align1" not in rows["beta0.3"]["shared"]
+    assert {"align1", "validate1"} <= set(rows["rounds2"]["shared"]) and rows["rounds2"]["round"] == 2
+    for r in rows.values():
+        v = r["validation"][str(r["round"])]
+        assert r["gain"] == v["gain"] and len(r["gain"]) == 3 and r["n"] == 6
+    assert rows["beta0.3"]["vs_base"] is not None and "vs_base" not in rows["base"]
+    md = (tmp_path / "sweep.md").read_text()
+    assert "validation gain, E pts [95% CI]" in md and all(f"| {v} |" in md for v in variants)
+    assert (tmp_path / "sweep.png").stat().st_size > 0
+    assert json.loads((tmp_path / "sweep.json").read_text())["rows"] == json.loads(json.dumps(res["rows"]))
+    # a rerun resumes everything: not one strong call, the same table
+    with OpenAITestServer(responder) as srv:
+        again = sw.run_sweep("demo", "smoke", variants, tmp_path, _tiny_overrides(tiny, srv.base_url))
+        assert srv.requests_total == 0
+    assert [r["gain"] for r in again["rows"]] == [r["gain"] for r in res["rows"]]
+
+
+def test_variant_lists_parse_and_refuse_clearly():
+    sw = _sweep()
+    assert sw.parse_variants("base,k8", []) == {"base": [], "k8": ["feedback.k=8"]}
+    assert sw.parse_variants(None, ["mine align.beta=0.2 feedback.k=2"]) == {"mine": ["align.beta=0.2", "feedback.k=2"]}
+    assert list(sw.parse_variants(None, [])) == list(sw.VARIANTS)
+    with pytest.raises(SystemExit, match="unknown variant 'nope'; valid: base"):
+        sw.parse_variants("base,nope", [])
+    with pytest.raises(SystemExit, match="not key=value"):
+        sw.parse_variants(None, ["mine beta"])
+
+
+def test_overrides_may_follow_the_options():
+    a = _sweep().parser().parse_intermixed_args(["demo", "--scale", "smoke", "--variants", "base", "a.b=1", "c.d=2"])
+    assert (a.task, a.scale, a.variants, a.overrides) == ("demo", "smoke", "base", ["a.b=1", "c.d=2"])
+
+
+def test_x2_doubles_the_scale_value(tmp_path):
+    cfg = _sweep().variant_config("demo", ["feedback.max_questions=8", "feedback.max_questions=x2"], "q", tmp_path)
+    assert cfg.feedback.max_questions == 16 and cfg.strong.cache_path == str(tmp_path / "strong_cache.sqlite")
