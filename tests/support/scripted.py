@@ -8,6 +8,7 @@ import hashlib
 import re
 from typing import Any
 
+
 def demo_gold(split: str = "train") -> dict[str, str]:
     """Question text -> gold letter of the demo task's ``split``."""
     from cowest.config import TaskConfig
