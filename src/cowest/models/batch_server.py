@@ -222,10 +222,10 @@ def load_model(path: str, *, dtype: str, threads: int | None, max_batch: int, ma
 
     cfg = WeakConfig(model=path, dtype=dtype, batch_size=max_batch, max_batch_tokens=max_batch_tokens,
                      max_prompt_tokens=n_ctx, threads=threads)
-    wm = WeakModel.load(cfg, mmap=False)  # mapped, the file's pages would stay in RSS beside the packed copies
+    wm = WeakModel.load(cfg)
     with torch.inference_mode():
         packed = pack_linears(wm.model, rows=max_batch)
-    release_memory()  # the unpacked weights' pages (glibc keeps freed memory otherwise)
+    release_memory()  # glibc keeps freed memory otherwise (the tokenizer and load buffers)
     print(f"cowest: loaded {path} ({wm.model.dtype}, {torch.get_num_threads()} threads, {packed} linear layers "
           f"packed for oneDNN)", flush=True)
     return wm

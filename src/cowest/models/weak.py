@@ -47,15 +47,12 @@ class WeakModel:
 
     @classmethod
     def load(
-        cls, cfg: WeakConfig, adapter: str | Sequence[str] | None = None, *, merge: bool = True,
-        mmap: bool = True,
+        cls, cfg: WeakConfig, adapter: str | Sequence[str] | None = None, *, merge: bool = True
     ) -> "WeakModel":
         """Load model + tokenizer; then the adapter(s) (``adapter`` or else ``cfg.adapter``).
 
         Several adapters (e.g. SFT then DPO) are merged in order; ``merge=False`` keeps a single
-        adapter as a live PeftModel (slower inference, but its weights stay separate). ``mmap=False``
-        reads the weights into memory instead of mapping the file: a model whose linears are then replaced
-        (packed) frees the originals, where mapped file pages once read stay in its RSS.
+        adapter as a live PeftModel (slower inference, but its weights stay separate).
         """
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -83,8 +80,8 @@ class WeakModel:
         try:
             tok = AutoTokenizer.from_pretrained(path, padding_side="left", **extra)
             model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=merge_dtype(dtype, merging=bool(adapters) and merge), **extra,
-                **({} if mmap else {"disable_mmap": True}))
+                path, dtype=merge_dtype(dtype, merging=bool(adapters) and merge), **extra
+            )
         except Exception as e:  # noqa: BLE001 - hub/IO/parse failures all mean "cannot load this model"
             raise ModelError(f"cannot load weak model {path}: {_first_line(e)}") from None
         tok.padding_side = "left"
