@@ -146,6 +146,8 @@ def main() -> None:
     ap.add_argument("--feedback", type=int, default=32, help="feedback prompts (0: skip the workload)")
     ap.add_argument("--eval", type=int, default=16, help="strong-alone CoT prompts (0: skip the workload)")
     ap.add_argument("--single", type=int, default=4, help="prompts per workload at 1 in flight on the batch engine")
+    ap.add_argument("--report-only", action="store_true", help="the tables from bench/out/strong_engines.json "
+                    "(e.g. of a run stopped after some blocks; the same workload sizes)")
     args = ap.parse_args()
     data = ROOT.parent / "shared" / "data" / "medmcqa"
     if not data.exists():
@@ -161,12 +163,16 @@ def main() -> None:
         workloads["feedback"] = feedback_workload(cfg, task, args.feedback)
     if args.eval:
         workloads["eval"] = eval_workload(cfg, task, args.eval)
+    if args.report_only:
+        report(json.loads((OUT / "strong_engines.json").read_text())["runs"], workloads, task, cfg)
+        return
     levels = [int(x) for x in args.inflight.split(",")]
     runs, seen_batch = [], False
     for b, spec in enumerate(args.order.split(",")):
         is_batch = not spec.startswith("llama.cpp")
         runs += run_block(cfg, spec, workloads, levels, args.single if is_batch and not seen_batch else 0, b)
         seen_batch |= is_batch
+        (OUT / "strong_engines.json").write_text(json.dumps({"date": now_utc(), "partial": True, "runs": runs}))
     report(runs, workloads, task, cfg)
 
 

@@ -5,15 +5,16 @@
 
 Two engines behind the same OpenAI chat API (``strong.local.engine``):
 
-- ``batch``: :mod:`cowest.models.batch_server`, the project's batched decode loop in transformers; the GGUF is
-  converted once into a bf16 model directory (:mod:`cowest.models.gguf_convert`). It answers the requests in
-  flight together, so ``strong.max_concurrency`` up to ``strong.local.parallel`` pays off.
+- ``batch``: :mod:`cowest.models.batch_server`, transformers on a bf16 model directory converted once from the
+  GGUF (:mod:`cowest.models.gguf_convert`); continuous batching (``strong.local.batching``, KV pool of
+  ``strong.local.kv_tokens``) or the project's static batched decode loop. It answers the requests in flight
+  together, so ``strong.max_concurrency`` up to ``strong.local.parallel`` pays off.
 - ``llama.cpp``: ``python -m llama_cpp.server`` (the ``[local]`` extra, through :mod:`cowest.models.llama_launch`,
   which decides one load setting for AMX CPUs); one request at a time.
 - ``auto`` (default): ``llama.cpp`` where it is installed, else ``batch``. On 2 cores llama.cpp's quantized kernels
-  process prompts as fast as bf16 matmuls and reuse the prompt prefix of consecutive requests, and the batch
-  engine waits for a batch's longest answer (no continuous batching yet), so llama.cpp matched or beat it on
-  feedback prompts (bench/RESULTS.md); the batch engine wins where answers are long.
+  process prompts as fast as bf16 matmuls and reuse the prompt prefix of consecutive requests, so llama.cpp
+  matched or beat the static batch engine on feedback prompts (bench/RESULTS.md); the batch engine wins where
+  answers are long.
 
 Either runs in a subprocess of its own session on 127.0.0.1, its output in ``<log_dir>/<engine>_server.log``. It
 is ready once it has listed its model and generated one token, so a server that cannot generate fails at start.
