@@ -132,3 +132,18 @@ def test_http_contract_bad_requests_are_400s(wm):
         srv.shutdown()
         srv.server_close()
         eng.stop()
+
+
+def test_a_shared_prompt_prefix_is_computed_once(wm):
+    eng = _engine(wm, page_tokens=16)
+    shared = "the patient doctor disease drug dose symptom treatment " * 6
+    jobs = [Job({"messages": [{"role": "user", "content": shared + q}], "temperature": 0, "max_tokens": 6})
+            for q in ("question one", "question two")]
+    try:
+        first = eng.submit(jobs[0]).result(60)
+        second = eng.submit(jobs[1]).result(60)  # after the first: its full pages are in the cache
+    finally:
+        eng.stop()
+    assert eng.reused_total >= 48 and eng.reused_total % 16 == 0  # whole pages of the ~70 shared tokens
+    for job, got in zip(jobs, (first, second)):
+        assert got["text"] == wm.complete([job.messages], max_new_tokens=6)[0].text

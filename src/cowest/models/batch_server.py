@@ -203,6 +203,7 @@ def health(engine: Any) -> dict[str, Any]:
         return {"status": "ok", "scheduler": "static", "queued": engine.jobs.qsize(), "batches": engine.batches}
     return {"status": "error" if engine.error else "ok", "scheduler": "continuous", "running": engine.running,
             "answered": engine.done, "generated_tokens": engine.generated, "kv_tokens": engine.kv_tokens,
+            "prompt_tokens_from_shared_pages": engine.reused_total,
             "kv_cache_bytes": engine.kv_cache_bytes(), **({"error": engine.error} if engine.error else {})}
 
 

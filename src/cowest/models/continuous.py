@@ -21,6 +21,8 @@ and the varying batch shapes change low bits of the logits, so an argmax near a 
 from __future__ import annotations
 
 import itertools
+import logging
+import re
 import threading
 import time
 from concurrent.futures import Future
@@ -48,6 +50,8 @@ class ContinuousEngine:
         self.lock = threading.Lock()  # the tokenizer and ``pending`` (handler threads submit concurrently)
         self.ids = itertools.count()
         self.done = self.generated = 0
+        self.reused: dict[str, int] = {}  # request id -> prompt tokens read from shared pages (not computed)
+        self.reused_total = 0
         self.manager: Any = None
         self.error: str | None = None
         self.stopping = False
@@ -65,6 +69,7 @@ class ContinuousEngine:
             page_size=self.page_tokens, num_blocks=self.kv_tokens // self.page_tokens,
             max_batch_tokens=self.chunk_tokens, max_requests_per_batch=self.max_rows, auto_switch_to_flash=False,
             use_cuda_graph=False, use_async_batching=False, allow_block_sharing=True)
+        _PrefixHits(self).attach()
         with torch.inference_mode():  # the manager's thread runs in the caller's inference mode
             self.manager = self.wm.model.init_continuous_batching(generation_config=gc, continuous_batching_config=cbc)
             self.manager.start()
@@ -152,5 +157,31 @@ class ContinuousEngine:
             self.done += 1
             self.generated += c.completion_tokens
             job.future.set_result(self.finish(c, job.stop))
-            self.log(f"request {out.request_id}: {n_prompt} prompt + {c.completion_tokens} generated tokens in "
-                     f"{time.perf_counter() - t0:.1f}s ({len(self.pending)} running or queued)")
+            reused = self.reused.pop(out.request_id, 0)
+            self.log(f"request {out.request_id}: {n_prompt} prompt ({reused} from shared pages) + "
+                     f"{c.completion_tokens} generated tokens in {time.perf_counter() - t0:.1f}s "
+                     f"({len(self.pending)} running or queued)")
+
+
+class _PrefixHits(logging.Handler):
+    """Counts the prompt tokens the manager found in shared pages (it says so only in a debug message)."""
+
+    PATTERN = re.compile(r"Found a prefix match of (\d+) tokens for request (\S+)")
+
+    def __init__(self, engine: ContinuousEngine):
+        super().__init__(logging.DEBUG)
+        self.engine = engine
+
+    def attach(self) -> None:
+        from transformers.generation.continuous_batching.utils import logger
+
+        logger.addHandler(self)
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False  # its other debug messages stay unprinted
+
+    def emit(self, record: logging.LogRecord) -> None:
+        m = self.PATTERN.match(str(record.msg))
+        if m:
+            n = int(m.group(1))
+            self.engine.reused[m.group(2)] = self.engine.reused.get(m.group(2), 0) + n
+            self.engine.reused_total += n
