@@ -20,6 +20,7 @@ and the varying batch shapes change low bits of the logits, so an argmax near a 
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import re
@@ -41,13 +42,17 @@ class ContinuousEngine:
                  fallback: Any = None, log: Any = print):
         if kv_tokens < page_tokens or max_rows < 1 or chunk_tokens < 1:
             raise ValueError(f"need kv_tokens >= page_tokens ({page_tokens}), max_rows >= 1, chunk_tokens >= 1")
-        self.wm, self.max_rows, self.n_ctx, self.finish = wm, max_rows, n_ctx, finish
+        # its own tokenizer: the static loop (``fallback``) tokenizes in its thread with the model's, and a fast
+        # tokenizer is not to be used from two threads at once
+        self.wm = copy.copy(wm)
+        self.wm.tokenizer = copy.deepcopy(wm.tokenizer)
+        self.max_rows, self.n_ctx, self.finish = max_rows, n_ctx, finish
         self.page_tokens, self.chunk_tokens = page_tokens, chunk_tokens
         self.kv_tokens = kv_tokens // page_tokens * page_tokens
         self.fallback, self.log = fallback, log
         self.eos = list(wm._eos_ids())
         self.pending: dict[str, tuple[Any, float, int]] = {}  # request id -> (job, submit time, prompt tokens)
-        self.lock = threading.Lock()  # the tokenizer and ``pending`` (handler threads submit concurrently)
+        self.lock = threading.Lock()  # our tokenizer and ``pending`` (handler threads submit concurrently)
         self.ids = itertools.count()
         self.done = self.generated = 0
         self.reused: dict[str, int] = {}  # request id -> prompt tokens read from shared pages (not computed)
