@@ -180,9 +180,11 @@ class _PrefixHits(logging.Handler):
     def attach(self) -> None:
         from transformers.generation.continuous_batching.utils import logger
 
+        before = logger.getEffectiveLevel()
+        for h in logger.handlers:  # its own handlers keep printing what they printed: no debug messages
+            h.setLevel(max(h.level, before))
         logger.addHandler(self)
         logger.setLevel(logging.DEBUG)
-        logger.propagate = False  # its other debug messages stay unprinted
 
     def emit(self, record: logging.LogRecord) -> None:
         m = self.PATTERN.match(str(record.msg))
