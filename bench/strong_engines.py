@@ -1,17 +1,24 @@
-"""The local strong model's engines side by side on a real workload (the strong-throughput issue).
+"""The local strong model's engines side by side on two real workloads (the strong-throughput issue, 11).
 
-    python bench/strong_engines.py [--prompts 32] [--inflight 1,8,32] [--big 64] [--engines llama.cpp@1,llama.cpp,batch]
+    python bench/strong_engines.py [--order llama.cpp,batch,batch,llama.cpp] [--inflight 1,8,32]
+        [--feedback 32] [--eval 16] [--single 4] [--batching continuous]
 
-Workload: the feedback stage's strong+draft prompts of ``recipes/medmcqa_cpu.yaml`` (its feedback questions from
-the MedMCQA train split, one draft each by the offline SmolLM2 at the recipe's temperature, the recipe's
-``strong.max_tokens``), temperature 0, cache off (every call paid). Each engine is the managed server cowest
-starts for ``strong.local`` (same GGUF, Qwen2.5-Coder-1.5B Q4_K_M; the batch engine reads its bf16 conversion),
-driven through ``StrongClient.chat_batch`` at each number of requests in flight. ``--big N`` adds one run of N
-prompts at N in flight on the batch engine.
+Workloads (temperature 0, cache off: every call paid; ``recipes/medmcqa_cpu.yaml``'s ``strong.max_tokens``):
+- ``feedback``: the feedback stage's strong+draft prompts (its questions from the MedMCQA train split, one draft
+  each by the offline SmolLM2, cached in bench/out): ~190 prompt tokens, answers of a few tokens (prefill-bound).
+- ``eval``: strong-alone chain-of-thought prompts (``inference.prompts.strong_alone_messages``) on questions of the
+  recipe's eval split: short prompts, long answers (decode-bound), as the eval stage's strong-alone system.
 
-Reports calls/s and generated tok/s (wall clock, server start excluded), the answers' agreement with the first
-engine's at temperature 0, and each engine's accuracy on the prompts (gold = the MedMCQA answer). Writes
-``bench/out/strong_engines.json`` and prints a markdown table. Needs ../shared/data/medmcqa.
+Engines are the managed servers cowest starts for ``strong.local`` (same GGUF, Qwen2.5-Coder-1.5B Q4_K_M; the batch
+engine reads its bf16 conversion), driven through ``StrongClient.chat_batch``. ``--order`` lists engine blocks
+(ENGINE[@THREADS][:BATCHING]); each block starts its server once and runs both workloads, llama.cpp at 1 request
+in flight (one slot), the batch engine at each ``--inflight`` (at 1 in flight only on the first ``--single``
+prompts of each workload, in the first batch block). A B B A ordering spreads a neighbour's load over both.
+
+Reports per run calls/s and generated tok/s (wall clock, server start excluded), the server's peak RSS (process
+tree, polled every 0.2 s), the answers' agreement with the first llama.cpp run at temperature 0 and accuracy, then
+means per setting with ratios to llama.cpp and a paired bootstrap CI of accuracy (batch - llama.cpp) with the
+smallest detectable difference. Writes ``bench/out/strong_engines.json``. Needs ../shared/data/medmcqa.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,15 +37,12 @@ from common import OUT, ROOT, md_table, now_utc  # noqa: E402
 RECIPE = ROOT / "recipes" / "medmcqa_cpu.yaml"
 
 
-def workload(n: int):
-    """(task, examples, requests): n strong+draft requests, drafts cached in bench/out."""
-    from cowest.config import load_config
+def feedback_workload(cfg, task, n: int):
+    """(examples, requests): n strong+draft requests, drafts cached in bench/out."""
     from cowest.inference.prompts import collab_messages, weak_messages
     from cowest.models.strong import ChatRequest
-    from cowest.tasks import get_task, subsample
+    from cowest.tasks import subsample
 
-    cfg = load_config(str(RECIPE), [])
-    task = get_task(cfg.task)
     pool = subsample(task.load(cfg.task.train_split), cfg.task.n_train, cfg.seed)
     examples = subsample(pool, cfg.feedback.max_questions, cfg.seed + 1)[:n]
     if len(examples) < n:  # more than the recipe's feedback questions: take further train questions
@@ -56,73 +61,167 @@ def workload(n: int):
         drafts.update({ex.id: o[0] for ex, o in zip(todo, outs)})
         OUT.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(drafts, indent=1))
-    reqs = [ChatRequest(collab_messages(task, ex, drafts[ex.id], cfg.task.format), temperature=0.0,
-                        max_tokens=cfg.strong.max_tokens) for ex in examples]
-    return cfg, task, examples, reqs
+    return examples, [ChatRequest(collab_messages(task, ex, drafts[ex.id], cfg.task.format), temperature=0.0,
+                                  max_tokens=cfg.strong.max_tokens) for ex in examples]
 
 
-def run_engine(cfg, spec: str, reqs, inflight: int, parallel: int) -> dict:
+def eval_workload(cfg, task, n: int):
+    """(examples, requests): n strong-alone CoT requests on the eval split."""
+    from cowest.inference.prompts import strong_alone_messages
+    from cowest.models.strong import ChatRequest
+    from cowest.tasks import subsample
+
+    examples = subsample(task.load(cfg.task.eval_split), n, cfg.seed)
+    return examples, [ChatRequest(strong_alone_messages(task, ex), temperature=0.0, max_tokens=cfg.strong.max_tokens)
+                      for ex in examples]
+
+
+class PeakRSS:
+    """The peak RSS (MB) of a process and its children, polled in a thread."""
+
+    def __init__(self, pid: int):
+        import psutil
+
+        self.proc, self.peak, self._stop = psutil.Process(pid), 0.0, threading.Event()
+        threading.Thread(target=self._poll, daemon=True).start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                procs = [self.proc, *self.proc.children(recursive=True)]
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs) / 2**20)
+            except Exception:  # noqa: BLE001 - the process ended
+                return
+
+    def stop(self) -> float:
+        self._stop.set()
+        return self.peak
+
+
+def run_block(cfg, spec: str, workloads: dict, levels: list[int], single: int, block: int) -> list[dict]:
+    """One engine block: its server started once, every workload at every level."""
     from cowest.models.local_server import make_server
     from cowest.models.strong import StrongClient
 
-    engine, _, threads = spec.partition("@")  # "llama.cpp@1": one generation thread
-    local = dataclasses.replace(cfg.strong.local, engine=engine, parallel=parallel,
-                                threads=int(threads) if threads else None)
-    log_dir = OUT / "strong_engines_logs" / f"{spec}-{inflight}"
-    with make_server(local, log_dir) as srv:
-        scfg = dataclasses.replace(cfg.strong, base_url=srv.base_url, model=srv.model, api_key_env=None, cache=False,
-                                   max_concurrency=inflight, timeout_s=3600)
-        with StrongClient(scfg, progress=True) as client:
-            t = time.perf_counter()
-            res = client.chat_batch(reqs, tag="bench", desc=f"{engine} x{inflight}")
-            wall = time.perf_counter() - t
-    gen = sum(r.completion_tokens for r in res)
-    return {"engine": spec, "inflight": inflight, "n": len(reqs), "wall_s": round(wall, 1),
-            "calls_per_s": len(reqs) / wall, "gen_tok_per_s": gen / wall, "completion_tokens": gen,
-            "prompt_tokens": sum(r.prompt_tokens for r in res), "texts": [r.text for r in res]}
+    engine, _, batching = spec.partition(":")
+    engine, _, threads = engine.partition("@")  # "llama.cpp@1": one generation thread
+    local = dataclasses.replace(cfg.strong.local, engine=engine, parallel=max(levels),
+                                threads=int(threads) if threads else None, batching=batching or "continuous")
+    runs = []
+    with make_server(local, OUT / "strong_engines_logs" / f"{block}-{spec}") as srv:
+        rss = PeakRSS(srv.proc.pid)
+        for wname, (examples, reqs) in workloads.items():
+            for k in ([1] if engine == "llama.cpp" else levels):
+                if k == 1 and engine != "llama.cpp":
+                    if single <= 0:
+                        continue
+                    todo = reqs[:single]
+                else:
+                    todo = reqs
+                scfg = dataclasses.replace(cfg.strong, base_url=srv.base_url, model=srv.model, api_key_env=None,
+                                           cache=False, max_concurrency=k, timeout_s=3600)
+                with StrongClient(scfg, progress=True) as client:
+                    t = time.perf_counter()
+                    res = client.chat_batch(todo, tag="bench", desc=f"{spec} {wname} x{k}")
+                    wall = time.perf_counter() - t
+                gen = sum(r.completion_tokens for r in res)
+                runs.append({"block": block, "engine": spec, "workload": wname, "inflight": k, "n": len(todo),
+                             "wall_s": round(wall, 1), "calls_per_s": len(todo) / wall, "gen_tok_per_s": gen / wall,
+                             "completion_tokens": gen, "prompt_tokens": sum(r.prompt_tokens for r in res),
+                             "server_peak_mb_so_far": round(rss.peak), "texts": [r.text for r in res]})
+                print(json.dumps({x: runs[-1][x] for x in ("block", "engine", "workload", "inflight", "n", "wall_s",
+                                                           "calls_per_s", "gen_tok_per_s", "server_peak_mb_so_far")}),
+                      flush=True)
+        peak = rss.stop()
+    for r in runs:
+        r["server_peak_mb"] = round(peak)
+    return runs
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--order", default="llama.cpp,batch,batch,llama.cpp",
+                    help="engine blocks, ENGINE[@THREADS][:BATCHING], e.g. llama.cpp,batch:static")
     ap.add_argument("--inflight", default="1,8,32", help="requests in flight for the batch engine")
-    ap.add_argument("--big", type=int, default=64, help="one more batch run: N prompts, N in flight (0: none)")
-    ap.add_argument("--engines", default="llama.cpp,batch",
-                    help="comma-separated ENGINE[@THREADS]; e.g. llama.cpp@1,llama.cpp (threads: physical cores)")
+    ap.add_argument("--feedback", type=int, default=32, help="feedback prompts (0: skip the workload)")
+    ap.add_argument("--eval", type=int, default=16, help="strong-alone CoT prompts (0: skip the workload)")
+    ap.add_argument("--single", type=int, default=4, help="prompts per workload at 1 in flight on the batch engine")
+    ap.add_argument("--report-only", action="store_true", help="the tables from bench/out/strong_engines.json "
+                    "(e.g. of a run stopped after some blocks; the same workload sizes)")
     args = ap.parse_args()
     data = ROOT.parent / "shared" / "data" / "medmcqa"
     if not data.exists():
         print(f"skipped: {data} is absent (the MedMCQA workload needs it)")
         return
-    n_all = max(args.prompts, args.big)
-    cfg, task, examples, reqs = workload(n_all)
-    runs = []
-    for engine in args.engines.split(","):
-        levels = [1] if engine.startswith("llama.cpp") else [int(x) for x in args.inflight.split(",")]
-        for k in levels:
-            sub = reqs[: args.prompts] if k > 1 else reqs[: min(args.prompts, 8 if engine == "batch" else args.prompts)]
-            runs.append(run_engine(cfg, engine, sub, k, max(k, 1)))
-            print(json.dumps({x: runs[-1][x] for x in ("engine", "inflight", "n", "wall_s", "calls_per_s",
-                                                         "gen_tok_per_s")}), flush=True)
-    if args.big and "batch" in args.engines.split(","):
-        runs.append(run_engine(cfg, "batch", reqs[: args.big], args.big, args.big))
-    ref = runs[0]
+    from cowest.config import load_config
+    from cowest.tasks import get_task
+
+    cfg = load_config(str(RECIPE), [])
+    task = get_task(cfg.task)
+    workloads = {}
+    if args.feedback:
+        workloads["feedback"] = feedback_workload(cfg, task, args.feedback)
+    if args.eval:
+        workloads["eval"] = eval_workload(cfg, task, args.eval)
+    if args.report_only:
+        report(json.loads((OUT / "strong_engines.json").read_text())["runs"], workloads, task, cfg)
+        return
+    levels = [int(x) for x in args.inflight.split(",")]
+    runs, seen_batch = [], False
+    for b, spec in enumerate(args.order.split(",")):
+        is_batch = not spec.startswith("llama.cpp")
+        runs += run_block(cfg, spec, workloads, levels, args.single if is_batch and not seen_batch else 0, b)
+        seen_batch |= is_batch
+        (OUT / "strong_engines.json").write_text(json.dumps({"date": now_utc(), "partial": True, "runs": runs}))
+    report(runs, workloads, task, cfg)
+
+
+def report(runs: list[dict], workloads: dict, task, cfg) -> None:
+    from cowest.stats import min_detectable_difference, paired_bootstrap
+
+    def score(r: dict) -> list[float]:
+        exs = workloads[r["workload"]][0]
+        return [float(task.parse_answer(t, example=ex) in ex.gold) for t, ex in zip(r["texts"], exs)]
+
+    refs = {w: next((r for r in runs if r["workload"] == w and r["engine"].startswith("llama.cpp")), None)
+            for w in workloads}
     rows = []
     for r in runs:
-        m = min(len(r["texts"]), len(ref["texts"]))
+        exs, ref = workloads[r["workload"]][0], refs[r["workload"]]
+        m = min(len(r["texts"]), len(ref["texts"])) if ref else 0
         agree = sum(task.parse_answer(a, example=ex) == task.parse_answer(b, example=ex)
-                    for a, b, ex in zip(r["texts"][:m], ref["texts"][:m], examples))
-        same_text = sum(a == b for a, b in zip(r["texts"][:m], ref["texts"][:m]))
-        correct = sum(task.parse_answer(t, example=ex) in ex.gold for t, ex in zip(r["texts"], examples))
-        r.update(agree_answer=f"{agree}/{m}", same_text=f"{same_text}/{m}", accuracy=f"{correct}/{len(r['texts'])}")
-        rows.append([r["engine"], r["inflight"], r["n"], r["wall_s"], f"{r['calls_per_s']:.3f}",
-                     f"{r['gen_tok_per_s']:.1f}", f"{r['calls_per_s'] / ref['calls_per_s']:.2f}x",
-                     r["agree_answer"], r["same_text"], r["accuracy"]])
-    print(f"\n{now_utc()}; {RECIPE.name} feedback strong+draft prompts, max_tokens {cfg.strong.max_tokens}, "
-          f"temperature 0; ratios against the first row\n")
-    print(md_table(["engine", "in flight", "prompts", "wall s", "calls/s", "generated tok/s", "calls/s ratio",
-                    "same answer as row 1", "same text as row 1", "correct"], rows))
-    (OUT / "strong_engines.json").write_text(json.dumps({"date": now_utc(), "runs": runs}, indent=1))
+                    for a, b, ex in zip(r["texts"][:m], ref["texts"][:m], exs)) if ref else 0
+        r.update(agree_answer=f"{agree}/{m}", same_text=f"{sum(a == b for a, b in zip(r['texts'], (ref or r)['texts']))}"
+                 f"/{m}", accuracy=f"{int(sum(score(r)))}/{len(r['texts'])}")
+        rows.append([r["block"], r["engine"], r["workload"], r["inflight"], r["n"], r["wall_s"],
+                     f"{r['calls_per_s']:.3f}", f"{r['gen_tok_per_s']:.1f}", r["server_peak_mb"], r["agree_answer"],
+                     r["same_text"], r["accuracy"]])
+    print(f"\n{now_utc()}; {RECIPE.name}, max_tokens {cfg.strong.max_tokens}, temperature 0; agreement against the "
+          f"first llama.cpp run of the workload\n")
+    print(md_table(["block", "engine", "workload", "in flight", "prompts", "wall s", "calls/s", "generated tok/s",
+                    "server peak MB", "same answer", "same text", "correct"], rows))
+    summary = []
+    for w in workloads:
+        base = [r for r in runs if r["workload"] == w and r["engine"].startswith("llama.cpp")]
+        base_cps = sum(r["calls_per_s"] for r in base) / len(base) if base else float("nan")
+        base_scores = score(base[0]) if base else None
+        for key in sorted({(r["engine"], r["inflight"]) for r in runs if r["workload"] == w}):
+            rs = [r for r in runs if r["workload"] == w and (r["engine"], r["inflight"]) == key]
+            cps = sum(r["calls_per_s"] for r in rs) / len(rs)
+            ci = "-"
+            s = score(rs[0])
+            if base_scores and len(s) == len(base_scores) and not key[0].startswith("llama.cpp"):
+                d, lo, hi = paired_bootstrap(s, base_scores)
+                ci = f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}], MDD {min_detectable_difference(s, base_scores):.1f}"
+            summary.append([w, key[0], key[1], len(rs), f"{cps:.3f}",
+                            f"{sum(r['gen_tok_per_s'] for r in rs) / len(rs):.1f}", f"{cps / base_cps:.2f}x",
+                            max(r["server_peak_mb"] for r in rs), ci])
+    print("\nMeans over the blocks (A B B A); accuracy difference in points, paired bootstrap 95% CI and the "
+          "smallest detectable difference (80% power)\n")
+    print(md_table(["workload", "engine", "in flight", "runs", "calls/s", "generated tok/s", "vs llama.cpp",
+                    "server peak MB", "accuracy batch - llama.cpp"], summary))
+    (OUT / "strong_engines.json").write_text(json.dumps({"date": now_utc(), "runs": runs, "summary": summary},
+                                                        indent=1))
 
 
 if __name__ == "__main__":

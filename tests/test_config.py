@@ -41,6 +41,8 @@ def test_int_promoted_to_float_but_not_bool():
         ("feedback.metric=bleu", "feedback.metric: 'bleu' is not one of: auto, f1, em, accuracy"),
         ("align.eval_share=-0.1", r"align.eval_share must be in \[0, 1\)"),
         ("strong.max_concurrency=0", "strong.max_concurrency must be >= 1"),
+        ("strong.local.batching=dynamic", "strong.local.batching: 'dynamic' is not one of: continuous, static"),
+        ("strong.local.kv_tokens=32", r"strong.local.kv_tokens must be >= 64 \(one KV page\), got 32"),
         ("task=3", "task must be a mapping"),
         ("noequals", "not of the form key=value"),
     ],

@@ -113,6 +113,9 @@ class LocalServerConfig:
     n_ctx: int = 4096
     threads: int | None = None  # llama.cpp generation threads (None: physical cores) / batch engine
     parallel: int = 32  # requests the batch engine decodes together (and strong.max_concurrency's cap); llama.cpp: 1
+    # batch engine: continuous (requests join the running batch; greedy ones) | static (a batch waits for its longest)
+    batching: str = "continuous"
+    kv_tokens: int = 16384  # batch engine, continuous: KV cache slots over all running requests (the memory bound)
     startup_timeout_s: float = 300.0
     # llama.cpp's extra buffer types (AMX, weight repacking). auto: off only for a library with AMX kernels on
     # an AMX CPU, where they crash (cowest.models.llama_build); on | off force it.
@@ -122,6 +125,9 @@ class LocalServerConfig:
         _choice("strong.local.extra_bufts", self.extra_bufts, ("auto", "on", "off"))
         _choice("strong.local.engine", self.engine, ("auto", "batch", "llama.cpp"))
         _positive("strong.local.parallel", self.parallel)
+        _choice("strong.local.batching", self.batching, ("continuous", "static"))
+        if self.kv_tokens < 64:
+            raise ConfigError(f"strong.local.kv_tokens must be >= 64 (one KV page), got {self.kv_tokens}")
 
 
 @dataclass

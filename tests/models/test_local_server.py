@@ -231,7 +231,9 @@ def test_real_batch_server_answers_many_requests_in_one_batch(tmp_path, monkeypa
                 client.chat_batch([ChatRequest([{"role": "user", "content": "word " * 600}])], tag="local")
     log = (tmp_path / "batch_server.log").read_text()
     assert "packed for oneDNN" in log or "linear layers" in log
-    assert "batch 1: 8 requests" in log  # the 8 in flight were decoded together (batch 0: the startup check)
+    assert "continuous batching" in log and "KV budget 16384 tokens" in log
+    # the startup check, the 8 in flight, the one alone: each answered as it finished
+    assert log.count(" running or queued)") == 10 and "(7 running or queued)" in log
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")

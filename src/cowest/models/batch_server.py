@@ -1,14 +1,20 @@
-"""cowest's own local strong-model server: the chat requests in flight answered together, one batched decode.
+"""cowest's own local strong-model server: the chat requests in flight answered together, in batches.
 
     python -m cowest.models.batch_server --model DIR --port 8123 [--served-name NAME] [--max-batch 32]
+        [--batching continuous|static] [--kv-tokens 16384]
 
 Speaks the part of the OpenAI chat API that cowest uses (``GET /v1/models``, ``POST /v1/chat/completions``
-with temperature, top_p, max_tokens and stop; no streaming), over the standard library's HTTP server. Handler
-threads queue their request and wait; one engine thread takes everything queued (up to ``--max-batch``),
-groups it by sampling settings and runs each group through :meth:`WeakModel.complete`, the project's batched
-decode loop (each prompt encoded once, finished rows leave the batch). On CPUs the weights are bf16 where the
-CPU computes bf16 natively, packed once for oneDNN (:mod:`cowest.models.packed`), so that a batch of 32 costs
-little more per step than one request. Each batch is logged: requests, tokens, seconds.
+with temperature, top_p, max_tokens and stop; no streaming), over the standard library's HTTP server. On CPUs
+the weights are bf16 where the CPU computes bf16 natively, packed once for oneDNN (:mod:`cowest.models.packed`),
+so that a batch of 32 costs little more per step than one request.
+
+Two schedulers. ``continuous`` (default): greedy requests go to :mod:`cowest.models.continuous` (transformers'
+continuous batching manager): a request joins the running batch in the next step, a finished row leaves at once,
+prompt pages shared by several requests are computed once, and the KV cache is a fixed pool of ``--kv-tokens``
+token slots. ``static`` (and, under ``continuous``, requests with temperature > 0): handler threads queue their
+request; one engine thread takes everything queued (up to ``--max-batch``), groups it by sampling settings and
+runs each group through :meth:`WeakModel.complete`, the project's batched decode loop; the batch returns when its
+longest answer ends. Each batch or request is logged: tokens, seconds.
 
 llama.cpp's server answers one request at a time; on 2 cores its quantized kernels are compute-bound, so more
 slots barely help (bench/RESULTS.md). Here the requests of a stage share every weight read.
@@ -26,9 +32,7 @@ from concurrent.futures import Future
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-
-class BadRequest(ValueError):
-    """A request the server refuses (HTTP 400): the client must not retry it."""
+from cowest.models.continuous import BadRequest
 
 
 class Job:
@@ -133,7 +137,7 @@ def cut_at_stop(c: Any, stop: list[str]) -> dict[str, Any]:
             "finish_reason": reason}
 
 
-def make_handler(engine: Engine, served_name: str) -> type:
+def make_handler(engine: Any, served_name: str) -> type:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -157,7 +161,7 @@ def make_handler(engine: Engine, served_name: str) -> type:
                 self._send(200, {"object": "list", "data": [{"id": served_name, "object": "model",
                                                               "owned_by": "cowest"}]})
             elif self.path.rstrip("/") == "/health":
-                self._send(200, {"status": "ok", "queued": engine.jobs.qsize(), "batches": engine.batches})
+                self._send(200, health(engine))
             else:
                 self._error(404, f"no route {self.path}")
 
@@ -183,7 +187,7 @@ def make_handler(engine: Engine, served_name: str) -> type:
                 return
             text = res["text"]
             self._send(200, {
-                "id": f"chatcmpl-cowest-{engine.batches}", "object": "chat.completion", "created": int(time.time()),
+                "id": f"chatcmpl-cowest-{time.monotonic_ns()}", "object": "chat.completion", "created": int(time.time()),
                 "model": served_name,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                              "finish_reason": res["finish_reason"]}],
@@ -192,6 +196,15 @@ def make_handler(engine: Engine, served_name: str) -> type:
             })
 
     return Handler
+
+
+def health(engine: Any) -> dict[str, Any]:
+    if isinstance(engine, Engine):
+        return {"status": "ok", "scheduler": "static", "queued": engine.jobs.qsize(), "batches": engine.batches}
+    return {"status": "error" if engine.error else "ok", "scheduler": "continuous", "running": engine.running,
+            "answered": engine.done, "generated_tokens": engine.generated, "kv_tokens": engine.kv_tokens,
+            "prompt_tokens_from_shared_pages": engine.reused_total,
+            "kv_cache_bytes": engine.kv_cache_bytes(), **({"error": engine.error} if engine.error else {})}
 
 
 class Server(ThreadingHTTPServer):
@@ -213,9 +226,24 @@ def load_model(path: str, *, dtype: str, threads: int | None, max_batch: int, ma
     wm = WeakModel.load(cfg)
     with torch.inference_mode():
         packed = pack_linears(wm.model, rows=max_batch)
+    release_memory()  # glibc keeps freed memory otherwise (the tokenizer and load buffers)
     print(f"cowest: loaded {path} ({wm.model.dtype}, {torch.get_num_threads()} threads, {packed} linear layers "
           f"packed for oneDNN)", flush=True)
     return wm
+
+
+def release_memory() -> None:
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        trim = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), "malloc_trim", None)
+    except OSError:
+        trim = None
+    if trim is not None:
+        trim(0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -229,14 +257,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-batch", type=int, default=32, help="requests decoded together")
     p.add_argument("--max-batch-tokens", type=int, default=32768, help="rows x (prompt + new tokens) per batch")
     p.add_argument("--n-ctx", type=int, default=4096, help="longest prompt + max_tokens accepted")
+    p.add_argument("--batching", choices=("continuous", "static"), default="continuous",
+                   help="continuous: requests join the running batch (greedy ones; sampled ones go static)")
+    p.add_argument("--kv-tokens", type=int, default=16384,
+                   help="continuous: KV cache slots over all running requests (the memory bound)")
     args = p.parse_args(argv)
     model = load_model(args.model, dtype=args.dtype, threads=args.threads, max_batch=args.max_batch,
                        max_batch_tokens=args.max_batch_tokens, n_ctx=args.n_ctx)
-    engine = Engine(model, max_batch=args.max_batch, n_ctx=args.n_ctx, log=lambda s: print(s, flush=True))
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    engine: Any = Engine(model, max_batch=args.max_batch, n_ctx=args.n_ctx, log=log)
     threading.Thread(target=engine.run_forever, name="cowest-engine", daemon=True).start()
+    if args.batching == "continuous":
+        from cowest.models.continuous import ContinuousEngine
+
+        engine = ContinuousEngine(model, max_rows=args.max_batch, kv_tokens=args.kv_tokens, n_ctx=args.n_ctx,
+                                  finish=cut_at_stop, fallback=engine, log=log).start()
     name = args.served_name or args.model.rstrip("/").rsplit("/", 1)[-1]
     srv = Server((args.host, args.port), make_handler(engine, name))
-    print(f"cowest: serving {name} at http://{args.host}:{args.port}/v1 (max batch {args.max_batch})", flush=True)
+    print(f"cowest: serving {name} at http://{args.host}:{args.port}/v1 ({args.batching} batching, max batch "
+          f"{args.max_batch}{f', KV budget {args.kv_tokens} tokens' if args.batching == 'continuous' else ''})",
+          flush=True)
     try:
         srv.serve_forever()
     except KeyboardInterrupt:

@@ -5,15 +5,16 @@
 
 Two engines behind the same OpenAI chat API (``strong.local.engine``):
 
-- ``batch``: :mod:`cowest.models.batch_server`, the project's batched decode loop in transformers; the GGUF is
-  converted once into a bf16 model directory (:mod:`cowest.models.gguf_convert`). It answers the requests in
-  flight together, so ``strong.max_concurrency`` up to ``strong.local.parallel`` pays off.
+- ``batch``: :mod:`cowest.models.batch_server`, transformers on a bf16 model directory converted once from the
+  GGUF (:mod:`cowest.models.gguf_convert`); continuous batching (``strong.local.batching``, KV pool of
+  ``strong.local.kv_tokens``) or the project's static batched decode loop. It answers the requests in flight
+  together, so ``strong.max_concurrency`` up to ``strong.local.parallel`` pays off.
 - ``llama.cpp``: ``python -m llama_cpp.server`` (the ``[local]`` extra, through :mod:`cowest.models.llama_launch`,
   which decides one load setting for AMX CPUs); one request at a time.
 - ``auto`` (default): ``llama.cpp`` where it is installed, else ``batch``. On 2 cores llama.cpp's quantized kernels
-  process prompts as fast as bf16 matmuls and reuse the prompt prefix of consecutive requests, and the batch
-  engine waits for a batch's longest answer (no continuous batching yet), so llama.cpp matched or beat it on
-  feedback prompts (bench/RESULTS.md); the batch engine wins where answers are long.
+  process prompts as fast as bf16 matmuls and reuse the prompt prefix of consecutive requests, so llama.cpp
+  matched or beat the static batch engine on feedback prompts (bench/RESULTS.md); the batch engine wins where
+  answers are long.
 
 Either runs in a subprocess of its own session on 127.0.0.1, its output in ``<log_dir>/<engine>_server.log``. It
 is ready once it has listed its model and generated one token, so a server that cannot generate fails at start.
@@ -291,11 +292,12 @@ class BatchServer(ManagedServer):
     label = "cowest batch server"
 
     def __init__(self, model_dir: str | Path, *, n_ctx: int = 4096, threads: int | None = None, max_batch: int = 32,
-                 max_batch_tokens: int = 32768, dtype: str = "auto", **kw: Any):
+                 max_batch_tokens: int = 32768, dtype: str = "auto", batching: str = "continuous",
+                 kv_tokens: int = 16384, **kw: Any):
         kw.setdefault("log_path", "batch_server.log")
         super().__init__(model_dir, **kw)
         self.n_ctx, self.threads, self.max_batch, self.max_batch_tokens = n_ctx, threads, max_batch, max_batch_tokens
-        self.dtype = dtype
+        self.dtype, self.batching, self.kv_tokens = dtype, batching, kv_tokens
 
     def check(self) -> None:
         if not (self.path / "config.json").is_file():
@@ -305,7 +307,8 @@ class BatchServer(ManagedServer):
         cmd = [sys.executable, "-m", "cowest.models.batch_server", "--model", str(self.path),
                "--served-name", self.model_alias, "--host", self.host, "--port", str(self.port),
                "--n-ctx", str(self.n_ctx), "--max-batch", str(self.max_batch),
-               "--max-batch-tokens", str(self.max_batch_tokens), "--dtype", self.dtype]
+               "--max-batch-tokens", str(self.max_batch_tokens), "--dtype", self.dtype,
+               "--batching", self.batching, "--kv-tokens", str(self.kv_tokens)]
         if self.threads:
             cmd += ["--threads", str(self.threads)]
         return cmd
@@ -336,6 +339,7 @@ def make_server(local: Any, log_dir: str | Path) -> ManagedServer:
     tag = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}".encode()).hexdigest()[:8]
     model_dir = gguf_to_hf(gguf, cache_root() / "models" / f"{gguf.stem}-{tag}-bf16")
     return BatchServer(model_dir, n_ctx=local.n_ctx, threads=local.threads, max_batch=local.parallel,
+                       batching=local.batching, kv_tokens=local.kv_tokens,
                        # another name than llama.cpp's: its bf16 answers are cached apart from the Q4 ones
                        model_alias=f"{gguf.stem}-bf16", log_path=Path(log_dir) / "batch_server.log", **common)
 

@@ -45,8 +45,15 @@ def _packed_linear_class() -> Any:
 
 def pack_linears(model: Any, *, rows: int = 16, include_head: bool = False) -> int:
     """Replace the model's ``nn.Linear`` layers by packed ones; returns how many. The output layer is left alone
-    unless ``include_head`` (it is often tied to the input embedding, and a packed copy would double it)."""
+    unless ``include_head`` (it is often tied to the input embedding, and a packed copy would double it).
+
+    Weights that transformers mapped from a safetensors file stay mapped while any tensor of the file lives, and the
+    file pages read for packing would stay in the RSS beside the packed copies (Qwen2.5-1.5B: 6.0 GB instead of
+    3.1): each packed weight's pages are dropped from this process (``MADV_DONTNEED``; the file is untouched, and
+    a later read maps them again)."""
     import torch
+
+    files = _file_mappings()
 
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     cls = None
@@ -59,5 +66,39 @@ def pack_linears(model: Any, *, rows: int = 16, include_head: bool = False) -> i
                 return n
             cls = cls or _packed_linear_class()
             setattr(module, name, cls(child, rows))
+            _drop_file_pages(child.weight, files)
             n += 1
     return n
+
+
+def _file_mappings() -> list[tuple[int, int]]:
+    """(start, end) of this process's private mappings of files (Linux; else none). safetensors maps its files
+    copy-on-write (``rw-p``); weights are never written, so their pages are the file's."""
+    out = []
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 6 and parts[5].startswith("/") and parts[1].endswith("p"):
+                    lo, hi = parts[0].split("-")
+                    out.append((int(lo, 16), int(hi, 16)))
+    except OSError:
+        pass
+    return out
+
+
+def _drop_file_pages(weight: Any, files: list[tuple[int, int]]) -> None:
+    """Drop the whole pages of ``weight``'s data from this process if they lie in a file mapping (the weight is
+    replaced; a read of it, e.g. through a tied module, maps the file's pages again)."""
+    import ctypes
+    import mmap
+
+    start = weight.data_ptr()
+    end = start + weight.numel() * weight.element_size()
+    if not any(lo <= start and end <= hi for lo, hi in files):
+        return  # anonymous memory: freed with the tensor, and DONTNEED there would zero it
+    page = mmap.PAGESIZE
+    lo, hi = -(-start // page) * page, end // page * page
+    if hi > lo:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), 4)  # 4 = MADV_DONTNEED

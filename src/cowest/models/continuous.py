@@ -1,0 +1,194 @@
+"""Continuous batching for the batch engine's greedy requests: a request joins the running batch at once.
+
+The static loop (``batch_server.Engine``) takes what is queued, decodes it together and returns when the batch's
+longest answer ends; a request that arrives meanwhile waits for it. Here transformers' continuous batching manager
+(``model.init_continuous_batching``: a paged KV cache, the scheduler, chunked prefill) runs the model in its own
+thread: each new request is prefilled in the next step while the others go on decoding, and a row that ends leaves
+at once, its KV pages free for the next. Its pages are shared between requests with the same prompt prefix (whole
+pages: the fixed instructions, and the question shared by a question's K drafts in feedback), so that prefix is
+computed once.
+
+Memory is bounded by the page pool: ``kv_tokens`` token slots over all rows (Qwen2.5-1.5B: 28 KB a token, 16,384
+slots = 470 MB), at most ``max_rows`` requests in one step and ``chunk_tokens`` prompt tokens prefilled in one
+step. A request whose prompt plus ``max_tokens`` could never fit the pool is refused (HTTP 400).
+
+Greedy only: the manager decodes with one sampling setting, and the strong side asks at temperature 0
+(``strong.temperature``). Requests with temperature > 0 go to the static loop (``fallback``), which shares the
+weights. At temperature 0 the answers are the one-at-a-time answers up to rounding: in bf16 the paged attention
+and the varying batch shapes change low bits of the logits, so an argmax near a tie can differ (bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import re
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable
+
+
+class BadRequest(ValueError):
+    """A request the server refuses (HTTP 400): the client must not retry it."""
+
+
+class ContinuousEngine:
+    """``submit(job)`` -> Future; ``job`` has messages, temperature, max_tokens, stop and a ``future``."""
+
+    def __init__(self, wm: Any, *, max_rows: int, kv_tokens: int, n_ctx: int, page_tokens: int = 64,
+                 chunk_tokens: int = 512, finish: Callable[[Any, list[str]], Any] = lambda c, stop: c,
+                 fallback: Any = None, log: Any = print):
+        if kv_tokens < page_tokens or max_rows < 1 or chunk_tokens < 1:
+            raise ValueError(f"need kv_tokens >= page_tokens ({page_tokens}), max_rows >= 1, chunk_tokens >= 1")
+        # its own tokenizer: the static loop (``fallback``) tokenizes in its thread with the model's, and a fast
+        # tokenizer is not to be used from two threads at once
+        self.wm = copy.copy(wm)
+        self.wm.tokenizer = copy.deepcopy(wm.tokenizer)
+        self.max_rows, self.n_ctx, self.finish = max_rows, n_ctx, finish
+        self.page_tokens, self.chunk_tokens = page_tokens, chunk_tokens
+        self.kv_tokens = kv_tokens // page_tokens * page_tokens
+        self.fallback, self.log = fallback, log
+        self.eos = list(wm._eos_ids())
+        self.pending: dict[str, tuple[Any, float, int]] = {}  # request id -> (job, submit time, prompt tokens)
+        self.lock = threading.Lock()  # our tokenizer and ``pending`` (handler threads submit concurrently)
+        self.ids = itertools.count()
+        self.done = self.generated = 0
+        self.reused: dict[str, int] = {}  # request id -> prompt tokens read from shared pages (not computed)
+        self.reused_total = 0
+        self.manager: Any = None
+        self.error: str | None = None
+        self.stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> "ContinuousEngine":
+        import torch
+        from transformers import GenerationConfig
+        from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+        gc = GenerationConfig(max_new_tokens=256, do_sample=False, eos_token_id=self.eos,
+                              pad_token_id=self.wm.tokenizer.pad_token_id)
+        cbc = ContinuousBatchingConfig(
+            page_size=self.page_tokens, num_blocks=self.kv_tokens // self.page_tokens,
+            max_batch_tokens=self.chunk_tokens, max_requests_per_batch=self.max_rows, auto_switch_to_flash=False,
+            use_cuda_graph=False, use_async_batching=False, allow_block_sharing=True)
+        _PrefixHits(self).attach()
+        with torch.inference_mode():  # the manager's thread runs in the caller's inference mode
+            self.manager = self.wm.model.init_continuous_batching(generation_config=gc, continuous_batching_config=cbc)
+            self.manager.start()
+        threading.Thread(target=self._collect, name="cowest-continuous-results", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self.manager is not None:
+            self.manager.stop(block=True, timeout=30)
+
+    @property
+    def running(self) -> int:
+        return len(self.pending)
+
+    def kv_cache_bytes(self) -> int:
+        """Bytes of the manager's paged KV cache (allocated once, at the first request)."""
+        proc = getattr(self.manager, "batch_processor", None)
+        cache = getattr(proc, "cache", None)
+        tensor = getattr(cache, "cache_tensor", None)
+        return 0 if tensor is None else tensor.numel() * tensor.element_size()
+
+    # ------------------------------------------------------------------ requests
+
+    def submit(self, job: Any) -> Future:
+        if job.temperature > 0:
+            if self.fallback is None:
+                raise BadRequest("this server answers temperature 0 only")
+            return self.fallback.submit(job)
+        if self.error:
+            raise RuntimeError(f"the continuous batching engine stopped: {self.error}")
+        with self.lock:
+            ids = self.wm._encode_prompts([job.messages])[0]
+            need = len(ids) + job.max_tokens
+            if need > self.n_ctx:
+                raise BadRequest(f"prompt ({len(ids)} tokens) + max_tokens ({job.max_tokens}) exceed the context of "
+                                 f"{self.n_ctx} tokens")
+            if need > self.kv_tokens:
+                raise BadRequest(f"prompt ({len(ids)} tokens) + max_tokens ({job.max_tokens}) exceed the KV cache "
+                                 f"budget of {self.kv_tokens} tokens (--kv-tokens)")
+            rid = f"r{next(self.ids)}"
+            self.pending[rid] = (job, time.perf_counter(), len(ids))
+        if self.manager.add_request(ids, request_id=rid, max_new_tokens=job.max_tokens, eos_token_id=self.eos) is None:
+            with self.lock:
+                self.pending.pop(rid, None)
+            raise RuntimeError("the continuous batching engine refused the request (stopped or its queue full)")
+        return job.future
+
+    def _collect(self) -> None:
+        """Hand each finished result to its request's future; if the manager's thread dies, fail what waits."""
+        from cowest.models.weak import Completion
+
+        mgr = self.manager
+        while True:
+            out = mgr.get_result(timeout=0.5)
+            if out is None:
+                thread = getattr(mgr, "_generation_thread", None)
+                if thread is not None and thread.is_alive():
+                    continue
+                fatal = getattr(mgr.background_thread_status, "fatal_error", None)
+                self.error = f"{type(fatal).__name__}: {fatal}" if fatal else "the generation thread ended"
+                with self.lock:
+                    waiting, self.pending = list(self.pending.values()), {}
+                for job, _, _ in waiting:
+                    job.future.set_exception(RuntimeError(self.error))
+                if waiting or not self.stopping:
+                    self.log(f"continuous engine stopped: {self.error}; {len(waiting)} requests failed")
+                return
+            if not out.is_finished():
+                continue
+            with self.lock:
+                job, t0, n_prompt = self.pending.pop(out.request_id, (None, 0.0, 0))
+                text = None
+                if job is not None and out.error is None:
+                    toks = list(out.generated_tokens)
+                    end = next((k for k, t in enumerate(toks) if t in self.eos), None)
+                    kept = toks if end is None else toks[:end]
+                    text = self.wm.tokenizer.decode(kept, skip_special_tokens=True)
+            if job is None:
+                continue
+            if out.error is not None:
+                job.future.set_exception(RuntimeError(f"generation failed: {out.error}"))
+                continue
+            c = Completion(text, n_prompt, len(kept) + (end is not None), "length" if end is None else "stop")
+            self.done += 1
+            self.generated += c.completion_tokens
+            job.future.set_result(self.finish(c, job.stop))
+            reused = self.reused.pop(out.request_id, 0)
+            self.log(f"request {out.request_id}: {n_prompt} prompt ({reused} from shared pages) + "
+                     f"{c.completion_tokens} generated tokens in {time.perf_counter() - t0:.1f}s "
+                     f"({len(self.pending)} running or queued)")
+
+
+class _PrefixHits(logging.Handler):
+    """Counts the prompt tokens the manager found in shared pages (it says so only in a debug message)."""
+
+    PATTERN = re.compile(r"Found a prefix match of (\d+) tokens for request (\S+)")
+
+    def __init__(self, engine: ContinuousEngine):
+        super().__init__(logging.DEBUG)
+        self.engine = engine
+
+    def attach(self) -> None:
+        from transformers.generation.continuous_batching.utils import logger
+
+        before = logger.getEffectiveLevel()
+        for h in logger.handlers:  # its own handlers keep printing what they printed: no debug messages
+            h.setLevel(max(h.level, before))
+        logger.addHandler(self)
+        logger.setLevel(logging.DEBUG)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        m = self.PATTERN.match(str(record.msg))
+        if m:
+            n = int(m.group(1))
+            self.engine.reused[m.group(2)] = self.engine.reused.get(m.group(2), 0) + n
+            self.engine.reused_total += n

@@ -1,0 +1,30 @@
+"""Packed linears on a tiny random Llama mapped from its safetensors file: same logits, file pages dropped."""
+
+from __future__ import annotations
+
+import pytest
+
+from cowest.models import packed
+
+
+def test_packing_a_mapped_model_keeps_its_logits_and_drops_its_file_pages(tiny_model_dir, tmp_path, monkeypatch):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+    if not packed.can_pack(plain.model.layers[0].mlp.up_proj.weight):
+        pytest.skip("no oneDNN packing on this build")
+    plain.save_pretrained(tmp_path)  # bf16 on disk: loading maps the weights from the file, no conversion
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    files = packed._file_mappings()
+    mapped = [m for m in model.modules() if type(m) is torch.nn.Linear and m is not model.lm_head
+              and any(lo <= m.weight.data_ptr() < hi for lo, hi in files)]
+    dropped = []
+    real = packed._drop_file_pages
+    monkeypatch.setattr(packed, "_drop_file_pages", lambda w, f: (dropped.append(w.data_ptr()), real(w, f)))
+    with torch.inference_mode():
+        n = packed.pack_linears(model, rows=4)
+        ids = torch.tensor([[5, 9, 17, 33, 2, 8]])
+        assert torch.equal(model(input_ids=ids).logits, plain(input_ids=ids).logits)
+    assert n == 14 and len(dropped) == 14  # 2 layers x 7 linears, each weight's pages offered back
+    assert len(mapped) == 14 and all(m.weight.data_ptr() in dropped for m in mapped)
