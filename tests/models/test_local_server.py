@@ -237,8 +237,13 @@ def test_real_batch_server_answers_many_requests_in_one_batch(tmp_path, monkeypa
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-def test_killing_cowest_leaves_no_orphan_server(tmp_path, fake_gguf):
-    # A parent process starts a managed server and is then SIGKILLed: the server must go with it.
+@pytest.mark.parametrize("ignores_sigterm", [False, True], ids=["plain", "busy-with-a-request"])
+def test_killing_cowest_leaves_no_orphan_server(tmp_path, fake_gguf, ignores_sigterm):
+    # A parent process starts a managed server and is then SIGKILLed: the server must go with it, also one that
+    # does not stop on SIGTERM (llama.cpp's server finishing its request in progress, for a client that is gone).
+    wrap = ("import runpy, signal, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            f"sys.argv = [{CRASHING!r}] + sys.argv[1:]; runpy.run_path({CRASHING!r}, run_name='__main__')")
+    cmd = f"[sys.executable, '-c', {wrap!r}]" if ignores_sigterm else f"[sys.executable, {CRASHING!r}]"
     script = f"""
 import sys, time
 sys.path.insert(0, {SRC!r})
@@ -246,7 +251,7 @@ from cowest.models import local_server as ls
 ls.check_llama_cpp = lambda: None
 class S(ls.LlamaServer):
     def command(self):
-        return [sys.executable, {CRASHING!r}, "--port", str(self.port)]
+        return {cmd} + ["--port", str(self.port)]
 s = S({str(fake_gguf)!r}, log_path={str(tmp_path / 'server.log')!r}, startup_timeout_s=30)
 s.start()
 print(s.proc.pid, flush=True)

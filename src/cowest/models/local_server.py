@@ -75,8 +75,10 @@ def describe_exit(returncode: int) -> str:
 
 
 def _die_with_parent() -> Any:
-    """A preexec_fn asking Linux to send the child SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG);
-    None elsewhere. The libc function is looked up here, before the fork: the child only calls it."""
+    """A preexec_fn asking Linux to send the child SIGKILL when its parent dies (prctl PR_SET_PDEATHSIG);
+    None elsewhere. The libc function is looked up here, before the fork: the child only calls it. SIGKILL, not
+    SIGTERM: on SIGTERM llama.cpp's server shuts down gracefully, finishing the request in progress for a client
+    that is gone, and stayed alive for 30 s and more after its parent was killed."""
     if not sys.platform.startswith("linux"):
         return None
     import ctypes
@@ -86,8 +88,8 @@ def _die_with_parent() -> Any:
         prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
     except (OSError, AttributeError):
         return None
-    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
-    return lambda: prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
+    pr_set_pdeathsig, sigkill = 1, int(signal.SIGKILL)
+    return lambda: prctl(pr_set_pdeathsig, sigkill, 0, 0, 0)
 
 
 def _tail(path: Path, n: int = 15) -> str:
@@ -145,7 +147,7 @@ class ManagedServer:
             log.write(f"$ {' '.join(self.command())}\n".encode())
             log.flush()
             # own session: SIGTERM/SIGKILL reach the server and anything it spawns, not our process group;
-            # and the server gets SIGTERM if cowest itself dies (even by SIGKILL), so no orphan keeps its memory
+            # and the server gets SIGKILL if cowest itself dies (even by SIGKILL), so no orphan keeps its memory
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True,
                                          preexec_fn=_die_with_parent())
