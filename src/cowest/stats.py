@@ -4,7 +4,23 @@ difference a given n could detect. Shared by every stage that compares (eval, fe
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+
+
+def resamples(n: int, n_resamples: int, seed: int) -> Iterator[list[int]]:
+    """Seeded bootstrap draws of question indices, ``n`` with replacement each: the one resampling loop behind
+    every CI here (paired differences, AUROC, the routing curve)."""
+    rng = random.Random(seed)
+    for _ in range(n_resamples):
+        yield [rng.randrange(n) for _ in range(n)]
+
+
+def percentile_interval(values: Sequence[float], alpha: float = 0.05) -> tuple[float, float] | None:
+    """The (alpha/2, 1 - alpha/2) percentile interval of bootstrap ``values``; None when there are none."""
+    if not values:
+        return None
+    v = sorted(values)
+    return v[int(alpha / 2 * len(v))], v[min(len(v) - 1, int((1 - alpha / 2) * len(v)))]
 
 
 def paired_bootstrap(
@@ -28,14 +44,8 @@ def paired_bootstrap(
     observed = stat(a) - stat(b)
     if n == 0:
         return observed, float("nan"), float("nan")
-    rng = random.Random(seed)
-    diffs = []
-    for _ in range(n_resamples):
-        idx = [rng.randrange(n) for _ in range(n)]
-        diffs.append(stat([a[i] for i in idx]) - stat([b[i] for i in idx]))
-    diffs.sort()
-    lo = diffs[int((alpha / 2) * n_resamples)]
-    hi = diffs[min(n_resamples - 1, int((1 - alpha / 2) * n_resamples))]
+    diffs = [stat([a[i] for i in idx]) - stat([b[i] for i in idx]) for idx in resamples(n, n_resamples, seed)]
+    lo, hi = percentile_interval(diffs, alpha)  # type: ignore[misc]  # n_resamples >= 1
     return observed, lo, hi
 
 

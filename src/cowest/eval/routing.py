@@ -18,13 +18,12 @@ and counted).
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cowest.inference.gate import auroc_ci
-from cowest.stats import min_detectable_difference, paired_bootstrap
+from cowest.stats import min_detectable_difference, paired_bootstrap, percentile_interval, resamples
 
 GRID = [i / 10 for i in range(11)]
 
@@ -69,10 +68,8 @@ def figures(cv: Sequence[float]) -> dict[str, float | None]:
 
 
 def _ci(vals: list[float], alpha: float = 0.05) -> list[float] | None:
-    if not vals:
-        return None
-    vals = sorted(vals)
-    return [vals[int(alpha / 2 * len(vals))], vals[min(len(vals) - 1, int((1 - alpha / 2) * len(vals)))]]
+    ci = percentile_interval(vals, alpha)
+    return list(ci) if ci else None
 
 
 def analyse(rows_by_system: dict[str, list[dict[str, Any]]], ids: list[str], key: str, *, partner: str,
@@ -89,11 +86,9 @@ def analyse(rows_by_system: dict[str, list[dict[str, Any]]], ids: list[str], key
     n = len(ids)
     cv = curve(conf, weak, strong)
     est = figures(cv)
-    rng = random.Random(seed)
     boot: dict[str, list[float]] = {"apgr": [], "cpt50": [], "cpt80": []}
     band: dict[str, list[list[float]]] = {"gate": [[] for _ in GRID], "random": [[] for _ in GRID]}
-    for _ in range(n_resamples):
-        idx = [rng.randrange(n) for _ in range(n)]
+    for idx in resamples(n, n_resamples, seed):
         cb = curve([conf[i] for i in idx], [weak[i] for i in idx], [strong[i] for i in idx])
         for j, s in enumerate(GRID):
             band["gate"][j].append(cb[_k(s, n)])

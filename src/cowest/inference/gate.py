@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from cowest.inference import prompts
 from cowest.inference.systems import answer_confidence, weak_drafts
 from cowest.io import read_jsonl, write_json, write_text
 from cowest.rundir import RunDir, check_stage, done_fingerprint, fingerprint, mark_done
+from cowest.stats import percentile_interval, resamples
 from cowest.tasks.base import Example, Task
 
 Score = float | None
@@ -95,14 +95,10 @@ def auroc_ci(scores: Sequence[Score], right: Sequence[bool], *, n_resamples: int
     est = auroc(scores, right)
     if est != est:
         return est, float("nan"), float("nan")
-    rng, n, got = random.Random(seed), len(scores), []
-    for _ in range(n_resamples):
-        idx = [rng.randrange(n) for _ in range(n)]
-        a = auroc([scores[i] for i in idx], [right[i] for i in idx])
-        if a == a:
-            got.append(a)
-    got.sort()
-    return est, got[int(alpha / 2 * len(got))], got[min(len(got) - 1, int((1 - alpha / 2) * len(got)))]
+    got = [a for idx in resamples(len(scores), n_resamples, seed)
+           if (a := auroc([scores[i] for i in idx], [right[i] for i in idx])) == a]  # nan: one class only
+    lo, hi = percentile_interval(got, alpha) or (float("nan"), float("nan"))
+    return est, lo, hi
 
 
 def to_strong(score: Score, threshold: float) -> bool:
