@@ -22,7 +22,7 @@ from cowest.eval.flips import flip_tables
 from cowest.eval.report import print_table, write_report
 from cowest.stats import min_detectable_difference, paired_bootstrap
 from cowest.eval import routing
-from cowest.inference.gate import calibrate, gate_fingerprint, item_key, load_gate
+from cowest.inference.gate import calibrate, gate_fingerprint, load_gate
 from cowest.inference.routed import GatedRunner, partner
 from cowest.inference.systems import N_SUPERICL_DEMOS, unsupported
 from cowest.rundir import RunDir, claim, done_fingerprint, fingerprint, strong_identity
@@ -78,7 +78,6 @@ def summarise(task: Any, split: str, rows_by_system: dict[str, list[dict[str, An
         common &= {str(r["id"]) for r in rows}
     exs = [ex for ex in examples if ex.id in common]
     primary = task.primary_metric
-    item_key = "em" if primary == "em" else "accuracy"
     systems: dict[str, Any] = {}
     per_item: dict[str, list[float]] = {}
     for s, rows in rows_by_system.items():
@@ -89,7 +88,7 @@ def summarise(task: Any, split: str, rows_by_system: dict[str, list[dict[str, An
             "metrics": task.score(preds, exs) if exs else {m: 0.0 for m in task.metric_names},
             "unparsed": sum(p is None for p in preds),
         }
-        per_item[s] = [float(by_id[ex.id]["scores"].get(item_key, 0.0)) for ex in exs]
+        per_item[s] = [float(by_id[ex.id]["scores"].get(task.primary_item_key, 0.0)) for ex in exs]
     if "cowest" in per_item:
         for s in systems:
             if s != "cowest":
@@ -192,7 +191,7 @@ def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: boo
     summary["flips"] = flip_tables(task, cfg.task.format, rows, examples)
     if "routed" in rows:
         ids = [ex.id for ex in examples if all(ex.id in {str(r["id"]) for r in rs} for rs in rows.values())]
-        summary["routing"] = routing.analyse(rows, ids, item_key(task), partner=partner(kind), gate=load_gate(cfg),
+        summary["routing"] = routing.analyse(rows, ids, task.primary_item_key, partner=partner(kind), gate=load_gate(cfg),
                                              seed=cfg.seed)
     write_report(rd.eval, summary)
     if show:

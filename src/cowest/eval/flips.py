@@ -29,11 +29,6 @@ RIGHT = ("right = the per-item primary score ({key}) equals 1 (a graded score be
          "an unparsed answer is wrong")
 
 
-def item_key(task: Any) -> str:
-    """The per-item score that decides right and wrong (the primary metric's per-item form)."""
-    return "em" if task.primary_metric == "em" else "accuracy"
-
-
 def collaborates(rows: Sequence[dict[str, Any]]) -> bool:
     """Whether a system's rows carry a weak draft (or its answer) and a strong output: a collaboration."""
     return any("strong_output" in r and ("weak_draft" in r or "weak_prediction" in r) for r in rows)
@@ -87,7 +82,7 @@ def system_flips(task: Any, fmt: str, rows: Sequence[dict[str, Any]], strong_row
     """A collaborating system's flips against the strong model alone (``vs_strong``, None without strong
     rows) and against its own weak drafts (``vs_weak``, None in the knowledge format), on the questions of
     ``examples`` that both sides answered."""
-    key = item_key(task)
+    key = task.primary_item_key
     mine = {str(r["id"]): r for r in rows}
     out: dict[str, Any] = {"vs_strong": None, "vs_weak": None}
     if strong_rows is not None:
@@ -110,7 +105,7 @@ def flip_tables(task: Any, fmt: str, rows_by_system: dict[str, Sequence[dict[str
                 examples: Sequence[Any]) -> dict[str, Any]:
     """``{"right": <definition>, "systems": {name: system_flips}, "notes": {...}}`` for every collaborating
     system in ``rows_by_system`` (``strong`` is the reference, never a row of its own)."""
-    key = item_key(task)
+    key = task.primary_item_key
     strong = rows_by_system.get("strong")
     out: dict[str, Any] = {"right": RIGHT.format(key=key), "systems": {}, "notes": {}}
     names = [s for s, rows in rows_by_system.items() if s != "strong" and rows and collaborates(rows)]

@@ -33,7 +33,7 @@ from typing import Any
 from cowest.config import RunConfig, with_overrides
 from cowest.endpoint import open_strong
 from cowest.errors import ConfigError, CowestError, ModelError, StrongAPIError
-from cowest.eval.flips import is_right, item_key, rate, system_flips
+from cowest.eval.flips import is_right, rate, system_flips
 from cowest.eval.probe_report import print_probe, write_probe
 from cowest.inference import prompts
 from cowest.inference.systems import weak_drafts
@@ -240,7 +240,7 @@ def _cost(cfg: RunConfig, rows: list[dict]) -> dict[str, Any]:
 
 def summarise_endpoint(cfg: RunConfig, name: str, overrides: tuple[str, ...], task: Any, rows: dict[str, list[dict]],
                        drafts: dict[str, dict], examples: list[Any], usage: dict[str, Any]) -> dict[str, Any]:
-    key = item_key(task)
+    key = task.primary_item_key
     collab = [dict(r, weak_prediction=drafts[r["id"]]["weak_prediction"]) for r in rows["collab"]]
     flips = system_flips(task, cfg.task.format, collab, rows["strong"], examples)
     right = {s: sum(is_right(r, key) for r in rows[s]) for s in rows}
@@ -315,7 +315,7 @@ def run_probe(cfg: RunConfig, endpoints: list[Endpoint], *, questions: int = 64,
             common &= {str(x["id"]) for x in s}
     examples = [ex for ex in examples if ex.id in common]
     rows = {n: {s: [x for x in r[s] if str(x["id"]) in common] for s in r} for n, r in rows.items()}
-    key = item_key(task)
+    key = task.primary_item_key
     result = {
         "task": task.name,
         "questions": f"{len(examples)} held-out {cfg.task.train_split} questions (outside the training subsample)",

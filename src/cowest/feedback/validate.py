@@ -115,7 +115,6 @@ def score_chunk(cfg: RunConfig, task: Task, examples: list[Example], drafts: dic
     res = client.chat_batch(reqs, tag="validation_collab", desc="strong + draft")
     scored = evaluator.score(task, [(ex, r.text) for ex, r in zip(req_ex, res)], desc="judge",
                              logprobs=[r.logprobs for r in res] if top else None)
-    item_key = "em" if task.primary_metric == "em" else "accuracy"
     rows = []
     for ex in examples:
         row: dict[str, Any] = {"id": ex.id, "question": ex.question, "gold": ex.gold}
@@ -124,7 +123,7 @@ def score_chunk(cfg: RunConfig, task: Task, examples: list[Example], drafts: dic
             i = index[(ex.id, d)]
             s = scored[i]
             row[side] = {"draft": d, "output": res[i].text, "answer": s.answer, "score": s.score,
-                         "metric": float(task.item_scores(s.answer, ex).get(item_key, 0.0))}
+                         "metric": float(task.item_scores(s.answer, ex).get(task.primary_item_key, 0.0))}
         row["identical"] = row["sft"]["draft"] == row["aligned"]["draft"]
         rows.append(row)
     return rows

@@ -240,15 +240,10 @@ def calibration_rows(cfg: RunConfig, wm: Any, task: Task, exs: list[Example], *,
     msgs = [prompts.weak_messages(task, ex, fmt) for ex in exs]
     sc = draft_scores(wm, task, msgs, exs, d.texts, d.answers, which=GATE_SCORES, k=g.agreement_k,
                       temperature=g.agreement_temperature, seed=cfg.seed, desc=desc)
-    key = item_key(task)
+    key = task.primary_item_key
     return [{"id": ex.id, "answer": a, "right": task.item_scores(a, ex).get(key, 0.0) == 1.0,
              "scores": {name: sc[name][i] for name in GATE_SCORES}}
             for i, (ex, a) in enumerate(zip(exs, d.answers))]
-
-
-def item_key(task: Any) -> str:
-    """The per-question score behind the task's primary metric (as eval's summary reads it)."""
-    return "em" if task.primary_metric == "em" else "accuracy"
 
 
 def load_gate(cfg: RunConfig) -> dict[str, Any] | None:

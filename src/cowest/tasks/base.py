@@ -57,6 +57,12 @@ class Task(ABC):
     def item_scores(self, prediction: str | None, example: Example) -> dict[str, float]:
         """Per-example scores in [0, 1] (e.g. {'em': 1.0, 'f1': 0.67}); used for bootstrap CIs."""
 
+    @property
+    def primary_item_key(self) -> str:
+        """The key of :meth:`item_scores` behind the primary metric: what decides a question right or wrong in
+        every paired comparison (eval, flips, routing, validation, the probe)."""
+        return "em" if self.primary_metric == "em" else "accuracy"
+
     def item_reward(self, prediction: str | None, example: Example) -> float:
         """The scalar in [0, 1] the `metric` evaluator uses: F1 for free-form, correctness otherwise."""
         scores = self.item_scores(prediction, example)
