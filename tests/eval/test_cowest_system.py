@@ -80,3 +80,45 @@ def test_summarise_pairs_rows_by_question_id_not_by_file_order():
     assert summary["systems"]["collab"]["delta_vs_cowest"] == [0.0, 0.0, 0.0]
     # no disagreement seen: the detectable difference is that of one question in six, not 0
     assert summary["systems"]["collab"]["detectable_vs_cowest"] > 0
+
+
+def test_collab_and_cowest_prompts_of_a_question_reach_the_server_side_by_side(tmp_path, tiny_model_dir):
+    """One slot (llama.cpp's case): a question's two refine prompts arrive one after the other, so the server's
+    KV cache of the shared prefix serves both; calls paid per system are those of two separate runs, and
+    without a cache the systems run one after the other (prefetching would pay twice)."""
+    def run(name, *extra):
+        cfg = load_config(None, [
+            f"output_dir={tmp_path}", f"name={name}", "task.name=ifqa", f"task.data={IFQA}", "weak.max_new_tokens=8",
+            f"weak.model={tiny_model_dir}", "weak.dtype=float32", "strong.api_key_env=null",
+            "strong.max_concurrency=1", "eval.systems=[collab,cowest]", *extra,
+        ])
+        save_aligned_adapter(cfg, tiny_model_dir)
+        seen: list[str] = []
+
+        def strong(messages, body):
+            seen.append(messages[-1]["content"])
+            return "Answer: nobody"
+
+        with OpenAITestServer(strong) as srv:
+            cfg.strong.base_url = srv.base_url
+            summary = run_eval(cfg, show=False)
+        return cfg, summary, seen
+
+    cfg, summary, seen = run("together")
+    rows = {s: {r["id"]: r for r in _rows(cfg, s)} for s in ("collab", "cowest")}
+    task = get_task(cfg.task)
+    examples = task.load("dev")
+    expected = []
+    for ex in examples:
+        drafts = [rows["collab"][ex.id]["weak_draft"], rows["cowest"][ex.id]["weak_draft"]]
+        expected += [collab_messages(task, ex, d, cfg.task.format)[-1]["content"] for d in dict.fromkeys(drafts)]
+    assert seen == expected
+    assert len(expected) > len(examples)  # some drafts differ, so some questions were asked twice in a row
+    paid = {s: summary["systems"][s]["strong_calls_paid"] for s in ("collab", "cowest")}
+    assert paid["collab"] == len(examples) and paid["collab"] + paid["cowest"] == len(expected)
+
+    cfg2, summary2, seen2 = run("apart", "strong.cache=false")
+    first_cowest = len(examples)  # without a cache: every collab prompt first, then every cowest prompt
+    assert seen2[:first_cowest] == [collab_messages(task, ex, rows["collab"][ex.id]["weak_draft"], cfg.task.format)[-1]["content"]
+                                    for ex in examples]
+    assert len(seen2) == 2 * len(examples)

@@ -296,3 +296,22 @@ def test_result_types():
         (r,) = client.chat_batch(_reqs(1), tag="t")
         assert isinstance(r, ChatResult) and r.prompt_tokens == 2 and not r.cached
         assert client.chat_batch([], tag="t") == []
+
+
+def test_one_tag_per_request_and_the_order_given():
+    """A batch that mixes systems: each call counts under its own tag; one slot sends in the order given."""
+    seen: list[str] = []
+
+    def record(messages, body):
+        seen.append(messages[-1]["content"])
+        return "ok"
+
+    reqs = _reqs(4)
+    with OpenAITestServer(responder=record) as srv, \
+            StrongClient(_cfg(srv, max_concurrency=1), progress=False) as client:
+        client.chat_batch(reqs, tag=["a", "b", "a", "a"])
+        with pytest.raises(ValueError, match="3 tags for 4 requests"):
+            client.chat_batch(reqs, tag=["a", "b", "a"])
+    assert seen == [r.messages[-1]["content"] for r in reqs]
+    by_tag = client.usage.by_tag()
+    assert (by_tag["a"]["calls"], by_tag["b"]["calls"]) == (3, 1)

@@ -166,6 +166,7 @@ def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: boo
         load = weak_loader(cfg)
         runner = GatedRunner(cfg, task, examples, client, rd.eval, load_weak=load, demos=demos, gate_kind=kind,
                              gate=lambda: calibrate(cfg, load, kind, overwrite=overwrite))
+        runner.prefetch(systems)
         for s in systems:
             got = runner.run(s)
             if got:

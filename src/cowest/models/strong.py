@@ -102,16 +102,23 @@ class StrongClient:
         self,
         requests: Sequence[ChatRequest],
         *,
-        tag: str,
+        tag: str | Sequence[str],
         desc: str | None = None,
         on_result: Callable[[int, ChatResult], None] | None = None,
     ) -> list[ChatResult]:
         """Run ``requests`` concurrently; results in request order. Raises StrongAPIError on a final failure
-        (results finished before it stay cached)."""
+        (results finished before it stay cached).
+
+        ``tag`` names the usage line each call counts under: one for the batch, or one per request (a batch
+        that mixes systems). Requests are sent in the order given: put those that share a prompt prefix next
+        to each other, and a server that keeps its last prompt's KV cache (llama.cpp) reads the prefix once."""
         requests = list(requests)
         if not requests:
             return []
-        run = lambda: asyncio.run(self._batch_own_loop(requests, tag, desc, on_result))  # noqa: E731
+        tags = [tag] * len(requests) if isinstance(tag, str) else list(tag)
+        if len(tags) != len(requests):
+            raise ValueError(f"chat_batch: {len(tags)} tags for {len(requests)} requests")
+        run = lambda: asyncio.run(self._batch_own_loop(requests, tags, desc, on_result))  # noqa: E731
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -158,19 +165,19 @@ class StrongClient:
         return f"StrongClient(endpoint={self.endpoint!r}, model={self.cfg.model!r}, cache={self.cache!r})"
 
     # -- batch machinery -------------------------------------------------------------------------
-    async def _batch_own_loop(self, requests, tag, desc, on_result) -> list[ChatResult]:
+    async def _batch_own_loop(self, requests, tags, desc, on_result) -> list[ChatResult]:
         try:
-            return await self._batch(requests, tag, desc, on_result)
+            return await self._batch(requests, tags, desc, on_result)
         finally:
             await self._drop_state()  # asyncio.run closes this loop next; its pool goes with it
 
-    async def _batch(self, requests: list[ChatRequest], tag: str, desc: str | None, on_result) -> list[ChatResult]:
+    async def _batch(self, requests: list[ChatRequest], tags: list[str], desc: str | None, on_result) -> list[ChatResult]:
         results: list[ChatResult | None] = [None] * len(requests)
-        bar = tqdm(total=len(requests), desc=desc or tag, unit="req", disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(total=len(requests), desc=desc or tags[0], unit="req", disable=not self.progress, dynamic_ncols=True)
         try:
             pending = []
             for i, req in enumerate(requests):
-                hit = self._cached(req, tag)
+                hit = self._cached(req, tags[i])
                 if hit is None:
                     pending.append(i)
                     continue
@@ -180,7 +187,7 @@ class StrongClient:
                     on_result(i, hit)
 
             async def one(i: int) -> tuple[int, ChatResult]:
-                return i, await self._fetch(requests[i], tag)
+                return i, await self._fetch(requests[i], tags[i])
 
             tasks = [asyncio.ensure_future(one(i)) for i in pending]
             try:
