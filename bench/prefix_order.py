@@ -1,14 +1,20 @@
-"""Eval's collab and cowest prompts sent apart (one system, then the other) vs side by side per question.
+"""A question's strong prompts sent system by system vs side by side, before and after they shared a prefix.
 
-    python bench/prefix_order.py [--task ifqa] [--n 24] [--order apart,together,together,apart]
+    python bench/prefix_order.py [--task ifqa] [--n 12] [--order apart,feedback,together,together,feedback,apart]
 
-The two refine prompts of a question are equal up to the draft. llama.cpp's server (one slot) keeps the last
-prompt's KV cache, so sent side by side the second reads only its draft (``SystemRunner.prefetch``); sent apart,
-as eval did before, each reads the whole question. Workload: ``recipes/<task>_cpu.yaml``'s eval questions, two
-drafts per question sampled by the offline SmolLM2 (T=1, cached in bench/out), the recipe's ``strong.max_tokens``,
-temperature 0, cache off, the managed llama.cpp server started once. A B B A spreads a neighbour's load.
-Reports calls/s per order, the ratio, and the answers' agreement between orders (reusing the KV cache may change
-low bits; it must not change answers beyond noise) with each order's EM. Writes ``bench/out/prefix_order.json``.
+Per question three strong prompts: strong-alone and two refine prompts (two drafts): eval's strong, collab and
+cowest, or feedback's z and two of its K drafts. llama.cpp's server (one slot) keeps the last prompt's KV cache, so
+a prompt that follows one with the same prefix reads only the rest. Orders:
+- ``apart``: the old prompts (``OLD_*`` below: strong-alone asked before the question), system by system: eval before.
+- ``feedback``: the old prompts, every z first, then each question's drafts together: feedback before.
+- ``together``: today's prompts (the question first, ``prompts._asked``), question by question: eval's
+  ``SystemRunner.prefetch`` and feedback's chunks now.
+- ``pairs``: today's prompts, the refine prompts only, question by question (collab + cowest without strong).
+Workload: ``recipes/<task>_cpu.yaml``'s eval questions, two drafts each sampled by the offline SmolLM2 (T=1, cached
+in bench/out), the recipe's ``strong.max_tokens``, temperature 0, cache off, the managed llama.cpp server started
+once. A B C C B A spreads a neighbour's load. Reports calls/s per order, ratios to ``apart``, and each run's answers'
+agreement with the first run of the same prompts and EM (strong-alone and refine apart: the old and new prompt
+wording may differ in quality; reusing the KV cache may change low bits). Writes ``bench/out/prefix_order.json``.
 """
 
 from __future__ import annotations
@@ -24,9 +30,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, ROOT, machine, machine_line, md_table, now_utc, write_json  # noqa: E402
 
 
+def OLD_strong_alone(task, ex):  # the prompts before 2026-12-01 (the ask before the question), for "apart"
+    from cowest.chat import answer_form
+
+    return [{"role": "system", "content": "You are a helpful, knowledgeable assistant."}, {"role": "user", "content": (
+        f"{task.instruction()} Think step by step in at most three short sentences, then give the "
+        f"final answer on the last line in the form {answer_form(task.answer_format())}.\n\n{ex.question.strip()}")}]
+
+
+def OLD_collab(task, ex, draft, fmt):
+    from cowest.chat import answer_form
+    from cowest.inference.prompts import _DRAFT_NAME
+
+    return [{"role": "system", "content": "You are a helpful, knowledgeable assistant."}, {"role": "user", "content": (
+        f"{task.instruction()} A smaller model that was fine-tuned on this domain wrote "
+        f"{_DRAFT_NAME[fmt]} for the question below. The draft holds domain knowledge you may lack, "
+        "but it can be wrong. Weigh it against your own knowledge, reason briefly, then give the "
+        f"final answer on the last line in the form {answer_form(task.answer_format())}.\n\n"
+        f"Question:\n{ex.question.strip()}\n\n<draft>\n{draft.strip()}\n</draft>")}]
+
+
 def workload(cfg, task, n: int):
-    """(examples, [(collab-like request, cowest-like request)]) for n eval questions."""
-    from cowest.inference.prompts import collab_messages, weak_messages
+    """(examples, {order: [(question index, kind, request)]}) for n eval questions; kind: z | d0 | d1."""
+    from cowest.inference.prompts import collab_messages, strong_alone_messages, weak_messages
     from cowest.models.strong import ChatRequest
     from cowest.tasks import subsample
 
@@ -42,15 +68,31 @@ def workload(cfg, task, n: int):
                              top_p=0.95, seed=cfg.seed, desc="weak drafts")
         drafts.update({ex.id: list(o) for ex, o in zip(todo, outs)})
         write_json(cache, drafts)
-    req = lambda ex, d: ChatRequest(collab_messages(task, ex, d, cfg.task.format), temperature=0.0)  # noqa: E731
-    return examples, [(req(ex, drafts[ex.id][0]), req(ex, drafts[ex.id][1])) for ex in examples]
+    fmt = cfg.task.format
+
+    def ask(i: int, kind: str, old: bool):
+        ex = examples[i]
+        if kind == "z":
+            m = OLD_strong_alone(task, ex) if old else strong_alone_messages(task, ex)
+        else:
+            d = drafts[ex.id][int(kind[1])]
+            m = OLD_collab(task, ex, d, fmt) if old else collab_messages(task, ex, d, fmt)
+        return (i, kind, ChatRequest(m, temperature=0.0))
+
+    q, kinds = range(len(examples)), ("z", "d0", "d1")
+    return examples, {
+        "apart": [ask(i, k, True) for k in kinds for i in q],
+        "feedback": [ask(i, "z", True) for i in q] + [ask(i, k, True) for i in q for k in kinds[1:]],
+        "together": [ask(i, k, False) for i in q for k in kinds],
+        "pairs": [ask(i, k, False) for i in q for k in kinds[1:]],
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="ifqa")
-    ap.add_argument("--n", type=int, default=24, help="questions (two prompts each)")
-    ap.add_argument("--order", default="apart,together,together,apart")
+    ap.add_argument("--n", type=int, default=12, help="questions (three prompts each)")
+    ap.add_argument("--order", default="apart,feedback,together,together,feedback,apart")
     args = ap.parse_args()
     data = ROOT.parent / "shared" / "data" / args.task
     if not data.exists():
@@ -63,8 +105,7 @@ def main() -> None:
 
     cfg = load_config(str(ROOT / "recipes" / f"{args.task}_cpu.yaml"), [])
     task = get_task(cfg.task)
-    examples, pairs = workload(cfg, task, args.n)
-    orders = {"apart": [a for a, _ in pairs] + [b for _, b in pairs], "together": [r for p in pairs for r in p]}
+    examples, orders = workload(cfg, task, args.n)
     runs = []
     with strong_endpoint(cfg.strong, OUT / "prefix_order_logs") as scfg:
         scfg = dataclasses.replace(scfg, cache=False, max_concurrency=1, timeout_s=3600)
@@ -72,35 +113,42 @@ def main() -> None:
             for k, order in enumerate(args.order.split(",")):
                 reqs = orders[order]
                 t = time.perf_counter()
-                res = client.chat_batch(reqs, tag=order, desc=f"{k}: {order}")
+                res = client.chat_batch([r for _, _, r in reqs], tag=order, desc=f"{k}: {order}")
                 wall = time.perf_counter() - t
-                texts = {json.dumps(r.messages): x.text for r, x in zip(reqs, res)}
-                runs.append({"run": k, "order": order, "calls": len(reqs), "wall_s": round(wall, 1),
-                             "calls_per_s": len(reqs) / wall, "texts": texts})
+                texts = {f"{i}/{kind}": x.text for (i, kind, _), x in zip(reqs, res)}
+                runs.append({"run": k, "order": order, "old_prompts": order in ("apart", "feedback"),
+                             "calls": len(reqs), "wall_s": round(wall, 1), "calls_per_s": len(reqs) / wall,
+                             "prompt_tokens": sum(x.prompt_tokens for x in res), "texts": texts})
                 print(json.dumps({x: runs[-1][x] for x in ("run", "order", "calls", "wall_s", "calls_per_s")}), flush=True)
-    report(runs, examples, pairs, task)
+    report(runs, examples, task)
 
 
-def report(runs: list[dict], examples, pairs, task) -> None:
-    keys = [json.dumps(r.messages) for p in pairs for r in p]
-    exs = [ex for ex in examples for _ in range(2)]
+def report(runs: list[dict], examples, task) -> None:
+    def em(run: dict, z: bool) -> str:
+        keys = [k for k in run["texts"] if k.endswith("/z") == z]
+        if not keys:
+            return "–"
+        score = lambda k: task.item_scores(task.parse_answer(run["texts"][k], example=examples[int(k.split("/")[0])]),  # noqa: E731
+                                           examples[int(k.split("/")[0])]).get(task.primary_item_key, 0)
+        return f"{100 * sum(score(k) for k in keys) / len(keys):.1f}"
 
-    def em(run: dict) -> float:
-        return 100 * sum(task.item_scores(task.parse_answer(run["texts"][k], example=ex), ex).get(task.primary_item_key, 0)
-                         for k, ex in zip(keys, exs)) / len(keys)
+    def same(run: dict) -> str:
+        ref = next(r for r in runs if r["old_prompts"] == run["old_prompts"] and set(r["texts"]) >= set(run["texts"]))
+        return f"{100 * sum(run['texts'][k] == ref['texts'][k] for k in run['texts']) / len(run['texts']):.0f}%"
 
-    mean = {o: sum(r["calls_per_s"] for r in runs if r["order"] == o) / max(1, sum(r["order"] == o for r in runs))
-            for o in ("apart", "together")}
-    ref = next(r for r in runs if r["order"] == "apart")
-    rows = [[r["run"], r["order"], r["calls"], r["wall_s"], f"{r['calls_per_s']:.3f}",
-             f"{100 * sum(r['texts'][k] == ref['texts'][k] for k in keys) / len(keys):.0f}%", f"{em(r):.1f}"]
-            for r in runs]
-    print(md_table(["run", "order", "calls", "wall s", "calls/s", "same answer as run 0", task.primary_item_key], rows))
-    ratio = mean["together"] / mean["apart"] if mean["apart"] else float("nan")
-    print(f"\ntogether / apart: {ratio:.2f}x calls/s  ({machine_line(machine())})")
+    orders = list(dict.fromkeys(r["order"] for r in runs))
+    mean = {o: sum(r["calls_per_s"] for r in runs if r["order"] == o) / sum(r["order"] == o for r in runs) for o in orders}
+    rows = [[r["run"], r["order"], r["calls"], r["wall_s"], f"{r['calls_per_s']:.3f}", r["prompt_tokens"], same(r),
+             em(r, True), em(r, False)] for r in runs]
+    print(md_table(["run", "order", "calls", "wall s", "calls/s", "prompt tokens", "same answers as the first run "
+                    "of these prompts", f"{task.primary_item_key} alone", f"{task.primary_item_key} refined"], rows))
+    base = mean.get("apart")
+    ratios = {o: mean[o] / base for o in orders} if base else {}
+    print("\nmean calls/s: " + ", ".join(f"{o} {mean[o]:.3f}" + (f" ({ratios[o]:.2f}x apart)" if ratios else "")
+                                          for o in orders) + f"  ({machine_line(machine())})")
     write_json(OUT / "prefix_order.json", {"date": now_utc(), "runs": [{k: v for k, v in r.items() if k != "texts"}
                                                                        for r in runs],
-                                           "ratio": ratio, "table": rows})
+                                           "mean_calls_per_s": mean, "ratio_to_apart": ratios, "table": rows})
 
 
 if __name__ == "__main__":
