@@ -1,20 +1,20 @@
-"""A question's strong prompts sent system by system vs side by side, before and after they shared a prefix.
+"""A question's strong prompts sent system by system vs side by side, and a question-first prompt layout.
 
-    python bench/prefix_order.py [--task ifqa] [--n 12] [--order apart,feedback,together,together,feedback,apart]
+    python bench/prefix_order.py [--task ifqa] [--n 12] [--order apart,paired,qfirst,qfirst,paired,apart]
 
 Per question three strong prompts: strong-alone and two refine prompts (two drafts): eval's strong, collab and
 cowest, or feedback's z and two of its K drafts. llama.cpp's server (one slot) keeps the last prompt's KV cache, so
 a prompt that follows one with the same prefix reads only the rest. Orders:
-- ``apart``: the old prompts (``OLD_*`` below: strong-alone asked before the question), system by system: eval before.
-- ``feedback``: the old prompts, every z first, then each question's drafts together: feedback before.
-- ``together``: today's prompts (the question first, ``prompts._asked``), question by question: eval's
-  ``SystemRunner.prefetch`` and feedback's chunks now.
-- ``pairs``: today's prompts, the refine prompts only, question by question (collab + cowest without strong).
+- ``apart``: system by system (eval before ``SystemRunner.prefetch``).
+- ``paired``: every strong-alone prompt first, then each question's refine prompts together: eval's order now
+  (strong, then collab + cowest in one batch) and feedback's (a chunk's z, then each question's K drafts).
+- ``qfirst``: a layout tried and not adopted (``QFIRST_*`` below): every strong prompt starts with the instruction
+  and the question, so strong-alone shares the question with the refine prompts; question by question.
 Workload: ``recipes/<task>_cpu.yaml``'s eval questions, two drafts each sampled by the offline SmolLM2 (T=1, cached
 in bench/out), the recipe's ``strong.max_tokens``, temperature 0, cache off, the managed llama.cpp server started
 once. A B C C B A spreads a neighbour's load. Reports calls/s per order, ratios to ``apart``, and each run's answers'
-agreement with the first run of the same prompts and EM (strong-alone and refine apart: the old and new prompt
-wording may differ in quality; reusing the KV cache may change low bits). Writes ``bench/out/prefix_order.json``.
+agreement with the first run of the same prompts and EM (strong-alone and refined: the two layouts may differ in
+quality; reusing the KV cache may change low bits). Writes ``bench/out/prefix_order.json``.
 """
 
 from __future__ import annotations
@@ -30,24 +30,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, ROOT, machine, machine_line, md_table, now_utc, write_json  # noqa: E402
 
 
-def OLD_strong_alone(task, ex):  # the prompts before 2026-12-01 (the ask before the question), for "apart"
+def QFIRST_strong_alone(task, ex):  # tried 2026-12-01: the question before the ask
     from cowest.chat import answer_form
 
     return [{"role": "system", "content": "You are a helpful, knowledgeable assistant."}, {"role": "user", "content": (
-        f"{task.instruction()} Think step by step in at most three short sentences, then give the "
-        f"final answer on the last line in the form {answer_form(task.answer_format())}.\n\n{ex.question.strip()}")}]
+        f"{task.instruction()}\n\n{ex.question.strip()}\n\nThink step by step in at most three short sentences, "
+        f"then give the final answer on the last line in the form {answer_form(task.answer_format())}.")}]
 
 
-def OLD_collab(task, ex, draft, fmt):
+def QFIRST_collab(task, ex, draft, fmt):
     from cowest.chat import answer_form
     from cowest.inference.prompts import _DRAFT_NAME
 
     return [{"role": "system", "content": "You are a helpful, knowledgeable assistant."}, {"role": "user", "content": (
-        f"{task.instruction()} A smaller model that was fine-tuned on this domain wrote "
-        f"{_DRAFT_NAME[fmt]} for the question below. The draft holds domain knowledge you may lack, "
-        "but it can be wrong. Weigh it against your own knowledge, reason briefly, then give the "
-        f"final answer on the last line in the form {answer_form(task.answer_format())}.\n\n"
-        f"Question:\n{ex.question.strip()}\n\n<draft>\n{draft.strip()}\n</draft>")}]
+        f"{task.instruction()}\n\n{ex.question.strip()}\n\nA smaller model that was fine-tuned on this domain wrote "
+        f"{_DRAFT_NAME[fmt]} for the question above. The draft holds domain knowledge you may lack, but it can be "
+        "wrong. Weigh it against your own knowledge, reason briefly, then give the final answer on the last line in "
+        f"the form {answer_form(task.answer_format())}.\n\n<draft>\n{draft.strip()}\n</draft>")}]
 
 
 def workload(cfg, task, n: int):
@@ -70,21 +69,20 @@ def workload(cfg, task, n: int):
         write_json(cache, drafts)
     fmt = cfg.task.format
 
-    def ask(i: int, kind: str, old: bool):
+    def ask(i: int, kind: str, qfirst: bool = False):
         ex = examples[i]
         if kind == "z":
-            m = OLD_strong_alone(task, ex) if old else strong_alone_messages(task, ex)
+            m = QFIRST_strong_alone(task, ex) if qfirst else strong_alone_messages(task, ex)
         else:
             d = drafts[ex.id][int(kind[1])]
-            m = OLD_collab(task, ex, d, fmt) if old else collab_messages(task, ex, d, fmt)
+            m = QFIRST_collab(task, ex, d, fmt) if qfirst else collab_messages(task, ex, d, fmt)
         return (i, kind, ChatRequest(m, temperature=0.0))
 
     q, kinds = range(len(examples)), ("z", "d0", "d1")
     return examples, {
-        "apart": [ask(i, k, True) for k in kinds for i in q],
-        "feedback": [ask(i, "z", True) for i in q] + [ask(i, k, True) for i in q for k in kinds[1:]],
-        "together": [ask(i, k, False) for i in q for k in kinds],
-        "pairs": [ask(i, k, False) for i in q for k in kinds[1:]],
+        "apart": [ask(i, k) for k in kinds for i in q],
+        "paired": [ask(i, "z") for i in q] + [ask(i, k) for i in q for k in kinds[1:]],
+        "qfirst": [ask(i, k, True) for i in q for k in kinds],
     }
 
 
@@ -92,7 +90,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="ifqa")
     ap.add_argument("--n", type=int, default=12, help="questions (three prompts each)")
-    ap.add_argument("--order", default="apart,feedback,together,together,feedback,apart")
+    ap.add_argument("--order", default="apart,paired,qfirst,qfirst,paired,apart")
     args = ap.parse_args()
     data = ROOT.parent / "shared" / "data" / args.task
     if not data.exists():
@@ -116,7 +114,7 @@ def main() -> None:
                 res = client.chat_batch([r for _, _, r in reqs], tag=order, desc=f"{k}: {order}")
                 wall = time.perf_counter() - t
                 texts = {f"{i}/{kind}": x.text for (i, kind, _), x in zip(reqs, res)}
-                runs.append({"run": k, "order": order, "old_prompts": order in ("apart", "feedback"),
+                runs.append({"run": k, "order": order, "layout": "qfirst" if order == "qfirst" else "cowest",
                              "calls": len(reqs), "wall_s": round(wall, 1), "calls_per_s": len(reqs) / wall,
                              "prompt_tokens": sum(x.prompt_tokens for x in res), "texts": texts})
                 print(json.dumps({x: runs[-1][x] for x in ("run", "order", "calls", "wall_s", "calls_per_s")}), flush=True)
@@ -133,7 +131,7 @@ def report(runs: list[dict], examples, task) -> None:
         return f"{100 * sum(score(k) for k in keys) / len(keys):.1f}"
 
     def same(run: dict) -> str:
-        ref = next(r for r in runs if r["old_prompts"] == run["old_prompts"] and set(r["texts"]) >= set(run["texts"]))
+        ref = next(r for r in runs if r["layout"] == run["layout"])
         return f"{100 * sum(run['texts'][k] == ref['texts'][k] for k in run['texts']) / len(run['texts']):.0f}%"
 
     orders = list(dict.fromkeys(r["order"] for r in runs))

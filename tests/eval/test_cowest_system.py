@@ -7,7 +7,7 @@ from pathlib import Path
 from cowest.config import load_config
 from cowest.eval.evaluate import run_eval, summarise
 from cowest.stats import paired_bootstrap
-from cowest.inference.prompts import collab_messages, strong_alone_messages, weak_messages
+from cowest.inference.prompts import collab_messages, weak_messages
 from cowest.tasks import get_task
 from cowest.tasks.base import Example
 from cowest.testing.openai_server import OpenAITestServer
@@ -82,15 +82,15 @@ def test_summarise_pairs_rows_by_question_id_not_by_file_order():
     assert summary["systems"]["collab"]["detectable_vs_cowest"] > 0
 
 
-def test_a_question_s_strong_prompts_reach_the_server_side_by_side(tmp_path, tiny_model_dir):
-    """One slot (llama.cpp's case): a question's strong-alone and refine prompts arrive one after the other, so
-    the server's KV cache of the shared prefix serves them all; calls paid per system are those of separate
-    runs, and without a cache the systems run one after the other (prefetching would pay twice)."""
+def test_collab_and_cowest_prompts_of_a_question_reach_the_server_side_by_side(tmp_path, tiny_model_dir):
+    """One slot (llama.cpp's case): a question's two refine prompts arrive one after the other, so the server's
+    KV cache of the shared prefix serves both; calls paid per system are those of two separate runs, and
+    without a cache the systems run one after the other (prefetching would pay twice)."""
     def run(name, *extra):
         cfg = load_config(None, [
             f"output_dir={tmp_path}", f"name={name}", "task.name=ifqa", f"task.data={IFQA}", "weak.max_new_tokens=8",
             f"weak.model={tiny_model_dir}", "weak.dtype=float32", "strong.api_key_env=null",
-            "strong.max_concurrency=1", "eval.systems=[strong,collab,cowest]", *extra,
+            "strong.max_concurrency=1", "eval.systems=[collab,cowest]", *extra,
         ])
         save_aligned_adapter(cfg, tiny_model_dir)
         seen: list[str] = []
@@ -111,16 +111,14 @@ def test_a_question_s_strong_prompts_reach_the_server_side_by_side(tmp_path, tin
     expected = []
     for ex in examples:
         drafts = [rows["collab"][ex.id]["weak_draft"], rows["cowest"][ex.id]["weak_draft"]]
-        expected.append(strong_alone_messages(task, ex)[-1]["content"])
         expected += [collab_messages(task, ex, d, cfg.task.format)[-1]["content"] for d in dict.fromkeys(drafts)]
     assert seen == expected
-    assert len(expected) > 2 * len(examples)  # some drafts differ, so some questions had three prompts in a row
-    paid = {s: summary["systems"][s]["strong_calls_paid"] for s in ("strong", "collab", "cowest")}
-    assert paid["strong"] == paid["collab"] == len(examples) and sum(paid.values()) == len(expected)
+    assert len(expected) > len(examples)  # some drafts differ, so some questions were asked twice in a row
+    paid = {s: summary["systems"][s]["strong_calls_paid"] for s in ("collab", "cowest")}
+    assert paid["collab"] == len(examples) and paid["collab"] + paid["cowest"] == len(expected)
 
     cfg2, summary2, seen2 = run("apart", "strong.cache=false")
-    n = len(examples)  # without a cache: system after system, every question asked by each
-    assert seen2[:n] == [strong_alone_messages(task, ex)[-1]["content"] for ex in examples]
-    assert seen2[n:2 * n] == [collab_messages(task, ex, rows["collab"][ex.id]["weak_draft"], cfg.task.format)[-1]["content"]
-                              for ex in examples]
-    assert len(seen2) == 3 * n
+    first_cowest = len(examples)  # without a cache: every collab prompt first, then every cowest prompt
+    assert seen2[:first_cowest] == [collab_messages(task, ex, rows["collab"][ex.id]["weak_draft"], cfg.task.format)[-1]["content"]
+                                    for ex in examples]
+    assert len(seen2) == 2 * len(examples)

@@ -401,16 +401,21 @@ def test_overwrite_under_another_config_clears_the_journal(tmp_path, monkeypatch
     assert all(len(ds) == 2 and d.startswith("resumed ") for row in journal for ds in row["drafts"] for d in ds)
 
 
-def test_a_question_s_z_and_drafts_are_asked_one_after_another(tmp_path):
-    """One slot: strong-alone, then that question's drafts, question by question. Their prompts share the question
-    as prefix, which a server that keeps its last prompt's KV cache then reads once per question."""
+def test_a_question_s_drafts_are_asked_one_after_another(tmp_path):
+    """One slot: a chunk's strong-alone prompts, then each question's drafts together. The drafts of a question
+    share everything before the draft, which a server that keeps its last prompt's KV cache then reads once."""
     from cowest.feedback.collect import run_feedback
 
     with OpenAITestServer(responder) as srv:
         stats = run_feedback(_stub_cfg(tmp_path, srv.base_url), 1, weak=StubWeak("t"), chunk_size=CHUNK)
         bodies = list(srv.bodies)
     asked = [(next(q for q in GOLD if q in b["messages"][-1]["content"]), _collab_draft(b) is None) for b in bodies]
-    order = list(dict.fromkeys(q for q, _ in asked))
-    assert len(order) == N_TRAIN
-    assert asked == [x for q in order for x in [(q, True)] + [(q, False)] * 4]
+    chunks, i = [], 0
+    while i < len(asked):  # z requests of a chunk, then K=4 drafts per question of the chunk
+        n = min(CHUNK, N_TRAIN - len(chunks) * CHUNK)
+        zs, ds = asked[i:i + n], asked[i + n:i + 5 * n]
+        assert all(z for _, z in zs) and [q for q, _ in ds] == [q for q, _ in zs for _ in range(4)]
+        chunks.append(n)
+        i += 5 * n
+    assert sum(chunks) == N_TRAIN
     assert stats["strong_calls_by_tag"] == {"feedback_z": N_TRAIN, "feedback_collab": 4 * N_TRAIN}

@@ -1,7 +1,5 @@
 """Every prompt cowest sends: the formats, what the strong model sees, and what it must never see."""
 
-import os
-
 import pytest
 
 from cowest.config import TaskConfig
@@ -31,17 +29,7 @@ def test_the_draft_comes_last_and_the_question_before_it(ifqa):
     task, dev, _ = ifqa
     text = collab_messages(task, dev[0], "my draft", "cot")[-1]["content"]
     assert text.endswith("<draft>\nmy draft\n</draft>") and text.index(dev[0].question.strip()) < text.index("<draft>")
-
-
-def test_a_question_s_strong_prompts_share_everything_up_to_the_ask(ifqa):
-    """So a server that keeps its last prompt's KV cache reads the question once for strong-alone and each draft."""
-    task, dev, _ = ifqa
-    ex = dev[0]
-    texts = [strong_alone_messages(task, ex)[-1]["content"], collab_messages(task, ex, "one", "cot")[-1]["content"],
-             collab_messages(task, ex, "two", "direct")[-1]["content"]]
-    shared = min(len(os.path.commonprefix([texts[0], t])) for t in texts[1:])
-    assert texts[0][:shared].endswith(ex.question.strip() + "\n\n")
-    assert len(os.path.commonprefix(texts[1:])) > shared  # the drafts share the refine instruction too
+    assert collab_messages(task, dev[1], "other", "cot")[-1]["content"].split("Question:")[0] == text.split("Question:")[0]
 
 
 def test_strong_prompts_never_carry_the_asked_question_s_gold(ifqa):

@@ -54,8 +54,7 @@ class Reference:
     draft_free: set[str]  # those of them that carry no weak draft (eval: `strong`; feedback: z)
 
 
-# collab_messages: the instruction, the question, the refine ask, the draft
-_COLLAB = re.compile(r"\A.*?\n\n(.*)\n\nA smaller model that was fine-tuned .*?<draft>\n(.*)\n</draft>\Z", re.S)
+_COLLAB = re.compile(r"Question:\n(.*?)\n\n<draft>\n(.*)\n</draft>\Z", re.S)
 
 
 def question_and_draft(body: dict) -> tuple[str, str] | None:

@@ -140,32 +140,24 @@ def collect_chunk(cfg: RunConfig, task: Task, examples: list[Example], weak: Any
         drafts = draft_chunk(cfg, task, examples, weak, seed)
     z_temp = None if fb.z_samples == 1 else fb.z_temperature
     top = evaluator.top_logprobs  # the likelihood evaluator reads the scored answers' own log-probs
-    # One batch, question by question: its z samples, then its distinct drafts (a draft sampled twice is one
-    # request). The prompts share the question as their prefix (prompts._asked), read once by a server that
-    # keeps its last prompt's KV cache.
-    reqs: list[ChatRequest] = []
-    tags: list[str] = []
-    z_index: list[int] = []
+    z_reqs = [ChatRequest(messages=strong_alone_messages(task, ex), sample_index=s, temperature=z_temp, top_logprobs=top)
+              for ex in examples for s in range(fb.z_samples)]
+    # A draft sampled twice for the same question is one request.
     c_index: dict[tuple[int, str], int] = {}
+    c_reqs = []
     for qi, (ex, ds) in enumerate(zip(examples, drafts)):
-        for s in range(fb.z_samples):
-            z_index.append(len(reqs))
-            reqs.append(ChatRequest(messages=strong_alone_messages(task, ex), sample_index=s, temperature=z_temp,
-                                    top_logprobs=top))
-            tags.append("feedback_z")
         for d in ds:
             if (qi, d) not in c_index:
-                c_index[(qi, d)] = len(reqs)
-                reqs.append(ChatRequest(messages=collab_messages(task, ex, d, fmt), top_logprobs=top))
-                tags.append("feedback_collab")
-    res = strong.chat_batch(reqs, tag=tags, desc="strong alone (z) + strong + draft")
-    z_res = [res[i] for i in z_index]
+                c_index[(qi, d)] = len(c_reqs)
+                c_reqs.append(ChatRequest(messages=collab_messages(task, ex, d, fmt), top_logprobs=top))
+    z_res = strong.chat_batch(z_reqs, tag="feedback_z", desc="strong alone (z)")
+    c_res = strong.chat_batch(c_reqs, tag="feedback_collab", desc="strong + draft")
     z_texts = [[z_res[qi * fb.z_samples + s].text for s in range(fb.z_samples)] for qi in range(len(examples))]
-    c_texts = [[res[c_index[(qi, d)]].text for d in ds] for qi, ds in enumerate(drafts)]
+    c_texts = [[c_res[c_index[(qi, d)]].text for d in ds] for qi, ds in enumerate(drafts)]
     # One scoring pass for the chunk (a single concurrent judge batch).
     items = [(ex, t) for ex, ts in zip(examples, z_texts) for t in ts]
     items += [(ex, t) for ex, ts in zip(examples, c_texts) for t in ts]
-    lps = [r.logprobs for r in z_res] + [res[c_index[(qi, d)]].logprobs for qi, ds in enumerate(drafts) for d in ds]
+    lps = [r.logprobs for r in z_res] + [c_res[c_index[(qi, d)]].logprobs for qi, ds in enumerate(drafts) for d in ds]
     scored = evaluator.score(task, items, desc="judge", logprobs=lps if top else None)
     nz = len(examples) * fb.z_samples
     z_sc, c_sc = scored[:nz], scored[nz:]

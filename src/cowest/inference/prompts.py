@@ -63,35 +63,28 @@ def weak_target(task: Task, example: Example, fmt: str, rationale: str | None) -
     return answer
 
 
-def _asked(task: Task, example: Example) -> str:
-    """How the strong model's own prompts about ``example`` begin: the instruction, then the question.
-
-    Strong-alone and every refine prompt of a question share it as their prefix, and the stages send them one
-    after another (feedback: z then the K drafts; eval: strong, collab, cowest), so a server that keeps its last
-    prompt's KV cache (llama.cpp's one slot, hosted prompt caching) reads the question once for all of them.
-    """
-    return f"{_question_block(task, example)}\n\n"
-
-
 def strong_alone_messages(task: Task, example: Example) -> Messages:
     """Zero-shot chain of thought: the strong model alone (z in METHOD.md)."""
     return _to_strong(
-        f"{_asked(task, example)}Think step by step in at most three short sentences, then give the final answer "
-        f"on the last line in the form {answer_form(task.answer_format())}."
+        f"{task.instruction()} Think step by step in at most three short sentences, then give the "
+        f"final answer on the last line in the form {answer_form(task.answer_format())}.\n\n"
+        f"{example.question.strip()}"
     )
 
 
 def collab_messages(task: Task, example: Example, draft: str, fmt: str) -> Messages:
     """The strong model refines the weak model's draft into the final answer (π_s(·|x, y)).
 
-    The question comes first (:func:`_asked`), the draft last: the K drafts of one question in feedback share
-    everything before the draft, and with strong-alone everything up to the ask.
+    Fixed text comes first, then the question, then the draft: servers that reuse a cached prompt
+    prefix (llama.cpp, OpenAI's prompt caching) then re-read only what changes, and the K drafts of one
+    question in feedback share everything up to the draft.
     """
     return _to_strong(
-        f"{_asked(task, example)}A smaller model that was fine-tuned on this domain wrote {_DRAFT_NAME[fmt]} for "
-        "the question above. The draft holds domain knowledge you may lack, but it can be wrong. Weigh it against "
-        "your own knowledge, reason briefly, then give the final answer on the last line in the form "
-        f"{answer_form(task.answer_format())}.\n\n<draft>\n{draft.strip()}\n</draft>"
+        f"{task.instruction()} A smaller model that was fine-tuned on this domain wrote "
+        f"{_DRAFT_NAME[fmt]} for the question below. The draft holds domain knowledge you may lack, "
+        "but it can be wrong. Weigh it against your own knowledge, reason briefly, then give the "
+        f"final answer on the last line in the form {answer_form(task.answer_format())}.\n\n"
+        f"Question:\n{example.question.strip()}\n\n<draft>\n{draft.strip()}\n</draft>"
     )
 
 

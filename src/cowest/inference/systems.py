@@ -169,46 +169,33 @@ class SystemRunner:
             return [i for i, ex in enumerate(self.examples) if ex.id not in out.done]
 
     def prefetch(self, systems: list[str]) -> None:
-        """Ask for strong's, collab's and cowest's answers in one batch, a question's prompts side by side.
+        """Ask for collab's and cowest's strong answers in one batch, a question's two prompts side by side.
 
-        They share the question as their prefix (``prompts._asked``; collab's and cowest's differ only in the
-        draft), so a server that keeps its last prompt's KV cache (llama.cpp answers one request at a time and
-        does) reads each question once instead of once per system: 1.44x calls/s for collab + cowest on IfQA
-        (bench/RESULTS.md). The systems' own runs then find their answers in the cache (counted there as cache
-        hits, so calls paid are unchanged). Skipped without a cache, where they would pay twice, and where fewer
-        than two of these systems have questions left."""
-        if self.strong.cache is None:
+        The two prompts are equal up to the draft, so a server that keeps its last prompt's KV cache (llama.cpp
+        answers one request at a time and does) reads each question once for both systems instead of once
+        each: about a fifth of eval's strong time on IfQA-length questions. The systems' own runs then find
+        their answers in the cache (counted there as cache hits, so calls paid are unchanged). Skipped without
+        a cache, where they would pay twice."""
+        pair = ("collab", "cowest")
+        if self.strong.cache is None or any(s not in systems or unsupported(s, self.fmt) for s in pair):
             return
-        todo = {s: set(self._pending(s)) for s in ("strong", "collab", "cowest")
-                if s in systems and not unsupported(s, self.fmt)}
-        todo = {s: t for s, t in todo.items() if t}
-        if len(todo) < 2:
+        todo = {s: set(self._pending(s)) for s in pair}
+        if not todo["collab"] or not todo["cowest"]:
             return
-        drafts: dict[str, dict[int, str]] = {}
-        if "collab" in todo:
-            drafts["collab"] = dict(enumerate(self.sft_drafts().texts))
-        if "cowest" in todo:
-            aligned = self.aligned_drafts(sorted(todo["cowest"]))
-            if aligned is None:
-                del todo["cowest"]
-            else:
-                drafts["cowest"] = aligned
+        aligned = self.aligned_drafts(sorted(todo["cowest"]))
+        if aligned is None:
+            return
+        drafts = {"collab": dict(enumerate(self.sft_drafts().texts)), "cowest": aligned}
         reqs: list[ChatRequest] = []
         tags: list[str] = []
         for i, ex in enumerate(self.examples):
             asked: set[str] = set()
-            for s, t in todo.items():
-                if i not in t:
-                    continue
-                if s == "strong":
-                    reqs.append(ChatRequest(messages=prompts.strong_alone_messages(self.task, ex)))
-                elif drafts[s][i] in asked:  # identical drafts: one request
-                    continue
-                else:
+            for s in pair:
+                if i in todo[s] and drafts[s][i] not in asked:  # identical drafts: one request
                     asked.add(drafts[s][i])
                     reqs.append(ChatRequest(messages=prompts.collab_messages(self.task, ex, drafts[s][i], self.fmt)))
-                tags.append(s)
-        self.strong.chat_batch(reqs, tag=tags, desc=f"{' + '.join(todo)}: strong")
+                    tags.append(s)
+        self.strong.chat_batch(reqs, tag=tags, desc="collab + cowest: strong")
 
     # systems -------------------------------------------------------------------------------------
     def run(self, system: str) -> list[dict[str, Any]]:
