@@ -94,3 +94,17 @@ def test_identical_outputs_are_judged_once(task, ex, tmp_path):
 def test_judge_needs_a_client():
     with pytest.raises(ValueError):
         Evaluator("judge")
+
+
+def test_a_question_s_answers_are_judged_one_after_another(task, tmp_path):
+    """Feedback scores every z first, then the drafts' answers; the judge asks question by question, so the
+    prompts that share a question and its gold reach a one-slot server next to each other."""
+    a, b = task.load("train")[:2]
+    items = [(a, "z\nAnswer: B"), (b, "z\nAnswer: A"), (a, "d1\nAnswer: A"), (a, "d2\nAnswer: C"), (b, "d1\nAnswer: D")]
+    with judge_server() as srv:
+        cfg = StrongConfig(base_url=srv.base_url, api_key_env=None, max_retries=0, max_concurrency=1)
+        with StrongClient(cfg, progress=False) as c:
+            got = Evaluator("judge", judge_client=c).score(task, items)
+        asked = [_candidate(body["messages"]) for body in srv.bodies]
+    assert asked == [items[i][1] for i in (0, 2, 3, 1, 4)]
+    assert [s.judge for s in got] == [9.0, 2.0, 2.0, 2.0, 2.0]  # results still in the items' order

@@ -111,7 +111,12 @@ class Evaluator:
         from cowest.models.strong import ChatRequest
 
         base_temp = float(self.judge_client.cfg.temperature) if hasattr(self.judge_client, "cfg") else 0.0
-        todo = list(range(len(items)))
+        # A question's answers side by side (feedback scores every z, then every draft's answer): their judge
+        # prompts share the question and the gold, which a server that keeps its last prompt's KV cache reads once.
+        first: dict[str, int] = {}
+        for i, (ex, _) in enumerate(items):
+            first.setdefault(ex.id, i)
+        todo = sorted(range(len(items)), key=lambda i: first[items[i][0].id])
         for attempt in range(JUDGE_RETRIES + 1):
             if not todo:
                 break
