@@ -3,6 +3,7 @@
     python bench/sweep.py medmcqa --scale default                     # every variant in VARIANTS
     python bench/sweep.py demo --scale smoke --variants base,best_worst,beta0.3,rounds2
     python bench/sweep.py ifqa --variant "beta0.05 align.beta=0.05" strong.max_tokens=160   # own variant, overrides
+    python bench/sweep.py ifqa --scale powered --donor bench/out/quality/ifqa-powered/runs/ifqa-powered/config.yaml
 
 Base recipe ``recipes/<task>_cpu.yaml`` (``recipes/demo.yaml`` for demo), then the scale's overrides, then the
 extra ``key=value`` overrides, then each variant's own. Every variant is its own run (``runs/<variant>/``) of
@@ -14,6 +15,10 @@ sft -> (feedback -> align -> validate) x rounds, **never the eval split**: tunin
   validation where the pairs and DPO settings agree);
 - feedback *records* are copied where only the pairing differs (``feedback.collect.collection_fingerprint``
   leaves pairing out): the variant re-derives its pairs from them without a model or strong call.
+
+With ``--donor RUN/config.yaml`` a finished run (e.g. ``bench/quality.py``'s at the same scale: ``powered`` here is
+its scale) is the first donor: its stages are adopted where a variant's fingerprint equals theirs, and its strong
+cache seeds the sweep's (copied once, before the first variant), so the SFT side of validation is not paid again.
 
 Resumable: each stage resumes itself, and a finished variant is skipped. Writes ``sweep.json``, ``sweep.md`` and
 ``sweep.png`` (gain with its 95% CI per variant) into ``bench/out/sweep/<task>-<scale>/`` after every variant.
@@ -36,6 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, ROOT, machine, machine_line, md_table, now_utc, write_json  # noqa: E402
+from quality import SCALES as QUALITY_SCALES  # noqa: E402
 
 TASKS = ("demo", "ifqa", "medmcqa", "prosocial_dialog")
 SCALES: dict[str, list[str]] = {
@@ -45,6 +51,9 @@ SCALES: dict[str, list[str]] = {
     # feedback on 64 questions (K=4), the gain on 200 held-out training questions
     "default": ["task.n_train=128", "feedback.max_questions=64", "feedback.k=4", "align.validation_questions=200",
                 "sft.epochs=2", "align.epochs=2"],
+    # bench/quality.py's powered scale, so that its run can be the donor (--donor): the base variant adopts
+    # its SFT, feedback, DPO and validation, and each other variant pays for its own stages only
+    "powered": QUALITY_SCALES["powered"],
 }
 # name -> overrides on top of the base; "questions" doubles feedback.max_questions of the scale
 VARIANTS: dict[str, list[str]] = {
@@ -267,14 +276,35 @@ def plot(res: dict[str, Any], path: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def donor_configs(paths: list[str | Path], out: Path) -> list[Any]:
+    """The configs of finished runs to adopt stages from; the first one's strong cache seeds the sweep's."""
+    import sqlite3
+
+    from cowest.config import load_config
+
+    donors = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise SystemExit(f"--donor {p}: no such file (give a run's config.yaml)")
+        donors.append(load_config(str(p), []))
+    cache = out / "strong_cache.sqlite"
+    for d in donors:
+        src = Path(d.strong.cache_path or d.run_dir / "strong_cache.sqlite")
+        if not cache.exists() and src.exists():
+            with sqlite3.connect(src) as a, sqlite3.connect(cache) as b:
+                a.backup(b)  # a consistent copy even while the donor's run writes to it
+            print(f"strong cache seeded from {src}", flush=True)
+    return donors
+
+
 def run_sweep(task: str, scale: str, variants: dict[str, list[str]], out: Path, extra: list[str], *,
-              overwrite: bool = False, command: str = "") -> dict[str, Any]:
+              overwrite: bool = False, command: str = "", donors_from: list[str | Path] = ()) -> dict[str, Any]:
     from cowest.errors import CowestError
 
     base_overrides = SCALES[scale] + list(extra)
     res: dict[str, Any] = {"task": task, "scale": scale, "base_overrides": base_overrides, "command": command,
                            "date": now_utc(), "machine": machine(), "rows": []}
-    donors: list[Any] = []
+    donors: list[Any] = donor_configs(list(donors_from), out)
     base_cfg = None
     for name, ovr in variants.items():
         cfg = variant_config(task, base_overrides + ovr, name, out)
@@ -323,6 +353,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", action="append", default=[], help='own variant: "NAME key=value ..." (repeatable)')
     p.add_argument("--out", default=None, help="default bench/out/sweep/<task>-<scale>")
     p.add_argument("--overwrite", action="store_true", help="redo stages made with another config")
+    p.add_argument("--donor", action="append", default=[], help="a finished run's config.yaml whose stages (and "
+                   "strong cache) the variants reuse where their fingerprints match (repeatable)")
     p.add_argument("overrides", nargs="*", help="extra key=value overrides for every variant")
     return p
 
@@ -337,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out).resolve() if a.out else OUT / "sweep" / f"{a.task}-{a.scale}"
     out.mkdir(parents=True, exist_ok=True)
     command = "python bench/sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    run_sweep(a.task, a.scale, variants, out, a.overrides, overwrite=a.overwrite, command=command)
+    run_sweep(a.task, a.scale, variants, out, a.overrides, overwrite=a.overwrite, command=command,
+              donors_from=a.donor)
     return 0
 
 

@@ -79,3 +79,26 @@ def test_overrides_may_follow_the_options():
 def test_x2_doubles_the_scale_value(tmp_path):
     cfg = _sweep().variant_config("demo", ["feedback.max_questions=8", "feedback.max_questions=x2"], "q", tmp_path)
     assert cfg.feedback.max_questions == 16 and cfg.strong.cache_path == str(tmp_path / "strong_cache.sqlite")
+
+
+@pytest.mark.slow
+def test_a_donor_run_s_stages_and_strong_cache_are_reused(tmp_path, tiny):
+    """--donor: a finished run (here another sweep's base) gives the base variant all its stages and seeds the
+    strong cache, so nothing the donor paid for is asked again."""
+    sw = _sweep()
+    key = lambda b: json.dumps([b["messages"], b.get("temperature")], sort_keys=True)  # noqa: E731
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    with OpenAITestServer(responder) as srv:
+        sw.run_sweep("demo", "smoke", {"base": []}, a, _tiny_overrides(tiny, srv.base_url))
+        paid_by_donor = {key(x) for x in srv.bodies}
+    with OpenAITestServer(responder) as srv:
+        res = sw.run_sweep("demo", "smoke", {"base": [], "beta0.3": sw.VARIANTS["beta0.3"]}, b,
+                           _tiny_overrides(tiny, srv.base_url), donors_from=[a / "runs" / "base" / "config.yaml"])
+        asked = {key(x) for x in srv.bodies}
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert rows["base"]["shared"] == {"sft": "base", "feedback1 records": "base", "align1": "base", "validate1": "base"}
+    assert rows["beta0.3"]["status"] == "done" and not asked & paid_by_donor
+    assert (b / "strong_cache.sqlite").exists()
+    with pytest.raises(SystemExit, match="no such file"):
+        sw.donor_configs([tmp_path / "missing.yaml"], b)
