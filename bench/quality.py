@@ -16,6 +16,8 @@ Scales (2-core CPU, no GPU):
 - ``small``: 64 train / 40 eval questions, feedback on 16 (K=4): 31 min for prosocial_dialog, 29 min for ifqa.
 - ``default``: 128 / 64 / 32 (K=4): 44 min for medmcqa (measured, bench/RESULTS.md); ifqa's longer passages
   should take about twice its small run, well under the 2 h limit per task.
+- ``large``: 256 / 200 / 128 (K=4), 10% held out of DPO, validation on 128: the issue-13 scale for MedMCQA and
+  ProsocialDialog, estimated ~1.5-2 h each on 2 cores (their prompts are shorter than IfQA's).
 - ``powered``: 256 / 300 / 256 (K=4), 10% of the feedback questions held out of DPO: enough eval questions to
   detect a difference of a few points. Hours on 2 cores; a killed run resumes where it stopped.
 """
@@ -42,6 +44,10 @@ SCALES: dict[str, list[str]] = {
     # align 4.4, eval 15.3); IfQA's passages make every call longer, hence the margin to 2 h.
     "default": ["task.n_train=128", "task.n_eval=64", "feedback.max_questions=32", "feedback.k=4", "sft.epochs=2",
                 "align.epochs=2"],
+    # the most MedMCQA / ProsocialDialog can do in <= 2 h on 2 cores (issue 13): ~1,600 strong calls at most
+    # (256 rationales where the task has none + 128x(1+4) feedback + 128x2 validation + 200x4 eval)
+    "large": ["task.n_train=256", "task.n_eval=200", "feedback.max_questions=128", "feedback.k=4", "sft.epochs=2",
+              "align.epochs=2", "align.eval_share=0.1", "align.validation_questions=128"],
     # issue 13's power: feedback on 256 questions (K=4), 300 eval questions, 10% of the feedback questions held
     # out of DPO for its diagnostics, the alignment gain on 200 held-out training questions. Several hours on 2 cores: every stage resumes, so it may span sessions.
     "powered": ["task.n_train=256", "task.n_eval=300", "feedback.max_questions=256", "feedback.k=4", "sft.epochs=2",
