@@ -10,9 +10,12 @@ a prompt that follows one with the same prefix reads only the rest. Orders:
   (strong, then collab + cowest in one batch) and feedback's (a chunk's z, then each question's K drafts).
 - ``qfirst``: a layout tried and not adopted (``QFIRST_*`` below): every strong prompt starts with the instruction
   and the question, so strong-alone shares the question with the refine prompts; question by question.
+- ``ORDER+logprobs``: that order against a server that computes every token's logits (llama-cpp-python's default,
+  which token log-probs need; cowest starts it so only for the likelihood evaluator's stages), e.g.
+  ``--order paired+logprobs,paired,paired,paired+logprobs``.
 Workload: ``recipes/<task>_cpu.yaml``'s eval questions, two drafts each sampled by the offline SmolLM2 (T=1, cached
 in bench/out), the recipe's ``strong.max_tokens``, temperature 0, cache off, the managed llama.cpp server started
-once. A B C C B A spreads a neighbour's load. Reports calls/s per order, ratios to ``apart``, and each run's answers'
+once. A B C C B A spreads a neighbour's load. Reports calls/s per order, ratios to the first order, and each run's answers'
 agreement with the first run of the same prompts and EM (strong-alone and refined: the two layouts may differ in
 quality; reusing the KV cache may change low bits). Writes ``bench/out/prefix_order.json``.
 """
@@ -20,6 +23,7 @@ quality; reusing the KV cache may change low bits). Writes ``bench/out/prefix_or
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -105,19 +109,27 @@ def main() -> None:
     task = get_task(cfg.task)
     examples, orders = workload(cfg, task, args.n)
     runs = []
-    with strong_endpoint(cfg.strong, OUT / "prefix_order_logs") as scfg:
-        scfg = dataclasses.replace(scfg, cache=False, max_concurrency=1, timeout_s=3600)
-        with StrongClient(scfg) as client:
-            for k, order in enumerate(args.order.split(",")):
-                reqs = orders[order]
-                t = time.perf_counter()
-                res = client.chat_batch([r for _, _, r in reqs], tag=order, desc=f"{k}: {order}")
-                wall = time.perf_counter() - t
-                texts = {f"{i}/{kind}": x.text for (i, kind, _), x in zip(reqs, res)}
-                runs.append({"run": k, "order": order, "layout": "qfirst" if order == "qfirst" else "cowest",
-                             "calls": len(reqs), "wall_s": round(wall, 1), "calls_per_s": len(reqs) / wall,
-                             "prompt_tokens": sum(x.prompt_tokens for x in res), "texts": texts})
-                print(json.dumps({x: runs[-1][x] for x in ("run", "order", "calls", "wall_s", "calls_per_s")}), flush=True)
+    setting, stack = None, contextlib.ExitStack()
+    with stack:
+        for k, spec in enumerate(args.order.split(",")):
+            order, _, extra = spec.partition("+")
+            if extra not in ("", "logprobs"):
+                raise SystemExit(f"--order {spec}: the only suffix is +logprobs")
+            if extra != setting:  # a server per setting: +logprobs starts llama.cpp computing every token's logits
+                stack.close()
+                scfg = stack.enter_context(strong_endpoint(cfg.strong, OUT / "prefix_order_logs", logprobs=bool(extra)))
+                client = stack.enter_context(StrongClient(dataclasses.replace(scfg, cache=False, max_concurrency=1,
+                                                                              timeout_s=3600)))
+                setting = extra
+            reqs = orders[order]
+            t = time.perf_counter()
+            res = client.chat_batch([r for _, _, r in reqs], tag=order, desc=f"{k}: {spec}")
+            wall = time.perf_counter() - t
+            texts = {f"{i}/{kind}": x.text for (i, kind, _), x in zip(reqs, res)}
+            runs.append({"run": k, "order": spec, "layout": "qfirst" if order == "qfirst" else "cowest",
+                         "calls": len(reqs), "wall_s": round(wall, 1), "calls_per_s": len(reqs) / wall,
+                         "prompt_tokens": sum(x.prompt_tokens for x in res), "texts": texts})
+            print(json.dumps({x: runs[-1][x] for x in ("run", "order", "calls", "wall_s", "calls_per_s")}), flush=True)
     report(runs, examples, task)
 
 
@@ -140,13 +152,12 @@ def report(runs: list[dict], examples, task) -> None:
              em(r, True), em(r, False)] for r in runs]
     print(md_table(["run", "order", "calls", "wall s", "calls/s", "prompt tokens", "same answers as the first run "
                     "of these prompts", f"{task.primary_item_key} alone", f"{task.primary_item_key} refined"], rows))
-    base = mean.get("apart")
-    ratios = {o: mean[o] / base for o in orders} if base else {}
-    print("\nmean calls/s: " + ", ".join(f"{o} {mean[o]:.3f}" + (f" ({ratios[o]:.2f}x apart)" if ratios else "")
-                                          for o in orders) + f"  ({machine_line(machine())})")
+    ratios = {o: mean[o] / mean[orders[0]] for o in orders}
+    print("\nmean calls/s: " + ", ".join(f"{o} {mean[o]:.3f} ({ratios[o]:.2f}x {orders[0]})" for o in orders)
+          + f"  ({machine_line(machine())})")
     write_json(OUT / "prefix_order.json", {"date": now_utc(), "runs": [{k: v for k, v in r.items() if k != "texts"}
                                                                        for r in runs],
-                                           "mean_calls_per_s": mean, "ratio_to_apart": ratios, "table": rows})
+                                           "mean_calls_per_s": mean, "ratio_to_first": ratios, "table": rows})
 
 
 if __name__ == "__main__":

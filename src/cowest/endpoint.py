@@ -28,9 +28,11 @@ def strong_client(cfg: RunConfig, endpoint: StrongConfig, *, usage: Any = None, 
 
 @contextlib.contextmanager
 def open_strong(cfg: RunConfig, *, stage: str | None = None, factory: Callable[[], Any] | None = None,
-                cache: bool = True, progress: bool = True, max_concurrency: int | None = None) -> Iterator[Any]:
+                cache: bool = True, progress: bool = True, max_concurrency: int | None = None,
+                logprobs: bool = False) -> Iterator[Any]:
     """A StrongClient for a stage: ``factory()`` when given (tests), else one on the configured endpoint.
-    With ``stage``, usage is journaled as it happens and saved to ``usage.json`` on exit."""
+    With ``stage``, usage is journaled as it happens and saved to ``usage.json`` on exit. ``logprobs``: the
+    stage asks for token log-probs (a managed local server computes them only then)."""
     rd = RunDir(cfg)
     with contextlib.ExitStack() as stack:
         if factory is not None:
@@ -40,7 +42,7 @@ def open_strong(cfg: RunConfig, *, stage: str | None = None, factory: Callable[[
             from cowest.models.usage import Usage
 
             rd.root.mkdir(parents=True, exist_ok=True)  # the managed server logs here
-            endpoint = stack.enter_context(strong_endpoint(cfg.strong, rd.root))
+            endpoint = stack.enter_context(strong_endpoint(cfg.strong, rd.root, logprobs=logprobs))
             if not cache:
                 endpoint = dataclasses.replace(endpoint, cache=False)
             if max_concurrency is not None:

@@ -143,12 +143,18 @@ def graded_responder(messages, body):
 
 
 @pytest.mark.parametrize("evaluator", ["metric", "likelihood"])
-def test_feedback_deltas_are_graded_and_the_evaluator_figures_recorded(tmp_path, evaluator):
+def test_feedback_deltas_are_graded_and_the_evaluator_figures_recorded(tmp_path, evaluator, monkeypatch):
     import json
 
+    import cowest.models.local_server as local_server
     from cowest.config import load_config
     from cowest.feedback.collect import run_feedback
     from cowest.io import read_jsonl
+
+    asked_logprobs = []  # a managed llama.cpp server computes log-probs only for the stage that reads them
+    real = local_server.strong_endpoint
+    monkeypatch.setattr(local_server, "strong_endpoint",
+                        lambda cfg, log_dir, *, logprobs=False: asked_logprobs.append(logprobs) or real(cfg, log_dir))
 
     with OpenAITestServer(graded_responder) as srv:
         cfg = load_config(None, [
@@ -162,6 +168,7 @@ def test_feedback_deltas_are_graded_and_the_evaluator_figures_recorded(tmp_path,
     for r in records:
         assert r["deltas"] == [pytest.approx(d) for d in want]
     assert all(b.get("logprobs") is (True if evaluator == "likelihood" else None) for b in bodies)
+    assert asked_logprobs == [evaluator == "likelihood"]
     if evaluator == "likelihood":
         assert all(b["top_logprobs"] == 10 for b in bodies)
         assert records[0]["likelihood"]["z"] == [pytest.approx(0.3)] and stats["likelihood_fallbacks"] == 0

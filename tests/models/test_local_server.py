@@ -186,7 +186,7 @@ def test_real_llama_cpp_server(tmp_path, monkeypatch):
     cfg = StrongConfig(max_tokens=8, max_concurrency=4, timeout_s=60,
                        local=LocalServerConfig(gguf=str(_smollm2()), engine="llama.cpp", n_ctx=512, threads=2,
                                                startup_timeout_s=120))
-    with strong_endpoint(cfg, tmp_path) as scfg:
+    with strong_endpoint(cfg, tmp_path, logprobs=True) as scfg:
         assert scfg.base_url.startswith("http://127.0.0.1:") and scfg.model == "SmolLM2-135M-Instruct.Q4_1"
         assert scfg.api_key_env is None and scfg.max_concurrency == 1
         with StrongClient(scfg, cache_path=tmp_path / "c.sqlite", progress=False) as client:
@@ -286,3 +286,10 @@ def test_llama_cpp_generates_on_every_physical_core_unless_told(fake_gguf, monke
     assert default[default.index("--n_threads") + 1] == "6"
     pinned = LlamaServer(fake_gguf, n_threads=3).command()
     assert pinned[pinned.index("--n_threads") + 1] == "3" and pinned.count("--n_threads") == 1
+
+
+def test_llama_cpp_computes_every_token_s_logits_only_when_log_probs_are_asked_for(fake_gguf):
+    # llama-cpp-python's default (logits for every prompt token) costs prefill time the other stages do not need
+    for kw, want in (({}, "false"), ({"logprobs": True}, "true")):
+        cmd = LlamaServer(fake_gguf, **kw).command()
+        assert cmd[cmd.index("--logits_all") + 1] == want and cmd.count("--logits_all") == 1

@@ -202,7 +202,7 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
     """Collect records (resumable), then write pairs and stats; returns the stats."""
     from tqdm.auto import tqdm
 
-    from cowest.feedback.evaluators import check_evaluator, make_evaluator
+    from cowest.feedback.evaluators import check_evaluator, make_evaluator, needs_logprobs
     from cowest.tasks.splits import train_examples
 
     rd = RunDir(cfg)
@@ -228,8 +228,8 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
         if weak is None and any(d is None for d in journaled.values()):  # only if a chunk must be drafted
             weak = weak_for(cfg, "feedback", round_)
         if todo:
-            with _maybe_open(strong, lambda: open_strong(cfg, factory=strong_client_factory,
-                                                         stage=f"feedback_round{round_}")) as client:
+            with _maybe_open(strong, lambda: open_strong(cfg, factory=strong_client_factory, stage=f"feedback_round{round_}",
+                                                         logprobs=needs_logprobs(cfg.feedback.evaluator))) as client:
                 judge = judge_client_for(cfg, client) if cfg.feedback.evaluator in ("judge", "both") else None
                 evaluator = make_evaluator(cfg.feedback.evaluator, judge, cfg.feedback.judge_weight, cfg.feedback.metric)
                 bar = tqdm(total=len(examples), initial=resumed, desc=f"feedback round {round_}", unit="q")

@@ -56,7 +56,7 @@ class Evaluator:
         """Log-probs the scored strong answers must be asked for (None: none needed)."""
         from cowest.feedback.likelihood import TOP_LOGPROBS
 
-        return TOP_LOGPROBS if self.kind == "likelihood" else None
+        return TOP_LOGPROBS if needs_logprobs(self.kind) else None
 
     def score(self, task: Task, items: list[tuple[Example, str]], *, desc: str = "judge",
               logprobs: list[list[dict[str, Any]] | None] | None = None) -> list[Scored]:
@@ -156,3 +156,8 @@ def check_evaluator(kind: str, task: Task, metric: str = "auto", example: Exampl
 
 def make_evaluator(kind: str, judge_client: Any = None, judge_weight: float = 0.5, metric: str = "auto") -> Evaluator:
     return Evaluator(kind, judge_client=judge_client, judge_weight=judge_weight, metric=metric)
+
+
+def needs_logprobs(kind: str) -> bool:
+    """Whether evaluator ``kind`` reads the strong answers' token log-probs (a local server then computes them)."""
+    return kind == "likelihood"

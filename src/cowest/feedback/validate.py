@@ -140,7 +140,7 @@ def run_validation(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, 
     from tqdm.auto import tqdm
 
     from cowest.feedback.collect import judge_client_for
-    from cowest.feedback.evaluators import Evaluator, check_evaluator
+    from cowest.feedback.evaluators import Evaluator, check_evaluator, needs_logprobs
     from cowest.tasks.splits import heldout_train_examples
 
     _check_ready(cfg, round_)
@@ -171,7 +171,8 @@ def run_validation(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, 
                 journal.write({"id": ex.id, **{side: texts[side][i] for side in SIDES}})
         drafts = {str(r["id"]): r for r in journal.rows}
         if todo:
-            with open_strong(cfg, stage=f"validation_round{round_}", factory=strong_client_factory) as client:
+            with open_strong(cfg, stage=f"validation_round{round_}", factory=strong_client_factory,
+                             logprobs=needs_logprobs(fb.evaluator)) as client:
                 judge = judge_client_for(cfg, client) if fb.evaluator in ("judge", "both") else None
                 evaluator = Evaluator(fb.evaluator, judge_client=judge, judge_weight=fb.judge_weight,
                                       tag="validation_judge", metric=fb.metric)

@@ -265,10 +265,10 @@ class LlamaServer(ManagedServer):
                              "scripts/setup.sh (COWEST_REBUILD_LLAMA=1), or set strong.local.extra_bufts=off"}
 
     def __init__(self, gguf: str | Path, *, n_ctx: int = 4096, n_threads: int | None = None, extra_bufts: str = "auto",
-                 extra_args: list[str] | None = None, **kw: Any):
+                 logprobs: bool = False, extra_args: list[str] | None = None, **kw: Any):
         kw.setdefault("log_path", "llama_server.log")
         super().__init__(gguf, **kw)
-        self.n_ctx, self.n_threads, self.extra_bufts = n_ctx, n_threads, extra_bufts
+        self.n_ctx, self.n_threads, self.extra_bufts, self.logprobs = n_ctx, n_threads, extra_bufts, logprobs
         self.extra_args = list(extra_args or [])
 
     def check(self) -> None:
@@ -284,6 +284,10 @@ class LlamaServer(ManagedServer):
         from cowest.models.cpu import physical_cores
 
         cmd += ["--n_threads", str(self.n_threads or physical_cores())]
+        # Token log-probs need logits for every token, and llama-cpp-python's default computes them for every prompt
+        # token too (the output layer over a 152k vocabulary, per token): off unless asked, 1.13x calls/s on IfQA
+        # prompts with the same answers (bench/RESULTS.md, "Prompt prefixes").
+        cmd += ["--logits_all", "true" if self.logprobs else "false"]
         return cmd + self.extra_args
 
 
@@ -324,8 +328,9 @@ def resolve_engine(engine: str) -> str:
     return "llama.cpp" if importlib.util.find_spec("llama_cpp") is not None else "batch"
 
 
-def make_server(local: Any, log_dir: str | Path) -> ManagedServer:
-    """The managed server ``strong.local`` describes (not started yet)."""
+def make_server(local: Any, log_dir: str | Path, *, logprobs: bool = False) -> ManagedServer:
+    """The managed server ``strong.local`` describes (not started yet); ``logprobs``: it must return token
+    log-probs (the likelihood evaluator)."""
     from cowest.models.offline import cache_root, resolve_strong_gguf
 
     engine = resolve_engine(local.engine)
@@ -335,7 +340,7 @@ def make_server(local: Any, log_dir: str | Path) -> ManagedServer:
     gguf = resolve_strong_gguf(local.gguf)
     if engine == "llama.cpp":
         return LlamaServer(gguf, n_ctx=local.n_ctx, n_threads=local.threads, extra_bufts=local.extra_bufts,
-                           log_path=Path(log_dir) / "llama_server.log", **common)
+                           logprobs=logprobs, log_path=Path(log_dir) / "llama_server.log", **common)
     from cowest.models.gguf_convert import gguf_to_hf
 
     tag = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}".encode()).hexdigest()[:8]
@@ -347,13 +352,13 @@ def make_server(local: Any, log_dir: str | Path) -> ManagedServer:
 
 
 @contextlib.contextmanager
-def strong_endpoint(cfg: StrongConfig, log_dir: str | Path) -> Iterator[StrongConfig]:
+def strong_endpoint(cfg: StrongConfig, log_dir: str | Path, *, logprobs: bool = False) -> Iterator[StrongConfig]:
     """Yield the strong config to use: unchanged, or pointed at a local server started for ``cfg.local.gguf``
-    (stopped when the block exits)."""
+    (stopped when the block exits; ``logprobs``: one that returns token log-probs)."""
     if not cfg.local.gguf:
         yield cfg
         return
-    with make_server(cfg.local, log_dir) as srv:
+    with make_server(cfg.local, log_dir, logprobs=logprobs) as srv:
         # llama-cpp-python answers one request at a time: more in flight would only queue into timeouts
         parallel = 1 if isinstance(srv, LlamaServer) else cfg.local.parallel
         yield dataclasses.replace(
