@@ -3,11 +3,14 @@
     python bench/quality.py prosocial_dialog --scale small
     python bench/quality.py medmcqa                    # --scale default
     python bench/quality.py ifqa --scale small strong.max_tokens=160   # extra key=value overrides last
+    python bench/quality.py ifqa --scale powered --report-only         # the tables again, from the finished run
 
 Base recipe: ``recipes/<task>_cpu.yaml`` (SmolLM2-135M weak, Qwen2.5-Coder-1.5B strong via llama.cpp),
 overridden to the scale below. Runs ``cowest.pipeline.run_all`` (SFT → feedback → DPO → eval of weak,
 strong, superICL, collab, cowest) in ``bench/out/quality/<task>-<scale>/runs/`` (finished stages are
-reused on a rerun), then writes ``quality.json`` (raw figures), ``quality.md`` and ``quality.png`` next to it.
+reused on a rerun), then writes ``quality.json`` (raw figures), ``quality.md`` and ``quality.png`` next to it:
+the systems table, feedback with each metric evaluator on the recorded answers (``bench/evaluators.py``), DPO on
+held-out pairs (``align.eval_share``), the validation gain, strong usage and time per stage.
 The recipes set ``align.validation_questions: 64``, so each align round is followed by the alignment gain on
 held-out training questions (``cowest validate``), tabled in ``quality.md``.
 Data must be in ``../shared/data/<task>``; otherwise the task is skipped with a message (exit 0).
@@ -34,6 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, ROOT, RSSPoller, machine, machine_line, md_table, now_utc, write_json  # noqa: E402
+from evaluators import compare as compare_evaluators, table as evaluators_table  # noqa: E402
 
 TASKS = ("ifqa", "medmcqa", "prosocial_dialog")
 SCALES: dict[str, list[str]] = {
@@ -71,6 +75,9 @@ def collect(cfg: Any, wall_s: float, mem: dict[str, Any]) -> dict[str, Any]:
         if p.exists():
             m = json.loads(p.read_text())
             align[f"round{r}"] = {k: m.get(k) for k in ("n_pairs", "global_step", "seconds_per_step", "wall_s")}
+            if m.get("eval"):  # align.eval_share: TRL's evaluation on the held-out questions' pairs
+                align[f"round{r}"]["heldout"] = {k: v for k, v in m["eval"].items() if k != "questions"}
+                align[f"round{r}"]["heldout"]["questions"] = len(m["eval"].get("questions", []))
     sft = {}
     p = rd / "sft" / "metrics.json"
     if p.exists():
@@ -82,8 +89,12 @@ def collect(cfg: Any, wall_s: float, mem: dict[str, Any]) -> dict[str, Any]:
         p = rd / "validation" / f"round{r}" / "validation.json"
         if p.exists():
             validation[f"round{r}"] = json.loads(p.read_text())
-    return {"metrics": metrics, "feedback_stats": fb, "validation": validation, "timings_s": timings, "usage": usage, "align": align, "sft": sft,
-            "wall_s": round(wall_s, 1), "peak_rss_mb": mem}
+    evaluators = {}
+    for r in fb:  # the recorded answers rescored by each metric evaluator (bench/evaluators.py, no model call)
+        evaluators[r] = compare_evaluators(rd, int(r.removeprefix("round")))["rows"]
+    return {"metrics": metrics, "feedback_stats": fb, "validation": validation, "timings_s": timings, "usage": usage,
+            "align": align, "sft": sft, "evaluators": evaluators, "wall_s": round(wall_s, 1),
+            "stage_s": round(sum(timings.values()), 1), "peak_rss_mb": mem}
 
 
 def summary_md(r: dict[str, Any]) -> str:
@@ -93,7 +104,9 @@ def summary_md(r: dict[str, Any]) -> str:
            f"`{r['command']}` — {r['date']} — {machine_line(r['machine'])}\n",
            f"Overrides on `recipes/{r['task']}_cpu.yaml`: `{' '.join(r['overrides'])}`. "
            f"Eval split `{m['split']}`, n = {m['n']} questions (the same for every system). "
-           f"Total wall time {r['wall_s'] / 60:.1f} min.\n"]
+           f"Wall time {r['wall_s'] / 60:.1f} min in this invocation"
+           + (f"; the stages took {r['stage_s'] / 60:.1f} min in all (a resumed run adds up its invocations)"
+              if r.get("stage_s") else "") + ".\n"]
     rows = []
     for s, info in m["systems"].items():
         d = info.get("delta_vs_cowest")
@@ -122,6 +135,17 @@ def summary_md(r: dict[str, Any]) -> str:
               st["questions_with_pairs"], ", ".join(f"{k} {v}" for k, v in st["no_pair"].items() if v) or "–", pairs,
               st["strong_calls"], st["strong_tokens"], per_pair, tok_pair, st.get("mean_z_score"),
               st.get("mean_collab_score")]]) + "\n")
+    for rnd, rows in (r.get("evaluators") or {}).items():
+        out.append(f"## Metric evaluators on the recorded answers ({rnd}, bench/evaluators.py)\n\n"
+                   + evaluators_table({"rows": rows, "questions": r["feedback_stats"][rnd]["questions"]}) + "\n")
+    heldout = [[rnd, a["heldout"]["questions"], a["heldout"]["pairs"], a["heldout"].get("step")]
+               + [_num(a["heldout"]["final"].get(k)) for k in ("loss", "rewards/accuracies", "rewards/margins")]
+               for rnd, a in (r.get("align") or {}).items() if a.get("heldout")]
+    if heldout:
+        out.append("## DPO on held-out questions' pairs (align.eval_share, TRL's final evaluation)\n\n" + md_table(
+            ["round", "questions", "pairs", "step", "eval loss", "rewards/accuracies", "rewards/margins"], heldout)
+            + "\n\nrewards/accuracies: the share of held-out pairs whose chosen draft the aligned policy prefers "
+              "(over the reference) more than the rejected one; 0.5 = no preference learned.\n")
     if r.get("validation"):
         out.append(validation_md(r["validation"]))
     usage = r.get("usage", {}).get("stages", {})
@@ -145,6 +169,10 @@ def summary_md(r: dict[str, Any]) -> str:
     if extra:
         out.append("\n".join(f"- {e}" for e in extra) + "\n")
     return "\n".join(out)
+
+
+def _num(x: Any) -> Any:
+    return round(x, 3) if isinstance(x, float) else x
 
 
 def validation_md(validation: dict[str, Any]) -> str:
@@ -194,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", choices=list(SCALES), default="default")
     p.add_argument("--out", default=None, help="default bench/out/quality/<task>-<scale>")
     p.add_argument("--overwrite", action="store_true", help="redo stages made with another config")
+    p.add_argument("--report-only", action="store_true", help="rewrite quality.json/.md/.png from the finished run "
+                   "(e.g. after a newer report format), keeping the recorded command, date, machine and memory")
     p.add_argument("overrides", nargs="*", help="extra key=value config overrides, applied last")
     a = p.parse_args(argv)
     os.chdir(ROOT)  # the recipes' data paths are relative to the project root
@@ -210,13 +240,19 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(ROOT / "recipes" / f"{a.task}_cpu.yaml",
                       overrides + [f"name={a.task}-{a.scale}", f"output_dir={out / 'runs'}"])
     command = f"python bench/quality.py {a.task} --scale {a.scale}" + (" " + " ".join(a.overrides) if a.overrides else "")
-    started, at_start = now_utc(), machine()  # the commit that ran, not the one checked out at the end
-    t0 = time.perf_counter()
-    with RSSPoller(os.getpid(), interval_s=0.5) as poller:
-        run_all(cfg, overwrite=a.overwrite, show=True)
-    wall = time.perf_counter() - t0
-    res = {"task": a.task, "scale": a.scale, "overrides": overrides, "command": command, "date": started,
-           "machine": at_start, **collect(cfg, wall, poller.peaks.get("start", {}))}
+    if a.report_only:
+        old = json.loads((out / "quality.json").read_text()) if (out / "quality.json").exists() else {}
+        res = {"task": a.task, "scale": a.scale, "overrides": overrides, "command": old.get("command", command),
+               "date": old.get("date", now_utc()), "machine": old.get("machine", machine()),
+               **collect(cfg, old.get("wall_s", 0.0), old.get("peak_rss_mb", {}))}
+    else:
+        started, at_start = now_utc(), machine()  # the commit that ran, not the one checked out at the end
+        t0 = time.perf_counter()
+        with RSSPoller(os.getpid(), interval_s=0.5) as poller:
+            run_all(cfg, overwrite=a.overwrite, show=True)
+        wall = time.perf_counter() - t0
+        res = {"task": a.task, "scale": a.scale, "overrides": overrides, "command": command, "date": started,
+               "machine": at_start, **collect(cfg, wall, poller.peaks.get("start", {}))}
     write_json(out / "quality.json", res)
     (out / "quality.md").write_text(summary_md(res), encoding="utf-8")
     plot(res, out / "quality.png")

@@ -48,3 +48,19 @@ def test_the_validation_gain_has_its_own_table():
     md = _quality().summary_md(r)
     assert "## Alignment gain on validation" in md
     assert "| round1 | 64 | metric: +3.1 [-1.6, +7.8] | 6.5 | accuracy: +3.1 [-1.6, +7.8] | 6.5 | 50% | 96 |" in md
+
+
+def test_held_out_dpo_figures_and_the_evaluator_comparison_have_tables():
+    r = _result()
+    r["feedback_stats"] = {"round1": {"questions": 4, "drafts": 16, "chosen": 5, "rejected": 11, "pairs": 6,
+                                      "questions_with_pairs": 2, "no_pair": {}, "strong_calls": 20,
+                                      "strong_tokens": 900, "evaluator": "metric"}}
+    r["evaluators"] = {"round1": [{"evaluator": "metric (em)", "drafts": 16, "delta_zero_share": 0.75,
+                                   "questions_with_pairs": 1, "pairs": 3, "pairs_per_question": 0.75,
+                                   "strong_requests_per_pair": 6.67, "mean_z": 0.25, "mean_collab": 0.3}]}
+    r["align"] = {"round1": {"n_pairs": 6, "heldout": {"questions": 1, "pairs": 2, "step": 4,
+                                                       "final": {"loss": 0.61234, "rewards/accuracies": 1.0,
+                                                                 "rewards/margins": 0.2}}}}
+    md = _quality().summary_md(r)
+    assert "| metric (em) | 16 | 75.0% | 1/4 | 3 | 0.75 | 6.67 |" in md
+    assert "## DPO on held-out questions' pairs" in md and "| round1 | 1 | 2 | 4 | 0.612 | 1 | 0.2 |" in md
