@@ -14,7 +14,6 @@ Writes ``evaluators.json`` and ``evaluators.md`` into the feedback round's direc
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -27,6 +26,7 @@ from common import ROOT, md_table, now_utc, write_json  # noqa: E402
 
 def rescored(records: list[dict[str, Any]], task: Any, examples: dict[str, Any], metric: str) -> list[dict[str, Any]]:
     """The records with z, collab scores and Δ recomputed by the ``metric`` evaluator (no calls)."""
+    from cowest.feedback.collect import deltas_and_labels
     from cowest.feedback.evaluators import Evaluator
 
     ev = Evaluator("metric", metric=metric)
@@ -35,12 +35,7 @@ def rescored(records: list[dict[str, Any]], task: Any, examples: dict[str, Any],
         ex = examples[str(r["id"])]
         z = [s.score for s in ev.score(task, [(ex, t) for t in r["z_outputs"]])]
         c = [s.score for s in ev.score(task, [(ex, t) for t in r["collab_outputs"]])]
-        z_mean = sum(z) / len(z) if z else None
-        r = copy.copy(r)
-        r.update(z_scores=z, z_mean=z_mean, collab_scores=c,
-                 deltas=[None if z_mean is None else s - z_mean for s in c])
-        r["labels"] = [None if d is None else ("chosen" if d > 0 else "rejected") for d in r["deltas"]]
-        out.append(r)
+        out.append({**r, **deltas_and_labels(z, c)})
     return out
 
 

@@ -165,9 +165,6 @@ def collect_chunk(cfg: RunConfig, task: Task, examples: list[Example], weak: Any
     for qi, ex in enumerate(examples):
         zs = z_sc[qi * fb.z_samples:(qi + 1) * fb.z_samples]
         cs = c_sc[qi * fb.k:(qi + 1) * fb.k]
-        zvals = [s.score for s in zs if s.score is not None]
-        z_mean = sum(zvals) / len(zvals) if zvals else None
-        deltas = [None if (s.score is None or z_mean is None) else s.score - z_mean for s in cs]
         rec = {
             "id": ex.id,
             "question": ex.question,
@@ -177,13 +174,9 @@ def collect_chunk(cfg: RunConfig, task: Task, examples: list[Example], weak: Any
             "draft_answers": [task.parse_answer(d, example=ex) for d in drafts[qi]],
             "collab_outputs": c_texts[qi],
             "collab_answers": [s.answer for s in cs],
-            "collab_scores": [s.score for s in cs],
             "z_outputs": z_texts[qi],
             "z_answers": [s.answer for s in zs],
-            "z_scores": [s.score for s in zs],
-            "z_mean": z_mean,
-            "deltas": deltas,
-            "labels": [None if d is None else ("chosen" if d > 0 else "rejected") for d in deltas],
+            **deltas_and_labels([s.score for s in zs], [s.score for s in cs]),
         }
         if evaluator.kind in ("judge", "both"):
             rec["judge"] = {"z": [s.judge_texts for s in zs], "collab": [s.judge_texts for s in cs]}
@@ -191,6 +184,16 @@ def collect_chunk(cfg: RunConfig, task: Task, examples: list[Example], weak: Any
             rec["likelihood"] = {"z": [s.likelihood for s in zs], "collab": [s.likelihood for s in cs]}
         records.append(rec)
     return records
+
+
+def deltas_and_labels(z_scores: list[float | None], collab_scores: list[float | None]) -> dict[str, Any]:
+    """A record's scores and what they give: Δ = E(collab) − mean E(z) per draft (None where a score is missing),
+    labelled chosen (Δ > 0) or rejected (Δ ≤ 0)."""
+    zvals = [z for z in z_scores if z is not None]
+    z_mean = sum(zvals) / len(zvals) if zvals else None
+    deltas = [None if (c is None or z_mean is None) else c - z_mean for c in collab_scores]
+    return {"collab_scores": collab_scores, "z_scores": z_scores, "z_mean": z_mean, "deltas": deltas,
+            "labels": [None if d is None else ("chosen" if d > 0 else "rejected") for d in deltas]}
 
 
 # --------------------------------------------------------------------------------------------------
