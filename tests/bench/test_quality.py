@@ -64,3 +64,22 @@ def test_held_out_dpo_figures_and_the_evaluator_comparison_have_tables():
     md = _quality().summary_md(r)
     assert "| metric (em) | 16 | 75.0% | 1/4 | 3 | 0.75 | 6.67 |" in md
     assert "## DPO on held-out questions' pairs" in md and "| round1 | 1 | 2 | 4 | 0.612 | 1 | 0.2 |" in md
+
+
+def test_every_scale_is_a_valid_config_of_every_task_recipe():
+    from pathlib import Path
+
+    import pytest
+
+    from cowest.config import load_config
+
+    q = _quality()
+    root = Path(__file__).resolve().parents[2]
+    for task in q.TASKS:
+        for scale, overrides in q.SCALES.items():
+            cfg = load_config(root / "recipes" / f"{task}_cpu.yaml", overrides)
+            assert cfg.task.name == task, scale
+    cfg = load_config(root / "recipes" / "ifqa_cpu.yaml", q.SCALES["session"])
+    assert "superICL" not in cfg.eval.systems and cfg.task.n_eval == 300
+    with pytest.raises(Exception):
+        load_config(root / "recipes" / "ifqa_cpu.yaml", q.SCALES["session"] + ["eval.systems=[weak,nope]"])
