@@ -18,7 +18,17 @@ def can_pack(weight: Any) -> bool:
     import torch
 
     return (weight.device.type == "cpu" and weight.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+            and _onednn_bf16_cpu())
+
+
+def _onednn_bf16_cpu() -> bool:
+    """Whether oneDNN's bf16 linear runs on this CPU: it needs AVX-512 (bw, vl, dq) or AVX-NE-CONVERT, so on an
+    AVX2-only CPU (AMD Zen 3, for one) the reorder raises instead and the plain linears stay."""
+    import torch
+
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check()) if check is not None else False
 
 
 def _packed_linear_class() -> Any:
