@@ -21,10 +21,11 @@ Scales (2-core CPU, no GPU):
   should take about twice its small run, well under the 2 h limit per task.
 - ``large``: 256 / 200 / 128 (K=4), 10% held out of DPO, validation on 128: the issue-13 scale for MedMCQA and
   ProsocialDialog, estimated ~1.5-2 h each on 2 cores (their prompts are shorter than IfQA's).
-- ``session``: 128 / 300 / 128 (K=4), validation on 100, no SuperICL: powered's eval size in ~2 h, for machines
-  whose run outputs do not outlive a session.
+- ``session``: 128 / 300 / 128 (K=4), validation on 100, no SuperICL: powered's eval size, sized for machines whose run
+  outputs do not outlive a session (~2.5 h on a 2-core Zen 3, bench/RESULTS.md).
 - ``powered``: 256 / 300 / 256 (K=4), 10% of the feedback questions held out of DPO: enough eval questions to
-  detect a difference of a few points. Hours on 2 cores; a killed run resumes where it stopped.
+  detect a difference of a few points. Hours on 2 cores; a killed run resumes where it stopped, as long as
+  its run directory survives.
 """
 
 from __future__ import annotations
@@ -54,13 +55,15 @@ SCALES: dict[str, list[str]] = {
     # (256 rationales where the task has none + 128x(1+4) feedback + 128x2 validation + 200x4 eval)
     "large": ["task.n_train=256", "task.n_eval=200", "feedback.max_questions=128", "feedback.k=4", "sft.epochs=2",
               "align.epochs=2", "align.eval_share=0.1", "align.validation_questions=128"],
-    # issue 13's power: feedback on 256 questions (K=4), 300 eval questions, 10% of the feedback questions held
-    # out of DPO for its diagnostics, the alignment gain on 200 held-out training questions. Several hours on 2 cores: every stage resumes, so it may span sessions.
-    # powered's 300 eval questions within one session (~2 h on 2 cores; run outputs do not outlive a session on
-    # these machines): SFT and feedback on 128 questions, validation on 100, and no SuperICL in the eval
+    # powered's 300 eval questions, sized for one session (run outputs do not outlive a session on these machines):
+    # SFT and feedback on 128 questions, validation on 100, no SuperICL. Measured on a 2-core Zen 3 (no AVX-512):
+    # SFT 34 + feedback 40 + DPO 30 min, then eval at 150 questions 27 min, so the whole scale is ~2.5 h there
     "session": ["task.n_train=128", "task.n_eval=300", "feedback.max_questions=128", "feedback.k=4", "sft.epochs=2",
                 "align.epochs=2", "align.eval_share=0.1", "align.validation_questions=100",
                 "eval.systems=[weak,strong,collab,cowest]"],
+    # issue 13's power: feedback on 256 questions (K=4), 300 eval questions, 10% of the feedback questions held
+    # out of DPO for its diagnostics, the alignment gain on 200 held-out training questions. Several hours on 2
+    # cores: every stage resumes after a kill, but only where the run directory survives (not across sessions here).
     "powered": ["task.n_train=256", "task.n_eval=300", "feedback.max_questions=256", "feedback.k=4", "sft.epochs=2",
                 "align.epochs=2", "align.eval_share=0.1", "align.validation_questions=200"],
 }

@@ -1,6 +1,12 @@
 """bench/quality.py reports run_eval's metrics, which are already in percent, as they are."""
 
+from pathlib import Path
+
+import pytest
 from support.bench import load_bench
+
+from cowest.config import load_config
+from cowest.errors import ConfigError
 
 
 def _quality():
@@ -67,12 +73,6 @@ def test_held_out_dpo_figures_and_the_evaluator_comparison_have_tables():
 
 
 def test_every_scale_is_a_valid_config_of_every_task_recipe():
-    from pathlib import Path
-
-    import pytest
-
-    from cowest.config import load_config
-
     q = _quality()
     root = Path(__file__).resolve().parents[2]
     for task in q.TASKS:
@@ -81,5 +81,5 @@ def test_every_scale_is_a_valid_config_of_every_task_recipe():
             assert cfg.task.name == task, scale
     cfg = load_config(root / "recipes" / "ifqa_cpu.yaml", q.SCALES["session"])
     assert "superICL" not in cfg.eval.systems and cfg.task.n_eval == 300
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigError):
         load_config(root / "recipes" / "ifqa_cpu.yaml", q.SCALES["session"] + ["eval.systems=[weak,nope]"])
