@@ -22,7 +22,7 @@ Scales (2-core CPU, no GPU):
 - ``large``: 256 / 200 / 128 (K=4), 10% held out of DPO, validation on 128: the issue-13 scale for MedMCQA and
   ProsocialDialog, estimated ~1.5-2 h each on 2 cores (their prompts are shorter than IfQA's).
 - ``session``: 128 / 300 / 128 (K=4), validation on 100, no SuperICL: powered's eval size, sized for machines whose run
-  outputs do not outlive a session (~2.5 h on a 2-core Zen 3, bench/RESULTS.md).
+  outputs do not outlive a session (~3 h on a 2-core Zen 3, extrapolated, bench/RESULTS.md).
 - ``powered``: 256 / 300 / 256 (K=4), 10% of the feedback questions held out of DPO: enough eval questions to
   detect a difference of a few points. Hours on 2 cores; a killed run resumes where it stopped, as long as
   its run directory survives.
@@ -57,7 +57,7 @@ SCALES: dict[str, list[str]] = {
               "align.epochs=2", "align.eval_share=0.1", "align.validation_questions=128"],
     # powered's 300 eval questions, sized for one session (run outputs do not outlive a session on these machines):
     # SFT and feedback on 128 questions, validation on 100, no SuperICL. Measured on a 2-core Zen 3 (no AVX-512):
-    # SFT 34 + feedback 40 + DPO 30 min, then eval at 150 questions 27 min, so the whole scale is ~2.5 h there
+    # SFT 34 + feedback 40 + DPO 30 min, then eval at 150 questions 27 min: ~3 h for the whole scale there, extrapolated
     "session": ["task.n_train=128", "task.n_eval=300", "feedback.max_questions=128", "feedback.k=4", "sft.epochs=2",
                 "align.epochs=2", "align.eval_share=0.1", "align.validation_questions=100",
                 "eval.systems=[weak,strong,collab,cowest]"],
