@@ -22,7 +22,7 @@ Scales (2-core CPU, no GPU):
 - ``large``: 256 / 200 / 128 (K=4), 10% held out of DPO, validation on 128: the issue-13 scale for MedMCQA and
   ProsocialDialog, estimated ~1.5-2 h each on 2 cores (their prompts are shorter than IfQA's).
 - ``session``: 128 / 300 / 128 (K=4), validation on 100, no SuperICL: powered's eval size, sized for machines whose run
-  outputs do not outlive a session (~3 h on a 2-core Zen 3, extrapolated, bench/RESULTS.md).
+  outputs may not outlive a session (~3 h on a 2-core Zen 3, extrapolated, bench/RESULTS.md).
 - ``powered``: 256 / 300 / 256 (K=4), 10% of the feedback questions held out of DPO: enough eval questions to
   detect a difference of a few points. Hours on 2 cores; a killed run resumes where it stopped, as long as
   its run directory survives.
@@ -55,7 +55,7 @@ SCALES: dict[str, list[str]] = {
     # (256 rationales where the task has none + 128x(1+4) feedback + 128x2 validation + 200x4 eval)
     "large": ["task.n_train=256", "task.n_eval=200", "feedback.max_questions=128", "feedback.k=4", "sft.epochs=2",
               "align.epochs=2", "align.eval_share=0.1", "align.validation_questions=128"],
-    # powered's 300 eval questions, sized for one session (run outputs do not outlive a session on these machines):
+    # powered's 300 eval questions, sized for one session (run outputs may not outlive a session on these machines):
     # SFT and feedback on 128 questions, validation on 100, no SuperICL. Measured on a 2-core Zen 3 (no AVX-512):
     # SFT 34 + feedback 40 + DPO 30 min, then eval at 150 questions 27 min: ~3 h for the whole scale there, extrapolated
     "session": ["task.n_train=128", "task.n_eval=300", "feedback.max_questions=128", "feedback.k=4", "sft.epochs=2",
@@ -63,7 +63,8 @@ SCALES: dict[str, list[str]] = {
                 "eval.systems=[weak,strong,collab,cowest]"],
     # issue 13's power: feedback on 256 questions (K=4), 300 eval questions, 10% of the feedback questions held
     # out of DPO for its diagnostics, the alignment gain on 200 held-out training questions. Several hours on 2
-    # cores: every stage resumes after a kill, but only where the run directory survives (not across sessions here).
+    # cores: every stage resumes after a kill, but only where the run directory survives (not
+    # always across sessions here).
     "powered": ["task.n_train=256", "task.n_eval=300", "feedback.max_questions=256", "feedback.k=4", "sft.epochs=2",
                 "align.epochs=2", "align.eval_share=0.1", "align.validation_questions=200"],
 }
@@ -226,7 +227,7 @@ def plot(r: dict[str, Any], path: Path) -> dict[str, list[float]]:
     return heights
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("task", choices=TASKS)
     p.add_argument("--scale", choices=list(SCALES), default="default")
@@ -235,7 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-only", action="store_true", help="rewrite quality.json/.md/.png from the finished run "
                    "(e.g. after a newer report format), keeping the recorded command, date, machine and memory")
     p.add_argument("overrides", nargs="*", help="extra key=value config overrides, applied last")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_intermixed_args(argv)  # overrides may follow the options
     os.chdir(ROOT)  # the recipes' data paths are relative to the project root
     data = ROOT.parent / "shared" / "data" / a.task
     if not data.exists():

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("target", help="a finished run directory (runs/<name>) or a recipe")
     ap.add_argument("overrides", nargs="*", help="key=value config overrides")
     ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # overrides may come before or after --out
     from cowest.eval.evaluate import run_eval
 
     cfg = load(args.target, args.overrides)

@@ -54,6 +54,8 @@ SCALES: dict[str, list[str]] = {
     # bench/quality.py's powered scale, so that its run can be the donor (--donor): the base variant adopts
     # its SFT, feedback, DPO and validation, and each other variant pays for its own stages only
     "powered": QUALITY_SCALES["powered"],
+    # the same for bench/quality.py's session scale (a run that fits one session)
+    "session": QUALITY_SCALES["session"],
 }
 # name -> overrides on top of the base; "questions" doubles feedback.max_questions of the scale
 VARIANTS: dict[str, list[str]] = {

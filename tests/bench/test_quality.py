@@ -83,3 +83,12 @@ def test_every_scale_is_a_valid_config_of_every_task_recipe():
     assert "superICL" not in cfg.eval.systems and cfg.task.n_eval == 300
     with pytest.raises(ConfigError):
         load_config(root / "recipes" / "ifqa_cpu.yaml", q.SCALES["session"] + ["eval.systems=[weak,nope]"])
+
+
+def test_overrides_may_follow_the_options(tmp_path, monkeypatch, capsys):
+    q = _quality()
+    monkeypatch.chdir(tmp_path)  # main() changes into ROOT; this puts the test's directory back afterwards
+    (tmp_path / "project").mkdir()
+    monkeypatch.setattr(q, "ROOT", tmp_path / "project")  # no ../shared/data beside it: main() stops after parsing
+    assert q.main(["medmcqa", "--scale", "small", "task.n_eval=10", "--out", str(tmp_path / "o"), "a.b=1"]) == 0
+    assert "skipping medmcqa: no data" in capsys.readouterr().out

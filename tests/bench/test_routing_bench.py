@@ -27,7 +27,8 @@ def test_bench_routing_on_a_finished_run(tmp_path, tiny_model_dir):
             "gate.agreement_k=2", "eval.systems=[weak,collab]"])
         run_eval(cfg, show=False)
         paid = srv.outcomes["ok"]
-        f = _routing().main([str(cfg.run_dir), "--out", str(tmp_path / "out")])
+        # an override after --out (the run's own setting, so nothing changes): argparse must still take it
+        f = _routing().main([str(cfg.run_dir), "--out", str(tmp_path / "out"), "gate.agreement_k=2"])
         assert srv.outcomes["ok"] == paid  # the gated systems are answered from the cache
     data = json.loads((tmp_path / "out" / "routing.json").read_text())
     md = (tmp_path / "out" / "routing.md").read_text()
