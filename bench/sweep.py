@@ -69,6 +69,7 @@ VARIANTS: dict[str, list[str]] = {
     "beta0.3": ["align.beta=0.3"],
     "epochs1": ["align.epochs=1"],
     "epochs4": ["align.epochs=4"],
+    "rpo1": ["align.sft_weight=1.0"],  # RPO (Pang et al. 2024) and TRL's MPO weight the NLL 1.0
     "questions": ["feedback.max_questions=x2"],
     "rounds2": ["rounds=2"],
 }

@@ -1,6 +1,6 @@
 """The answer-line contract: prompts ask for it, targets write it, and the task parsers read it back."""
 
-from cowest.chat import ANSWER, answer_form, answer_line, before_answer, drop_answer_lines
+from cowest.chat import ANSWER, answer_form, answer_line, answer_line_count, before_answer, drop_answer_lines
 from cowest.config import TaskConfig
 from cowest.inference.prompts import collab_messages, weak_messages, weak_target
 from cowest.tasks import get_task
@@ -22,3 +22,9 @@ def test_before_answer_and_drop_answer_lines():
     assert before_answer(text) == "Reasoning one.\n"
     assert before_answer("no marker") == "no marker\n" and before_answer("  ") == ""
     assert drop_answer_lines(f"Why it is so.\n{ANSWER} C\n") == "Why it is so."
+
+
+def test_answer_line_count_finds_a_draft_that_ran_past_its_answer():
+    assert answer_line_count("Why.\nAnswer: Paris") == 1
+    assert answer_line_count("Why.\nAnswer: Paris\nanswer: Paris\n  Answer: Par") == 3
+    assert answer_line_count("The Answer: is inside a sentence") == 0 and answer_line_count("") == 0

@@ -40,6 +40,7 @@ def test_int_promoted_to_float_but_not_bool():
         ("feedback.evaluator=vibes", "feedback.evaluator: 'vibes' is not one of: metric, judge, both, likelihood"),
         ("feedback.metric=bleu", "feedback.metric: 'bleu' is not one of: auto, f1, em, accuracy"),
         ("align.eval_share=-0.1", r"align.eval_share must be in \[0, 1\)"),
+        ("align.sft_weight=-1", r"align.sft_weight must be >= 0 \(0 = DPO alone\)"),
         ("strong.max_concurrency=0", "strong.max_concurrency must be >= 1"),
         ("strong.local.batching=dynamic", "strong.local.batching: 'dynamic' is not one of: continuous, static"),
         ("strong.local.kv_tokens=32", r"strong.local.kv_tokens must be >= 64 \(one KV page\), got 32"),

@@ -33,11 +33,12 @@ def test_settings_added_later_keep_old_fingerprints_at_their_default():
 
     cfg = load_config(None, [])
     old_align = {k: v for k, v in asdict(cfg.align).items()
-                 if k not in ("eval_share", "report_to", "validation_questions")}
+                 if k not in ("eval_share", "sft_weight", "report_to", "validation_questions")}
     assert section_view(cfg.align) == old_align
     assert "metric" not in section_view(cfg.feedback) and ADDED_LATER["metric"] == cfg.feedback.metric
-    moved = load_config(None, ["align.eval_share=0.1", "feedback.metric=em"])
+    moved = load_config(None, ["align.eval_share=0.1", "feedback.metric=em", "align.sft_weight=0.2"])
     assert section_view(moved.align)["eval_share"] == 0.1 and section_view(moved.feedback)["metric"] == "em"
+    assert section_view(moved.align)["sft_weight"] == 0.2
     assert fingerprint(moved.align) != fingerprint(cfg.align)
     # what is measured after a stage changes none of its fingerprints, at any value (validation fingerprints it)
     assert fingerprint(load_config(None, ["align.validation_questions=64"]).align) == fingerprint(cfg.align)

@@ -30,6 +30,12 @@ def before_answer(text: str) -> str:
     return text[:idx] if idx >= 0 else (text.rstrip() + "\n" if text.strip() else "")
 
 
+def answer_line_count(text: str) -> int:
+    """How many lines of ``text`` start with ``Answer:``: a draft with more than one did not stop after its
+    answer (a small model's failure mode, one DPO can make more common)."""
+    return sum(ln.strip().lower().startswith(ANSWER.lower()) for ln in (text or "").splitlines())
+
+
 def drop_answer_lines(text: str) -> str:
     """``text`` without any line that starts with ``Answer:`` (a rationale must not carry its own answer)."""
     lines = [ln for ln in (text or "").strip().splitlines() if not ln.strip().lower().startswith(ANSWER.lower())]

@@ -215,3 +215,42 @@ def test_held_out_questions_are_evaluated_logged_and_plotted(tmp_path, tiny_mode
     assert abs(final["rewards/chosen"]) > 1e-5  # the trained policy has left the reference on held-out pairs
     assert "rewards/margins" in final and m["eval"]["step"] == 3
     assert (RunDir(cfg).align(1) / "metrics.png").stat().st_size > 1000
+
+
+def _chosen_logprob(cfg):
+    """Mean log-prob per token of the chosen drafts (write_feedback's) under the run's aligned model."""
+    import torch
+
+    from cowest.inference.prompts import weak_messages
+    from cowest.tasks.splits import train_examples
+    from cowest.weights import load_aligned_weak_model
+
+    model, tok = load_aligned_weak_model(cfg, 1)
+    task, examples = train_examples(cfg)
+    total, count = 0.0, 0
+    for ex in examples:
+        prompt = tok.apply_chat_template(weak_messages(task, ex, cfg.task.format), add_generation_prompt=True,
+                                         tokenize=False)
+        p_ids = tok(prompt, add_special_tokens=False).input_ids
+        ids = tok(prompt + f"The owner decides.\nAnswer: {ex.gold[0]}", add_special_tokens=False).input_ids
+        with torch.no_grad():
+            logp = model(input_ids=torch.tensor([ids])).logits[0, :-1].log_softmax(-1)
+        picked = logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])][len(p_ids) - 1:]
+        total, count = total + picked.sum().item(), count + picked.numel()
+    return total / count
+
+
+def test_sft_weight_adds_the_chosen_drafts_nll(tmp_path, tiny_model_dir):
+    """align.sft_weight (RPO): the same pairs and seed, with the chosen drafts' NLL beside the DPO loss, leave
+    the chosen drafts more likely than DPO alone does."""
+    from cowest.align.dpo import run_align
+    from cowest.sft.train import run_sft
+
+    logps = {}
+    for name, extra in (("plain", ()), ("rpo", ("align.sft_weight=5.0",))):
+        cfg = _cfg(tmp_path / name, tiny_model_dir, *extra)
+        run_sft(cfg)
+        write_feedback(cfg, 1)
+        run_align(cfg, 1)
+        logps[name] = _chosen_logprob(cfg)
+    assert logps["rpo"] > logps["plain"] + 0.05, logps

@@ -172,3 +172,16 @@ def test_the_setting_is_validated_and_leaves_other_stages_fingerprints_alone():
         load_config(None, ["align.validation_questions=-1"])
     off, on = load_config(None, []), load_config(None, ["align.validation_questions=64"])
     assert fingerprint(off.align) == fingerprint(on.align)  # turning it on redoes no DPO
+
+
+def test_the_summary_counts_drafts_that_repeat_their_answer_line():
+    from cowest.feedback.validate import summarise
+
+    def side(draft, score):
+        return {"draft": draft, "score": score, "metric": score}
+
+    rows = [{"identical": False, "sft": side("Why.\nAnswer: A", 1.0), "aligned": side("Why.\nAnswer: A\nAnswer: A", 0.0)},
+            {"identical": True, "sft": side("Why.\nAnswer: B", 1.0), "aligned": side("Why.\nAnswer: B", 1.0)}]
+    s = summarise(rows, round_=1, asked=2, evaluator="metric", metric="em", paid={})
+    assert s["repeated_answer_share"] == {"sft": 0.0, "aligned": 0.5}
+    assert summarise([], round_=1, asked=0, evaluator="metric", metric="em", paid={})["repeated_answer_share"] is None

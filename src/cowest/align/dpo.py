@@ -149,7 +149,9 @@ def train_dpo(cfg: RunConfig, chain: dict[str, Any], pairs: list[dict[str, Any]]
                              target_modules=targets, task_type="CAUSAL_LM")
     args = DPOConfig(
         beta=a.beta,
-        loss_type=[a.loss_type],
+        # sft_weight: the chosen drafts' NLL beside the preference loss (RPO); TRL sums the weighted losses
+        loss_type=[a.loss_type, "sft"] if a.sft_weight else [a.loss_type],
+        loss_weights=[1.0, a.sft_weight] if a.sft_weight else None,
         precompute_ref_log_probs=a.precompute_ref_log_probs,
         **trainer_kwargs(a, output_dir=save_to.parent / "trainer", prec=prec),
         **(evaluating if eval_ds is not None else {}),

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cowest.chat import answer_line_count
 from cowest.config import RunConfig
 from cowest.endpoint import open_strong
 from cowest.errors import ConfigError, NotReadyError
@@ -231,6 +232,9 @@ def summarise(rows: list[dict[str, Any]], *, round_: int, asked: int, evaluator:
         "metric_detectable": _mde(ma, mb),
         "means": {"sft": {"score": _mean(b), metric: _mean(mb)}, "aligned": {"score": _mean(a), metric: _mean(ma)}},
         "identical_share": round(sum(r["identical"] for r in rows) / len(rows), 4) if rows else None,
+        # drafts that repeat their answer line (ran on past it): a side effect of DPO to watch for
+        "repeated_answer_share": {side: round(sum(answer_line_count(r[side]["draft"]) > 1 for r in rows) / len(rows), 4)
+                                  for side in SIDES} if rows else None,
         "strong_calls_needed": needed,
         "strong_calls_paid": sum(paid.values()),
         "strong_calls_paid_by_tag": paid,
@@ -280,6 +284,8 @@ def print_summary(s: dict[str, Any]) -> None:
         t.add_row(label, "—" if sft is None else f"{sft:.1f}", "—" if al is None else f"{al:.1f}", format_ci(gain),
                   "—" if mde is None else f"±{mde:.1f}")
     Console().print(t)
-    share = s["identical_share"]
+    share, rep = s["identical_share"], s.get("repeated_answer_share")
     print(f"identical drafts: {'—' if share is None else f'{100 * share:.0f}%'}; strong calls needed "
           f"{s['strong_calls_needed']}, paid {s['strong_calls_paid']}")
+    if rep:
+        print(f"drafts repeating their answer line: SFT {100 * rep['sft']:.0f}%, aligned {100 * rep['aligned']:.0f}%")
