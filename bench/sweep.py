@@ -104,12 +104,16 @@ def variant_config(task: str, overrides: list[str], name: str, out: Path) -> Any
 
 def adopt(mine: Path, donors: list[tuple[Any, Path]], fp: Any, cfg: Any, *, files: tuple[str, ...] | None = None) -> str | None:
     """Copy a finished stage (or, with ``files``, those files of it) from the first donor ``(cfg, dir)`` whose
-    ``fp(cfg)`` equals ours, unless this variant has its own; returns the donor's name."""
+    stage was made under ``fp(cfg)``, unless this variant has its own; returns the donor's name. The donor's
+    recorded fingerprint decides (``.done.json``; ``.started.json`` for the files a collection started with), not
+    one recomputed from its config.yaml, which a later command rewrites (``cowest eval ... task.n_eval=150``)."""
+    from cowest.rundir import read_fingerprint
+
     if mine.exists():
         return None
     want = fp(cfg)
     for dcfg, src in donors:
-        if (src / ".done.json").exists() and fp(dcfg) == want:
+        if (src / ".done.json").exists() and read_fingerprint(src / (".started.json" if files else ".done.json")) == want:
             if files is None:
                 shutil.copytree(src, mine)
             else:

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from cowest.config import dump_config, load_config
 from cowest.testing.openai_server import OpenAITestServer
 from support.scripted import hash_responder as responder
 from support.bench import load_bench
@@ -92,6 +93,9 @@ def test_a_donor_run_s_stages_and_strong_cache_are_reused(tmp_path, tiny):
     with OpenAITestServer(responder) as srv:
         sw.run_sweep("demo", "smoke", {"base": []}, a, _tiny_overrides(tiny, srv.base_url))
         paid_by_donor = {key(x) for x in srv.bodies}
+    # a later `cowest eval <donor> task.n_eval=...` rewrites the donor's config.yaml; its stages still count
+    donor_yaml = a / "runs" / "base" / "config.yaml"
+    donor_yaml.write_text(dump_config(load_config(donor_yaml, ["task.n_eval=5"])))
     with OpenAITestServer(responder) as srv:
         res = sw.run_sweep("demo", "smoke", {"base": [], "beta0.3": sw.VARIANTS["beta0.3"]}, b,
                            _tiny_overrides(tiny, srv.base_url), donors_from=[a / "runs" / "base" / "config.yaml"])
