@@ -224,9 +224,8 @@ class AlignConfig:
 
     beta: float = 0.1
     loss_type: str = "sigmoid"
-    # weight of an NLL loss on each chosen draft added to the preference loss (TRL loss_type [.., "sft"]; RPO,
-    # Pang et al. 2024): DPO alone can lower the likelihood of the chosen drafts too, and a small weak model then
-    # stops writing like them (e.g. repeats its answer line); 0 = DPO alone
+    # weight of the chosen drafts' NLL beside the preference loss (TRL loss_type [.., "sft"]; RPO): DPO alone can
+    # make the chosen drafts less likely too, and a small model then fails to stop after its answer; 0 = DPO alone
     sft_weight: float = 0.0
     learning_rate: float = 5e-5
     epochs: float = 2.0
@@ -252,10 +251,9 @@ class AlignConfig:
 
     def __post_init__(self) -> None:
         _choice("align.bf16", self.bf16, (True, False, "auto"))
-        if self.sft_weight < 0:
-            raise ConfigError(f"align.sft_weight must be >= 0 (0 = DPO alone), got {self.sft_weight}")
-        if self.sft_weight and self.loss_type == "sft":
-            raise ConfigError("align.sft_weight adds an NLL term to a preference loss; align.loss_type is already 'sft'")
+        if self.sft_weight < 0 or (self.sft_weight and self.loss_type == "sft"):
+            raise ConfigError(f"align.sft_weight must be >= 0 (0 = DPO alone) beside a preference loss_type, got "
+                              f"{self.sft_weight} with loss_type {self.loss_type!r}")
         if self.validation_questions < 0:
             raise ConfigError(f"align.validation_questions must be >= 0 (0 = off), got {self.validation_questions}")
         _report_to("align", self.report_to)
