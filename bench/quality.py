@@ -63,8 +63,7 @@ SCALES: dict[str, list[str]] = {
                 "eval.systems=[weak,strong,collab,cowest]"],
     # issue 13's power: feedback on 256 questions (K=4), 300 eval questions, 10% of the feedback questions held
     # out of DPO for its diagnostics, the alignment gain on 200 held-out training questions. Several hours on 2
-    # cores: every stage resumes after a kill, but only where the run directory survives (not
-    # always across sessions here).
+    # cores: every stage resumes after a kill, where the run directory survives (across sessions only sometimes).
     "powered": ["task.n_train=256", "task.n_eval=300", "feedback.max_questions=256", "feedback.k=4", "sft.epochs=2",
                 "align.epochs=2", "align.eval_share=0.1", "align.validation_questions=200"],
 }
