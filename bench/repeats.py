@@ -16,12 +16,9 @@ from pathlib import Path
 from typing import Any
 
 
-def rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def repeats(run: Path, round_: int = 1) -> dict[str, Any]:
     from cowest.chat import answer_line_count
+    from cowest.io import read_jsonl as rows
 
     out: dict[str, Any] = {}
     val = run / "validation" / f"round{round_}" / "records.jsonl"

@@ -30,13 +30,17 @@ def before_answer(text: str) -> str:
     return text[:idx] if idx >= 0 else (text.rstrip() + "\n" if text.strip() else "")
 
 
+def _is_answer_line(line: str) -> bool:
+    return line.strip().lower().startswith(ANSWER.lower())
+
+
 def answer_line_count(text: str) -> int:
     """How many lines of ``text`` start with ``Answer:``: a draft with more than one did not stop after its
     answer (a small model's failure mode, one DPO can make more common)."""
-    return sum(ln.strip().lower().startswith(ANSWER.lower()) for ln in (text or "").splitlines())
+    return sum(_is_answer_line(ln) for ln in (text or "").splitlines())
 
 
 def drop_answer_lines(text: str) -> str:
     """``text`` without any line that starts with ``Answer:`` (a rationale must not carry its own answer)."""
-    lines = [ln for ln in (text or "").strip().splitlines() if not ln.strip().lower().startswith(ANSWER.lower())]
+    lines = [ln for ln in (text or "").strip().splitlines() if not _is_answer_line(ln)]
     return "\n".join(lines).strip()
