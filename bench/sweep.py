@@ -104,7 +104,8 @@ def variant_config(task: str, overrides: list[str], name: str, out: Path) -> Any
 
 def adopt(mine: Path, donors: list[tuple[Any, Path]], fp: Any, cfg: Any, *, files: tuple[str, ...] | None = None) -> str | None:
     """Copy a finished stage (or, with ``files``, those files of it) from the first donor ``(cfg, dir)`` whose
-    stage was made under ``fp(cfg)``, unless this variant has its own; returns the donor's name. The donor's
+    stage was made under ``fp(cfg)`` (a fingerprint, or those it may have: ``(new, legacy)``), unless this variant
+    has its own; returns the donor's name. The donor's
     recorded fingerprint decides (``.done.json``; ``.started.json`` for the files a collection started with), not
     one recomputed from its config.yaml, which a later command rewrites (``cowest eval ... task.n_eval=150``)."""
     from cowest.rundir import read_fingerprint
@@ -112,8 +113,9 @@ def adopt(mine: Path, donors: list[tuple[Any, Path]], fp: Any, cfg: Any, *, file
     if mine.exists():
         return None
     want = fp(cfg)
+    wants = {want} if isinstance(want, str) else set(want)
     for dcfg, src in donors:
-        if (src / ".done.json").exists() and read_fingerprint(src / (".started.json" if files else ".done.json")) == want:
+        if (src / ".done.json").exists() and read_fingerprint(src / (".started.json" if files else ".done.json")) in wants:
             if files is None:
                 shutil.copytree(src, mine)
             else:
@@ -154,12 +156,13 @@ def run_variant(cfg: Any, donors: list[Any], *, overwrite: bool = False) -> dict
         if got:
             shared[label] = got
 
-    share("sft", rd.sft, lambda d: d.sft, sft_fingerprint)
+    share("sft", rd.sft, lambda d: d.sft, lambda c: (sft_fingerprint(c), sft_fingerprint(c, legacy=True)))
     stage("sft", run_sft, cfg, overwrite=overwrite)
     feedback, validation = {}, {}
     for r in range(1, cfg.rounds + 1):
         share(f"feedback{r} records", rd.feedback(r), lambda d, r=r: d.feedback(r),
-              lambda c, r=r: collection_fingerprint(c, r), files=("records.jsonl", "drafts.jsonl", ".started.json"))
+              lambda c, r=r: (collection_fingerprint(c, r), collection_fingerprint(c, r, legacy=True)),
+              files=("records.jsonl", "drafts.jsonl", ".started.json"))
         feedback[r] = stage(f"feedback{r}", run_feedback, cfg, r, overwrite=overwrite)
         share(f"align{r}", rd.align(r), lambda d, r=r: d.align(r), lambda c, r=r: align_fingerprint(c, r))
         stage(f"align{r}", run_align, cfg, r, overwrite=overwrite)

@@ -164,17 +164,18 @@ def done_fingerprint(stage_dir: Path) -> str | None:
     return read_fingerprint(stage_dir / ".done.json")
 
 
-def stage_status(stage_dir: Path, fp: str) -> str:
-    """'done' (same fingerprint), 'stale' (finished under another config), or 'todo'."""
+def stage_status(stage_dir: Path, fp: str, legacy: str | None = None) -> str:
+    """'done' (same fingerprint, or the ``legacy`` one older code gave the same config), 'stale' (finished
+    under another config), or 'todo'."""
     old = done_fingerprint(stage_dir)
     if old is None:
         return "todo"
-    return "done" if old == fp else "stale"
+    return "done" if old in (fp, legacy) else "stale"
 
 
-def check_stage(stage_dir: Path, fp: str, *, overwrite: bool, name: str) -> bool:
+def check_stage(stage_dir: Path, fp: str, *, overwrite: bool, name: str, legacy: str | None = None) -> bool:
     """True when the stage must run. A stale stage is refused unless ``overwrite``, then cleared."""
-    status = stage_status(stage_dir, fp)
+    status = stage_status(stage_dir, fp, legacy)
     if status == "done" and not overwrite:
         return False
     if status == "stale" and not overwrite:
@@ -191,11 +192,13 @@ def mark_done(stage_dir: Path, fp: str, **info: Any) -> None:
     write_json(stage_dir / ".done.json", {"fingerprint": fp, **info})
 
 
-def claim(marker: Path, fp: str, *, overwrite: bool, refusal: str, clear: Callable[[], None]) -> None:
-    """Before resuming partial work: a start ``marker`` under another fingerprint is refused with ``refusal``
-    (a ConfigError), or with ``overwrite`` the work is cleared by ``clear()``; then ``marker`` records ``fp``."""
+def claim(marker: Path, fp: str, *, overwrite: bool, refusal: str, clear: Callable[[], None],
+          legacy: str | None = None) -> None:
+    """Before resuming partial work: a start ``marker`` under another fingerprint (neither ``fp`` nor the
+    ``legacy`` one) is refused with ``refusal`` (a ConfigError), or with ``overwrite`` the work is cleared by
+    ``clear()``; then ``marker`` records ``fp``."""
     old = read_fingerprint(marker) if marker.exists() else None
-    if marker.exists() and old != fp:
+    if marker.exists() and old not in (fp, legacy):
         if not overwrite:
             raise ConfigError(refusal)
         clear()

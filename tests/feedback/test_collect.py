@@ -401,6 +401,31 @@ def test_overwrite_under_another_config_clears_the_journal(tmp_path, monkeypatch
     assert all(len(ds) == 2 and d.startswith("resumed ") for row in journal for ds in row["drafts"] for d in ds)
 
 
+def test_another_n_eval_resumes_and_so_does_a_run_with_the_legacy_fingerprint(tmp_path, monkeypatch):
+    """task.n_eval only picks evaluation questions: a killed feedback run resumes under another n_eval (and a
+    run started before n_eval left the fingerprint, whose marker holds the legacy one) without paying twice."""
+    from cowest.feedback.collect import collection_fingerprint, stage_fingerprint
+    from cowest.io import write_json
+
+    cfg, first, answered = _killed_run(tmp_path, 20)
+    old = _stub_cfg(tmp_path, "http://127.0.0.1:9/v1", "task.n_eval=7")  # an older run's n_eval
+    assert collection_fingerprint(old, 1, legacy=True) != collection_fingerprint(old, 1) == collection_fingerprint(cfg, 1)
+    write_json(_stage(cfg) / ".started.json", {"fingerprint": collection_fingerprint(old, 1, legacy=True)})
+    _loader(monkeypatch)
+    stats, bodies = _resume(cfg, extra=("task.n_eval=7",))
+    assert stats["questions"] == N_TRAIN and stats["questions_resumed"] == CHUNK
+    assert not set(answered) & {_key(b) for b in bodies}
+    # finished: another n_eval is the same stage
+    stats2, bodies2 = _resume(cfg, extra=("task.n_eval=9",))
+    assert bodies2 == [] and stats2 == stats
+    # a finished older run (legacy .done.json) is done as it stands: not re-marked, which would make the
+    # DPO stage built on it (its fingerprint chains this one) look stale
+    legacy_done = {"fingerprint": stage_fingerprint(old, 1, legacy=True)}
+    write_json(_stage(cfg) / ".done.json", legacy_done)
+    assert _resume(cfg, extra=("task.n_eval=7",))[1] == []
+    assert json.loads((_stage(cfg) / ".done.json").read_text()) == legacy_done
+
+
 def test_a_question_s_drafts_are_asked_one_after_another(tmp_path):
     """One slot: a chunk's strong-alone prompts, then each question's drafts together. The drafts of a question
     share everything before the draft, which a server that keeps its last prompt's KV cache then reads once."""

@@ -71,6 +71,19 @@ def test_lora_sft_changes_adapter_only(tmp_path, tiny_model_dir):
     mtime = (out / "adapter_model.safetensors").stat().st_mtime_ns
     assert run_sft(cfg) == out
     assert (out / "adapter_model.safetensors").stat().st_mtime_ns == mtime
+    # n_eval only picks evaluation questions: another n_eval resumes too, and so does a run made before
+    # the fingerprint left n_eval out (its marker holds the legacy fingerprint)
+    from cowest.rundir import mark_done
+    from cowest.sft.train import sft_fingerprint
+
+    assert run_sft(_cfg(tmp_path, tiny_model_dir, "task.n_eval=5")) == out
+    old = _cfg(tmp_path, tiny_model_dir, "task.n_eval=7")
+    assert sft_fingerprint(old, legacy=True) != sft_fingerprint(old) == sft_fingerprint(cfg)
+    mark_done(out.parent, sft_fingerprint(old, legacy=True))
+    assert run_sft(old) == out
+    assert (out / "adapter_model.safetensors").stat().st_mtime_ns == mtime
+    with pytest.raises(ConfigError, match="different config"):  # the legacy one holds only for its own n_eval
+        run_sft(_cfg(tmp_path, tiny_model_dir, "task.n_eval=8"))
     with pytest.raises(ConfigError, match="different config"):
         run_sft(_cfg(tmp_path, tiny_model_dir, "sft.max_steps=2"))
 

@@ -42,31 +42,33 @@ DRAFTS = "drafts.jsonl"  # the draft journal, in the stage directory
 # fingerprints and resumption
 
 
-def collection_fingerprint(cfg: RunConfig, round_: int) -> str:
-    """What the records depend on (not the pairing settings: pairs are re-derived from records)."""
+def collection_fingerprint(cfg: RunConfig, round_: int, *, legacy: bool = False) -> str:
+    """What the records depend on: not the pairing settings (pairs are re-derived from records), nor
+    ``task.n_eval``. ``legacy``: the fingerprint runs made before 2026-12 recorded (n_eval included)."""
     fb = cfg.feedback
+    task = cfg.task if legacy else dataclasses.replace(cfg.task, n_eval=None)
     collect = {k: v for k, v in section_view(fb).items()
                if k not in ("pairing", "min_margin", "max_pairs_per_question", "max_pairs")}
     strong = strong_identity(cfg)
     weak = (cfg.weak.model, cfg.weak.gguf_file, cfg.weak.adapter, cfg.weak.max_new_tokens, cfg.weak.max_prompt_tokens)
     upstream = [cfg.sft] + ([cfg.align] if round_ > 1 else [])
-    return fingerprint(cfg.task, cfg.seed, weak, strong, collect, round_, *upstream)
+    return fingerprint(task, cfg.seed, weak, strong, collect, round_, *upstream)
 
 
-def stage_fingerprint(cfg: RunConfig, round_: int) -> str:
+def stage_fingerprint(cfg: RunConfig, round_: int, *, legacy: bool = False) -> str:
     fb = cfg.feedback
-    return fingerprint(collection_fingerprint(cfg, round_), fb.pairing, fb.min_margin, fb.max_pairs_per_question,
+    return fingerprint(collection_fingerprint(cfg, round_, legacy=legacy), fb.pairing, fb.min_margin, fb.max_pairs_per_question,
                        fb.max_pairs)
 
 
-def _claim(stage: Path, cfp: str, overwrite: bool, round_: int) -> None:
+def _claim(stage: Path, cfp: str, overwrite: bool, round_: int, legacy: str) -> None:
     """Refuse to resume records made under another config (clear them with ``overwrite``)."""
     import shutil
 
     unclaimed = not (stage / ".started.json").exists()
     if overwrite and unclaimed and any((stage / f).exists() for f in ("records.jsonl", DRAFTS)):
         shutil.rmtree(stage)  # records without a start marker: the draft journal goes with them
-    claim(stage / ".started.json", cfp, overwrite=overwrite, clear=lambda: shutil.rmtree(stage),
+    claim(stage / ".started.json", cfp, overwrite=overwrite, clear=lambda: shutil.rmtree(stage), legacy=legacy,
           refusal=f"feedback round {round_} in {stage} was started with a different config; pass --overwrite "
                   "to discard its records (cached strong answers are kept) or choose another run name")
 
@@ -211,9 +213,9 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
     rd = RunDir(cfg)
     stage = rd.feedback(round_)
     fp, cfp = stage_fingerprint(cfg, round_), collection_fingerprint(cfg, round_)
-    if stage_status(stage, fp) == "done" and not overwrite:
+    if stage_status(stage, fp, stage_fingerprint(cfg, round_, legacy=True)) == "done" and not overwrite:
         return json.loads((stage / "feedback_stats.json").read_text())
-    _claim(stage, cfp, overwrite, round_)
+    _claim(stage, cfp, overwrite, round_, collection_fingerprint(cfg, round_, legacy=True))
     (stage / ".done.json").unlink(missing_ok=True)
     t0 = time.perf_counter()
     task, examples = train_examples(cfg)

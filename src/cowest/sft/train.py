@@ -15,6 +15,7 @@ Writes ``sft/adapter`` (a PEFT adapter + tokenizer; a full model when ``sft.lora
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +26,11 @@ from cowest.rundir import RunDir, check_stage, fingerprint, mark_done
 from cowest.tasks.base import Example, Task
 
 
-def sft_fingerprint(cfg: RunConfig) -> str:
-    return fingerprint(cfg.task, cfg.weak.model, cfg.weak.gguf_file, cfg.sft)
+def sft_fingerprint(cfg: RunConfig, *, legacy: bool = False) -> str:
+    """What the SFT adapter depends on: not ``task.n_eval``, which only picks evaluation questions.
+    ``legacy``: the fingerprint runs made before 2026-12 recorded (n_eval included), so they resume."""
+    task = cfg.task if legacy else dataclasses.replace(cfg.task, n_eval=None)
+    return fingerprint(task, cfg.weak.model, cfg.weak.gguf_file, cfg.sft)
 
 
 def needs_rationales(cfg: RunConfig) -> bool:
@@ -126,7 +130,7 @@ def run_sft(cfg: RunConfig, *, overwrite: bool = False, strong_client_factory: C
     fp = sft_fingerprint(cfg)
     # Under `accelerate launch` only rank 0 may clear a stale stage; the others then see it empty.
     with PartialState().main_process_first():
-        if not check_stage(rd.sft, fp, overwrite=overwrite, name="sft"):
+        if not check_stage(rd.sft, fp, overwrite=overwrite, name="sft", legacy=sft_fingerprint(cfg, legacy=True)):
             return out
     t0 = time.perf_counter()
 
