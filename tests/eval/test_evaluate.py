@@ -72,9 +72,11 @@ def test_eval_all_systems_then_resume_without_new_calls(tmp_path, tiny_model_dir
         assert srv.outcomes["ok"] == first_calls
         assert len(_rows(cfg, "collab")) == 6
         assert summary2["systems"]["strong"]["metrics"] == summary["systems"]["strong"]["metrics"]
-        # the resumed run still needs 6 calls per system, but pays none
+        # the resumed run still needs 6 calls per system and pays none new (above); it reports the 6 its
+        # predictions cost in the first invocation, not 0
         assert summary2["systems"]["collab"]["strong_calls_needed"] == 6
-        assert summary2["systems"]["collab"]["strong_calls_paid"] == 0
+        assert summary2["systems"]["collab"]["strong_calls_paid"] == 6
+        assert summary2["systems"]["collab"]["strong_tokens"] == summary["systems"]["collab"]["strong_tokens"]
 
         # a changed model invalidates the weak-dependent predictions unless --overwrite
         with pytest.raises(ConfigError, match="pass --overwrite"):

@@ -132,6 +132,17 @@ def validation_note(v: dict[str, Any]) -> str:
             + f", {v['metric']} {ci(v.get('metric_gain'))} points")
 
 
+def eval_usage(rd: RunDir, usage: Any) -> dict[str, dict[str, Any]]:
+    """Strong usage per system over every invocation of this run's eval (``usage.json``, which the client
+    has just saved), so a resumed eval reports what its predictions cost, not 0; ``usage`` (this
+    invocation's) when there is no file."""
+    from cowest.models.usage import Usage
+
+    if rd.usage_path.exists():
+        return Usage.load(rd.usage_path, stage="eval").by_tag()
+    return usage.by_tag()
+
+
 def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: bool = False, show: bool = True) -> dict[str, Any]:
     rd = RunDir(cfg).create()
     systems = [s for s in ORDER if s in (systems or cfg.eval.systems)]
@@ -174,11 +185,11 @@ def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: boo
         notes.update(runner.notes)
         usage = client.usage
     summary = summarise(task, cfg.task.eval_split, {s: rows[s] for s in ORDER if s in rows}, examples)
-    by_tag = usage.by_tag()
+    by_tag = eval_usage(rd, usage)
     for s, info in summary["systems"].items():
         u = by_tag.get(s, {})
         # needed: one per answered question that went to the strong model (what the system costs on its
-        # own); paid: this run's calls minus cache hits (drafts equal to another system's are free)
+        # own); paid: the run's eval calls minus cache hits (drafts equal to another system's are free)
         info["strong_calls_needed"] = sum(1 for r in rows.get(s, []) if "strong_output" in r)
         info["strong_calls_paid"] = int(u.get("calls", 0) - u.get("cached", 0))
         info["strong_tokens"] = int(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0))

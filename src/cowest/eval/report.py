@@ -66,8 +66,9 @@ def markdown_table(summary: dict[str, Any]) -> str:
         "questions (2000 resamples). Detectable Δ: the smallest true difference this n would detect (two-sided 5% "
         "test, 80% power, from the spread of the per-question differences); a smaller Δ is not evidence either way. "
         "Strong calls needed: what the system asks of the strong model on its own "
-        "(one call per question it sends there). Strong calls paid and strong tokens: this run's calls, cache "
-        "hits excluded (a draft identical to another system's is answered from the cache).",
+        "(one call per question it sends there). Strong calls paid and strong tokens: what this run's eval paid, "
+        "over every invocation of it (a resumed eval counts its earlier calls), cache hits excluded (a draft "
+        "identical to another system's is answered from the cache).",
     ]
     for k, v in (summary.get("notes") or {}).items():
         lines.append(f"- {k}: {v}")
