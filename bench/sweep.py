@@ -104,10 +104,10 @@ def variant_config(task: str, overrides: list[str], name: str, out: Path) -> Any
 
 def adopt(mine: Path, donors: list[tuple[Any, Path]], fp: Any, cfg: Any, *, files: tuple[str, ...] | None = None) -> str | None:
     """Copy a finished stage (or, with ``files``, those files of it) from the first donor ``(cfg, dir)`` whose
-    stage was made under ``fp(cfg)`` (a fingerprint, or those it may have: ``(new, legacy)``), unless this variant
-    has its own; returns the donor's name. The donor's
-    recorded fingerprint decides (``.done.json``; ``.started.json`` for the files a collection started with), not
-    one recomputed from its config.yaml, which a later command rewrites (``cowest eval ... task.n_eval=150``)."""
+    stage was made under ``fp(cfg)`` (one fingerprint, or the ``(new, legacy)`` pair a stage may carry), unless
+    this variant has its own; returns the donor's name. The donor's recorded fingerprint decides (``.done.json``;
+    ``.started.json`` for the files a collection started with), not one recomputed from its config.yaml, which a
+    later command rewrites (``cowest eval ... task.n_eval=150``)."""
     from cowest.rundir import read_fingerprint
 
     if mine.exists():

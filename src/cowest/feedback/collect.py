@@ -57,8 +57,8 @@ def collection_fingerprint(cfg: RunConfig, round_: int, *, legacy: bool = False)
 
 def stage_fingerprint(cfg: RunConfig, round_: int, *, legacy: bool = False) -> str:
     fb = cfg.feedback
-    return fingerprint(collection_fingerprint(cfg, round_, legacy=legacy), fb.pairing, fb.min_margin, fb.max_pairs_per_question,
-                       fb.max_pairs)
+    return fingerprint(collection_fingerprint(cfg, round_, legacy=legacy), fb.pairing, fb.min_margin,
+                       fb.max_pairs_per_question, fb.max_pairs)
 
 
 def _claim(stage: Path, cfp: str, overwrite: bool, round_: int, legacy: str) -> None:
