@@ -195,9 +195,21 @@ def row_for(name: str, overrides: list[str], cfg: Any, got: dict[str, Any] | Non
         row.update({"round": last, "n": v["n"], "evaluator": v["evaluator"], "gain": v["gain"],
                     "detectable": v["detectable"], "metric": v["metric"], "metric_gain": v["metric_gain"],
                     "metric_detectable": v["metric_detectable"], "identical_share": v["identical_share"]})
+        row["repeating"] = repeating(cfg, last)
         if base_cfg is not None and base_cfg.name != name:
             row["vs_base"], row["vs_base_detectable"] = versus(cfg, last, base_cfg, max(1, base_cfg.rounds))
     return row
+
+
+def repeating(cfg: Any, r: int) -> dict[str, int]:
+    """Validation drafts that repeat their answer line (ran on past it), per side, counted from the records so
+    that validations made before the summary had the figure count too."""
+    from cowest.chat import answer_line_count
+    from cowest.feedback.validate import load_records
+
+    rows = load_records(cfg, r)
+    counts = {side: sum(answer_line_count(x[side]["draft"]) > 1 for x in rows) for side in ("sft", "aligned")}
+    return {"n": len(rows), **counts}
 
 
 def versus(cfg: Any, r: int, base_cfg: Any, base_r: int) -> tuple[list[float] | None, float | None]:
@@ -229,6 +241,10 @@ def versus_cell(r: dict[str, Any]) -> str:
     return f"{_ci(r.get('vs_base'))} {_pm(r.get('vs_base_detectable'))}" if r.get("vs_base") else "–"
 
 
+def _repeating(x: dict[str, int] | None) -> str:
+    return f"{x['sft']} → {x['aligned']} of {x['n']}" if x else "–"
+
+
 def _share(x: float | None) -> str:
     return f"{100 * x:.0f}%" if x is not None else "–"
 
@@ -237,22 +253,23 @@ def summary_md(res: dict[str, Any]) -> str:
     rows = []
     for r in res["rows"]:
         if r["status"] != "done":
-            rows.append([r["variant"], " ".join(r["overrides"]) or "–", r["status"], "", "", "", "", "", "", ""])
+            rows.append([r["variant"], " ".join(r["overrides"]) or "–", r["status"], "", "", "", "", "", "", "", ""])
             continue
         rows.append([r["variant"], " ".join(r["overrides"]) or "–", "/".join(map(str, r["pairs"])),
                      f"{r.get('evaluator', '–')}: {_ci(r.get('gain'))}", _pm(r.get("detectable")), _ci(r.get("metric_gain")),
                      _pm(r.get("metric_detectable")), versus_cell(r), _share(r.get("identical_share")),
-                     f"{r['wall_s'] / 60:.1f}"])
+                     _repeating(r.get("repeating")), f"{r['wall_s'] / 60:.1f}"])
     head = ["variant", "overrides", "pairs (per round)", "validation gain, E pts [95% CI]", "detectable Δ",
             f"gain, {res.get('metric', 'metric')} pts [95% CI]", "detectable Δ", "aligned vs base [CI], detectable",
-            "identical drafts", "wall min"]
+            "identical drafts", "repeating drafts, SFT → aligned", "wall min"]
     return "\n".join([
         f"# cowest sweep: {res['task']} at scale `{res['scale']}`\n",
         f"`{res['command']}` — {res['date']} — {machine_line(res['machine'])}\n",
         f"Base: `{recipe(res['task']).relative_to(ROOT)}` + `{' '.join(res['base_overrides'])}`. Each variant is judged on "
         "the same held-out training questions (never the eval split), last round. Gain = E(collab with the aligned "
         "draft) − E(collab with the SFT draft), paired bootstrap; detectable Δ: the smallest true difference this n "
-        "detects (80% power, two-sided 5%). Wall time counts only the stages a variant ran itself (shared stages are "
+        "detects (80% power, two-sided 5%). Repeating drafts: those that write their answer line more than once (run on "
+        "past it), a side effect of DPO to watch. Wall time counts only the stages a variant ran itself (shared stages are "
         "copies).\n",
         md_table(head, rows), ""])
 

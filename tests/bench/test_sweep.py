@@ -49,9 +49,11 @@ def test_smoke_sweep_shares_stages_and_pays_nothing_twice(tmp_path, tiny):
     for r in rows.values():
         v = r["validation"][str(r["round"])]
         assert r["gain"] == v["gain"] and len(r["gain"]) == 3 and r["n"] == 6
+        assert r["repeating"]["n"] == 6 and 0 <= r["repeating"]["aligned"] <= 6
     assert rows["beta0.3"]["vs_base"] is not None and "vs_base" not in rows["base"]
     md = (tmp_path / "sweep.md").read_text()
     assert "validation gain, E pts [95% CI]" in md and all(f"| {v} |" in md for v in variants)
+    assert f"| {rows['base']['repeating']['sft']} → {rows['base']['repeating']['aligned']} of 6 |" in md
     assert (tmp_path / "sweep.png").stat().st_size > 0
     assert json.loads((tmp_path / "sweep.json").read_text())["rows"] == json.loads(json.dumps(res["rows"]))
     # a rerun resumes everything: not one strong call, the same table
