@@ -18,14 +18,14 @@ from typing import Any
 
 def repeats(run: Path, round_: int = 1) -> dict[str, Any]:
     from cowest.chat import answer_line_count
+    from cowest.feedback.validate import repeating_drafts
     from cowest.io import read_jsonl as rows
 
     out: dict[str, Any] = {}
     val = run / "validation" / f"round{round_}" / "records.jsonl"
     if val.exists():
         v = rows(val)
-        out["validation"] = {side: [sum(answer_line_count(r[side]["draft"]) > 1 for r in v), len(v)]
-                             for side in ("sft", "aligned")}
+        out["validation"] = {side: [k, len(v)] for side, k in repeating_drafts(v).items()}
     preds = run / "eval" / "predictions"
     if (preds / "collab.jsonl").exists() and (preds / "cowest.jsonl").exists():
         p = {s: {r["id"]: r for r in rows(preds / f"{s}.jsonl")} for s in ("collab", "cowest")}

@@ -195,29 +195,23 @@ def row_for(name: str, overrides: list[str], cfg: Any, got: dict[str, Any] | Non
         row.update({"round": last, "n": v["n"], "evaluator": v["evaluator"], "gain": v["gain"],
                     "detectable": v["detectable"], "metric": v["metric"], "metric_gain": v["metric_gain"],
                     "metric_detectable": v["metric_detectable"], "identical_share": v["identical_share"]})
-        row["repeating"] = repeating(cfg, last)
+        from cowest.feedback.validate import load_records, repeating_drafts
+
+        records = load_records(cfg, last)
+        # counted from the records, so validations made before their summary had the figure count too
+        row["repeating"] = {"n": len(records), **repeating_drafts(records)}
         if base_cfg is not None and base_cfg.name != name:
-            row["vs_base"], row["vs_base_detectable"] = versus(cfg, last, base_cfg, max(1, base_cfg.rounds))
+            row["vs_base"], row["vs_base_detectable"] = versus(records, base_cfg, max(1, base_cfg.rounds))
     return row
 
 
-def repeating(cfg: Any, r: int) -> dict[str, int]:
-    """Validation drafts that repeat their answer line (ran on past it), per side, counted from the records so
-    that validations made before the summary had the figure count too."""
-    from cowest.chat import answer_line_count
-    from cowest.feedback.validate import load_records
-
-    rows = load_records(cfg, r)
-    counts = {side: sum(answer_line_count(x[side]["draft"]) > 1 for x in rows) for side in ("sft", "aligned")}
-    return {"n": len(rows), **counts}
-
-
-def versus(cfg: Any, r: int, base_cfg: Any, base_r: int) -> tuple[list[float] | None, float | None]:
-    """This variant's aligned drafts against the base variant's, on the questions both validated (metric)."""
+def versus(records: list[dict[str, Any]], base_cfg: Any, base_r: int) -> tuple[list[float] | None, float | None]:
+    """This variant's aligned drafts (its validation ``records``) against the base variant's, on the questions
+    both validated (metric)."""
     from cowest.feedback.validate import load_records
     from cowest.stats import min_detectable_difference, paired_bootstrap
 
-    mine = {r_["id"]: r_["aligned"]["metric"] for r_ in load_records(cfg, r)}
+    mine = {r_["id"]: r_["aligned"]["metric"] for r_ in records}
     base = {r_["id"]: r_["aligned"]["metric"] for r_ in load_records(base_cfg, base_r)}
     ids = [i for i in mine if i in base]
     if len(ids) < 2:

@@ -209,6 +209,11 @@ def _paid(rd: RunDir, round_: int) -> dict[str, int]:
     return {t: int(by_tag[t].get("calls", 0) - by_tag[t].get("cached", 0)) for t in TAGS if t in by_tag}
 
 
+def repeating_drafts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Per side, the validation records whose draft repeats its answer line (ran on past it)."""
+    return {side: sum(answer_line_count(r[side]["draft"]) > 1 for r in rows) for side in SIDES}
+
+
 def summarise(rows: list[dict[str, Any]], *, round_: int, asked: int, evaluator: str, metric: str,
               paid: dict[str, int], wall_s: float = 0.0) -> dict[str, Any]:
     """The gain (aligned − SFT, in points) with its paired CI and detectable difference, in the evaluator's
@@ -233,8 +238,8 @@ def summarise(rows: list[dict[str, Any]], *, round_: int, asked: int, evaluator:
         "means": {"sft": {"score": _mean(b), metric: _mean(mb)}, "aligned": {"score": _mean(a), metric: _mean(ma)}},
         "identical_share": round(sum(r["identical"] for r in rows) / len(rows), 4) if rows else None,
         # drafts that repeat their answer line (ran on past it): a side effect of DPO to watch for
-        "repeated_answer_share": {side: round(sum(answer_line_count(r[side]["draft"]) > 1 for r in rows) / len(rows), 4)
-                                  for side in SIDES} if rows else None,
+        "repeated_answer_share": {side: round(k / len(rows), 4) for side, k in repeating_drafts(rows).items()}
+                                 if rows else None,
         "strong_calls_needed": needed,
         "strong_calls_paid": sum(paid.values()),
         "strong_calls_paid_by_tag": paid,
