@@ -57,7 +57,8 @@ SCALES: dict[str, list[str]] = {
     # the same for bench/quality.py's session scale (a run that fits one session)
     "session": QUALITY_SCALES["session"],
 }
-# name -> overrides on top of the base; "questions" doubles feedback.max_questions of the scale
+# name -> overrides on top of the base; "questions" doubles the feedback questions of the scale with as many
+# training questions SFT never saw (feedback.extra_questions), so it keeps the base's SFT and validation questions
 VARIANTS: dict[str, list[str]] = {
     "base": [],
     "likelihood": ["feedback.evaluator=likelihood"],
@@ -70,7 +71,7 @@ VARIANTS: dict[str, list[str]] = {
     "epochs1": ["align.epochs=1"],
     "epochs4": ["align.epochs=4"],
     "rpo1": ["align.sft_weight=1.0"],  # RPO (Pang et al. 2024) and TRL's MPO weight the NLL 1.0
-    "questions": ["feedback.max_questions=x2"],
+    "questions": ["feedback.extra_questions=feedback"],
     "rounds2": ["rounds=2"],
 }
 
@@ -80,19 +81,19 @@ def recipe(task: str) -> Path:
 
 
 def variant_config(task: str, overrides: list[str], name: str, out: Path) -> Any:
-    """The variant's config: base recipe + ``overrides`` (``x2`` doubles the value set before it)."""
+    """The variant's config: base recipe + ``overrides`` (the value ``feedback`` is the number of feedback
+    questions the overrides before it give)."""
     from cowest.config import load_config
 
     resolved: list[str] = []
     for o in overrides:
         key, _, val = o.partition("=")
-        if val == "x2":
+        if val == "feedback":
             cur = load_config(recipe(task), resolved)
-            for part in key.split("."):
-                cur = getattr(cur, part)
-            if not isinstance(cur, int):
-                raise SystemExit(f"{key}=x2 doubles a number, but {key} is {cur!r} here: set it in the scale")
-            o = f"{key}={2 * cur}"
+            sizes = [n for n in (cur.feedback.max_questions, cur.task.n_train) if n is not None]
+            if not sizes:
+                raise SystemExit(f"{key}=feedback needs feedback.max_questions or task.n_train: set it in the scale")
+            o = f"{key}={min(sizes)}"
         resolved.append(o)
     return load_config(recipe(task), resolved + [f"name={name}", f"output_dir={out / 'runs'}",
                                                  f"strong.cache_path={out / 'strong_cache.sqlite'}"])

@@ -81,3 +81,8 @@ def test_shipped_recipes_load():
     assert recipes, "recipes/ should hold YAML recipes"
     for r in recipes:
         load_config(r)
+
+
+def test_feedback_extra_questions_cannot_be_negative():
+    with pytest.raises(ConfigError, match="feedback.extra_questions must be >= 0, got -1"):
+        load_config(None, ["feedback.extra_questions=-1"])

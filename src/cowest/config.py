@@ -126,8 +126,7 @@ class LocalServerConfig:
         _choice("strong.local.engine", self.engine, ("auto", "batch", "llama.cpp"))
         _positive("strong.local.parallel", self.parallel)
         _choice("strong.local.batching", self.batching, ("continuous", "static"))
-        if self.kv_tokens < 64:
-            raise ConfigError(f"strong.local.kv_tokens must be >= 64 (one KV page), got {self.kv_tokens}")
+        _positive("strong.local.kv_tokens", self.kv_tokens, least=64, note=" (one KV page)")
 
 
 @dataclass
@@ -155,8 +154,7 @@ class StrongConfig:
     def __post_init__(self) -> None:
         _positive("strong.max_concurrency", self.max_concurrency)
         _positive("strong.max_tokens", self.max_tokens)
-        if self.max_retries < 0:
-            raise ConfigError(f"strong.max_retries must be >= 0, got {self.max_retries}")
+        _positive("strong.max_retries", self.max_retries, least=0)
 
 
 @dataclass
@@ -195,6 +193,8 @@ class FeedbackConfig:
     """Collaborative feedback: K weak drafts per question, scored against the strong model alone."""
 
     max_questions: int | None = None  # feedback on the first N (seeded) SFT training questions; None = all
+    # + N training-split questions SFT never saw, never held-out ones (tasks.splits.extra_train_examples)
+    extra_questions: int = 0
     k: int = 4
     temperature: float = 1.0
     top_p: float = 0.95
@@ -212,6 +212,7 @@ class FeedbackConfig:
 
     def __post_init__(self) -> None:
         _positive("feedback.k", self.k)
+        _positive("feedback.extra_questions", self.extra_questions, least=0)
         _positive("feedback.z_samples", self.z_samples)
         _choice("feedback.evaluator", self.evaluator, ("metric", "judge", "both", "likelihood"))
         _choice("feedback.metric", self.metric, ("auto", "f1", "em", "accuracy"))
@@ -254,8 +255,7 @@ class AlignConfig:
         if self.sft_weight < 0 or (self.sft_weight and self.loss_type == "sft"):
             raise ConfigError(f"align.sft_weight must be >= 0 (0 = DPO alone) beside a preference loss_type, got "
                               f"{self.sft_weight} with loss_type {self.loss_type!r}")
-        if self.validation_questions < 0:
-            raise ConfigError(f"align.validation_questions must be >= 0 (0 = off), got {self.validation_questions}")
+        _positive("align.validation_questions", self.validation_questions, least=0, note=" (0 = off)")
         _report_to("align", self.report_to)
         if not 0.0 <= self.eval_share < 1.0:
             raise ConfigError(f"align.eval_share must be in [0, 1) (a share of the feedback questions), got {self.eval_share}")
@@ -317,8 +317,8 @@ class ServeConfig:
         _positive("serve.max_body_bytes", self.max_body_bytes)
         if self.max_concurrency is not None:
             _positive("serve.max_concurrency", self.max_concurrency)
-        if self.max_queue is not None and self.max_queue < 0:
-            raise ConfigError(f"serve.max_queue must be >= 0, got {self.max_queue}")
+        if self.max_queue is not None:
+            _positive("serve.max_queue", self.max_queue, least=0)
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"serve.port must be 0-65535, got {self.port}")
 

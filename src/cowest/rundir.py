@@ -120,7 +120,7 @@ class RunDir:
 NOT_A_RESULT = frozenset({"report_to", "validation_questions"})
 # Settings added after runs existed, with the default that reproduces those runs: left out at that default,
 # so a run made before them keeps its fingerprints and resumes.
-ADDED_LATER = {"eval_share": 0.0, "metric": "auto", "sft_weight": 0.0}
+ADDED_LATER = {"eval_share": 0.0, "metric": "auto", "sft_weight": 0.0, "extra_questions": 0}
 
 
 def section_view(section: Any) -> dict[str, Any]:

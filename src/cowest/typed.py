@@ -104,6 +104,6 @@ def choice(key: str, value: Any, valid: tuple[Any, ...]) -> None:
         raise ConfigError(f"{key}: {value!r} is not one of: {', '.join(map(str, valid))}")
 
 
-def positive(key: str, value: int | float) -> None:
-    if value < 1:
-        raise ConfigError(f"{key} must be >= 1, got {value}")
+def positive(key: str, value: int | float, least: int = 1, note: str = "") -> None:
+    if value < least:
+        raise ConfigError(f"{key} must be >= {least}{note}, got {value}")

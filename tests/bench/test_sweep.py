@@ -79,9 +79,15 @@ def test_overrides_may_follow_the_options():
     assert (a.task, a.scale, a.variants, a.overrides) == ("demo", "smoke", "base", ["a.b=1", "c.d=2"])
 
 
-def test_x2_doubles_the_scale_value(tmp_path):
-    cfg = _sweep().variant_config("demo", ["feedback.max_questions=8", "feedback.max_questions=x2"], "q", tmp_path)
-    assert cfg.feedback.max_questions == 16 and cfg.strong.cache_path == str(tmp_path / "strong_cache.sqlite")
+def test_questions_variant_adds_as_many_unseen_questions(tmp_path):
+    sweep = _sweep()
+    cfg = sweep.variant_config("demo", ["task.n_train=32", "feedback.max_questions=8", *sweep.VARIANTS["questions"]],
+                               "q", tmp_path)
+    assert cfg.feedback.extra_questions == 8 and cfg.feedback.max_questions == 8 and cfg.task.n_train == 32
+    assert cfg.strong.cache_path == str(tmp_path / "strong_cache.sqlite")
+    capped = sweep.variant_config("demo", ["task.n_train=6", "feedback.max_questions=8", *sweep.VARIANTS["questions"]],
+                                  "q", tmp_path)
+    assert capped.feedback.extra_questions == 6
 
 
 @pytest.mark.slow

@@ -84,3 +84,35 @@ def test_heldout_train_examples_refuse_when_training_uses_everything(tmp_path):
     cfg = load_config(None, ["task.name=jsonl", f"task.data={path}"])
     with pytest.raises(DataError, match="gate calibration needs training-split questions.*task.n_train below 5"):
         heldout_train_examples(cfg, 3, purpose="gate calibration")
+
+
+def _jsonl_cfg(tmp_path, n, *overrides):
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps({"question": f"question {i}?", "answer": "yes"}) for i in range(n)) + "\n")
+    return load_config(None, ["task.name=jsonl", f"task.data={path}", "seed=3", *overrides])
+
+
+def test_extra_feedback_questions_are_outside_training_and_held_out_questions(tmp_path):
+    from cowest.tasks.splits import extra_train_examples, heldout_train_examples
+
+    base = _jsonl_cfg(tmp_path, 40, "task.n_train=10")
+    cfg = _jsonl_cfg(tmp_path, 40, "task.n_train=10", "feedback.extra_questions=8")
+    assert extra_train_examples(base) == []
+    _, train = train_examples(cfg)
+    extra = extra_train_examples(cfg)
+    _, held = heldout_train_examples(cfg, 12, purpose="validation")
+    ids = lambda xs: {e.id for e in xs}  # noqa: E731
+    assert len(extra) == 8 and not ids(extra) & ids(train) and not ids(extra) & ids(held)
+    # the held-out questions do not move with the number of extra questions: variants share validation
+    assert ids(held) == ids(heldout_train_examples(base, 12, purpose="validation")[1])
+    # where the split runs out, held-out questions give way (fewer, with a warning) rather than overlap
+    _, short = heldout_train_examples(cfg, 30, purpose="validation")
+    assert len(short) == 40 - 10 - 8 and not ids(short) & ids(extra)
+
+
+def test_extra_feedback_questions_beyond_the_split_are_a_data_error(tmp_path):
+    from cowest.tasks.splits import extra_train_examples
+
+    cfg = _jsonl_cfg(tmp_path, 12, "task.n_train=10", "feedback.extra_questions=3")
+    with pytest.raises(DataError, match="extra_questions=3 needs .* outside the 10 SFT trains on"):
+        extra_train_examples(cfg)

@@ -208,7 +208,7 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
     from tqdm.auto import tqdm
 
     from cowest.feedback.evaluators import check_evaluator, make_evaluator, needs_logprobs
-    from cowest.tasks.splits import train_examples
+    from cowest.tasks.splits import extra_train_examples, train_examples
 
     rd = RunDir(cfg)
     stage = rd.feedback(round_)
@@ -221,7 +221,8 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
     task, examples = train_examples(cfg)
     check_evaluator(cfg.feedback.evaluator, task, cfg.feedback.metric, examples[0] if examples else None)
     # Feedback costs 1 + K strong calls per question: a subset of the SFT questions may be enough.
-    examples = subsample(examples, cfg.feedback.max_questions, cfg.seed + round_)
+    # Extra questions come after them, so the chunks (and their seeded drafts) of the SFT questions stay the same.
+    examples = subsample(examples, cfg.feedback.max_questions, cfg.seed + round_) + extra_train_examples(cfg)
     chunks = [examples[i:i + chunk_size] for i in range(0, len(examples), chunk_size)]
     usage: dict[str, Any] = {}
     with JsonlAppender(stage / "records.jsonl", key_field="id") as out, \

@@ -1,4 +1,5 @@
-"""The examples each stage works on: the training questions (SFT, feedback) and the evaluation questions.
+"""The examples each stage works on: the training questions (SFT, feedback), the held-out training questions
+(validation, the gate, probe), feedback's extra questions, and the evaluation questions.
 
 One place, so every stage sees the same subsample for the same config, and evaluation never scores a
 question the weak model was trained on: an eval item whose question text also appears in the training
@@ -24,25 +25,57 @@ def train_examples(cfg: RunConfig) -> tuple[Task, list[Example]]:
     return task, subsample(task.load(cfg.task.train_split), cfg.task.n_train, cfg.seed)
 
 
+def _shuffled(cfg: RunConfig) -> tuple[Task, list[Example], list[int]]:
+    """The task, its training split, and the seeded shuffle of it that ``subsample`` makes: its first
+    ``task.n_train`` are the training questions, the next ones held out, the last
+    ``feedback.extra_questions`` feedback-only."""
+    task = get_task(cfg.task)
+    pool = task.load(cfg.task.train_split)
+    idx = list(range(len(pool)))
+    random.Random(cfg.seed).shuffle(idx)
+    return task, pool, idx
+
+
+def extra_train_examples(cfg: RunConfig) -> list[Example]:
+    """``feedback.extra_questions`` training-split questions outside SFT's: the *last* ones of the shuffle
+    that picks ``task.n_train``, so the held-out questions (taken from just after n_train) stay the same
+    whatever their number, and never overlap them while the split has room."""
+    n = cfg.feedback.extra_questions
+    if n <= 0:
+        return []
+    _, pool, idx = _shuffled(cfg)
+    n_train = len(pool) if cfg.task.n_train is None else min(cfg.task.n_train, len(pool))
+    if n > len(pool) - n_train:
+        raise DataError(
+            f"feedback.extra_questions={n} needs that many training-split questions outside the {n_train} SFT "
+            f"trains on, but {cfg.task.train_split!r} has {len(pool)}: lower it or task.n_train")
+    train = [pool[i] for i in idx[:n_train]]
+    extra, _ = drop_seen([pool[i] for i in sorted(idx[len(pool) - n:])], train)
+    return extra
+
+
 def heldout_train_examples(cfg: RunConfig, n: int, *, purpose: str) -> tuple[Task, list[Example]]:
     """``n`` training-split questions the run never trains on: the next ``n`` of the same seeded shuffle that
     picks ``task.n_train`` (so they are outside SFT, feedback and DPO), with questions repeated from the
-    training subsample dropped. For tuning and calibration (``purpose`` names it in errors): never the eval
-    split."""
-    task = get_task(cfg.task)
-    pool = task.load(cfg.task.train_split)
+    training subsample dropped, and never one of the feedback-only ``feedback.extra_questions`` (the end of
+    the shuffle). For tuning and calibration (``purpose`` names it in errors): never the eval split."""
+    task, pool, idx = _shuffled(cfg)
     n_train = cfg.task.n_train
     spare = len(pool) - (n_train if n_train is not None else len(pool))
     if n <= 0 or spare <= 0:
         raise DataError(
             f"{purpose} needs training-split questions outside the {n_train if n_train is not None else 'all'} "
             f"used for training, but {cfg.task.train_split!r} has {len(pool)}: set task.n_train below {len(pool)}")
-    rng = random.Random(cfg.seed)
-    idx = list(range(len(pool)))
-    rng.shuffle(idx)  # the shuffle subsample() makes: its first n_train are the training questions
+    end = min(n_train + n, len(pool) - cfg.feedback.extra_questions)
+    if end < n_train + n:
+        log.warning("%s: %d held-out question(s) instead of %d: the rest of %r are feedback.extra_questions",
+                    purpose, max(end - n_train, 0), n, cfg.task.train_split)
     train = [pool[i] for i in idx[:n_train]]
-    held = [pool[i] for i in sorted(idx[n_train:n_train + n])]
+    held = [pool[i] for i in sorted(idx[n_train:end])]
     held, _ = drop_seen(held, train)
+    if not held:
+        raise DataError(f"{purpose} has no held-out training questions left: lower feedback.extra_questions "
+                        "or task.n_train")
     return task, held
 
 
