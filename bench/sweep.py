@@ -80,9 +80,9 @@ def recipe(task: str) -> Path:
     return ROOT / "recipes" / ("demo.yaml" if task == "demo" else f"{task}_cpu.yaml")
 
 
-def variant_config(task: str, overrides: list[str], name: str, out: Path) -> Any:
-    """The variant's config: base recipe + ``overrides`` (the value ``feedback`` is the number of feedback
-    questions the overrides before it give)."""
+def resolve(task: str, overrides: list[str]) -> list[str]:
+    """``overrides`` with the value ``feedback`` replaced by the number of feedback questions the overrides
+    before it give (SFT's questions, capped by feedback.max_questions)."""
     from cowest.config import load_config
 
     resolved: list[str] = []
@@ -95,8 +95,16 @@ def variant_config(task: str, overrides: list[str], name: str, out: Path) -> Any
                 raise SystemExit(f"{key}=feedback needs feedback.max_questions or task.n_train: set it in the scale")
             o = f"{key}={min(sizes)}"
         resolved.append(o)
-    return load_config(recipe(task), resolved + [f"name={name}", f"output_dir={out / 'runs'}",
-                                                 f"strong.cache_path={out / 'strong_cache.sqlite'}"])
+    return resolved
+
+
+def variant_config(task: str, overrides: list[str], name: str, out: Path) -> Any:
+    """The variant's config: base recipe + the ``resolve``\ d ``overrides``, in its own run directory under
+    ``out``, with the sweep's strong cache."""
+    from cowest.config import load_config
+
+    return load_config(recipe(task), resolve(task, overrides) + [
+        f"name={name}", f"output_dir={out / 'runs'}", f"strong.cache_path={out / 'strong_cache.sqlite'}"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -330,6 +338,7 @@ def run_sweep(task: str, scale: str, variants: dict[str, list[str]], out: Path, 
     base_cfg = None
     for name, ovr in variants.items():
         cfg = variant_config(task, base_overrides + ovr, name, out)
+        ovr = resolve(task, base_overrides + ovr)[len(base_overrides):]  # as run: "extra_questions=128"
         print(f"\n=== variant {name}: {' '.join(ovr) or '(base)'}", flush=True)
         got, error = None, None
         try:

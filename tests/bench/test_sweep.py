@@ -88,6 +88,7 @@ def test_questions_variant_adds_as_many_unseen_questions(tmp_path):
     capped = sweep.variant_config("demo", ["task.n_train=6", "feedback.max_questions=8", *sweep.VARIANTS["questions"]],
                                   "q", tmp_path)
     assert capped.feedback.extra_questions == 6
+    assert sweep.resolve("demo", ["task.n_train=6", *sweep.VARIANTS["questions"]])[-1] == "feedback.extra_questions=6"
 
 
 @pytest.mark.slow
