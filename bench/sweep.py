@@ -337,8 +337,9 @@ def run_sweep(task: str, scale: str, variants: dict[str, list[str]], out: Path, 
     donors: list[Any] = donor_configs(list(donors_from), out)
     base_cfg = None
     for name, ovr in variants.items():
-        cfg = variant_config(task, base_overrides + ovr, name, out)
-        ovr = resolve(task, base_overrides + ovr)[len(base_overrides):]  # as run: "extra_questions=128"
+        full = resolve(task, base_overrides + ovr)
+        cfg = variant_config(task, full, name, out)  # resolving resolved overrides loads nothing
+        ovr = full[len(base_overrides):]  # as run: "extra_questions=128"
         print(f"\n=== variant {name}: {' '.join(ovr) or '(base)'}", flush=True)
         got, error = None, None
         try:

@@ -25,7 +25,7 @@ import yaml
 from cowest.errors import ConfigError
 from cowest.typed import choice as _choice
 from cowest.typed import from_dict, set_dotted
-from cowest.typed import positive as _positive
+from cowest.typed import at_least as _at_least, positive as _positive
 
 FORMATS = ("direct", "knowledge", "cot")
 REPORT_TO = ("none", "tensorboard", "wandb", "trackio")  # TRL/transformers logging integrations
@@ -126,7 +126,7 @@ class LocalServerConfig:
         _choice("strong.local.engine", self.engine, ("auto", "batch", "llama.cpp"))
         _positive("strong.local.parallel", self.parallel)
         _choice("strong.local.batching", self.batching, ("continuous", "static"))
-        _positive("strong.local.kv_tokens", self.kv_tokens, least=64, note=" (one KV page)")
+        _at_least("strong.local.kv_tokens", self.kv_tokens, 64, note=" (one KV page)")
 
 
 @dataclass
@@ -154,7 +154,7 @@ class StrongConfig:
     def __post_init__(self) -> None:
         _positive("strong.max_concurrency", self.max_concurrency)
         _positive("strong.max_tokens", self.max_tokens)
-        _positive("strong.max_retries", self.max_retries, least=0)
+        _at_least("strong.max_retries", self.max_retries, 0)
 
 
 @dataclass
@@ -212,7 +212,7 @@ class FeedbackConfig:
 
     def __post_init__(self) -> None:
         _positive("feedback.k", self.k)
-        _positive("feedback.extra_questions", self.extra_questions, least=0)
+        _at_least("feedback.extra_questions", self.extra_questions, 0)
         _positive("feedback.z_samples", self.z_samples)
         _choice("feedback.evaluator", self.evaluator, ("metric", "judge", "both", "likelihood"))
         _choice("feedback.metric", self.metric, ("auto", "f1", "em", "accuracy"))
@@ -255,7 +255,7 @@ class AlignConfig:
         if self.sft_weight < 0 or (self.sft_weight and self.loss_type == "sft"):
             raise ConfigError(f"align.sft_weight must be >= 0 (0 = DPO alone) beside a preference loss_type, got "
                               f"{self.sft_weight} with loss_type {self.loss_type!r}")
-        _positive("align.validation_questions", self.validation_questions, least=0, note=" (0 = off)")
+        _at_least("align.validation_questions", self.validation_questions, 0, note=" (0 = off)")
         _report_to("align", self.report_to)
         if not 0.0 <= self.eval_share < 1.0:
             raise ConfigError(f"align.eval_share must be in [0, 1) (a share of the feedback questions), got {self.eval_share}")
@@ -318,7 +318,7 @@ class ServeConfig:
         if self.max_concurrency is not None:
             _positive("serve.max_concurrency", self.max_concurrency)
         if self.max_queue is not None:
-            _positive("serve.max_queue", self.max_queue, least=0)
+            _at_least("serve.max_queue", self.max_queue, 0)
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"serve.port must be 0-65535, got {self.port}")
 

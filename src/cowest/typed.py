@@ -104,6 +104,10 @@ def choice(key: str, value: Any, valid: tuple[Any, ...]) -> None:
         raise ConfigError(f"{key}: {value!r} is not one of: {', '.join(map(str, valid))}")
 
 
-def positive(key: str, value: int | float, least: int = 1, note: str = "") -> None:
+def at_least(key: str, value: int | float, least: int, note: str = "") -> None:
     if value < least:
         raise ConfigError(f"{key} must be >= {least}{note}, got {value}")
+
+
+def positive(key: str, value: int | float) -> None:
+    at_least(key, value, 1)
