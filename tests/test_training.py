@@ -1,4 +1,6 @@
-"""Helpers SFT and DPO share: precision checks, the full-model marker, logs and trainer arguments."""
+"""Helpers SFT and DPO share: precision checks, the full-model marker, logs, trainer arguments, checkpoints."""
+
+import json
 
 import pytest
 
@@ -59,7 +61,8 @@ def test_seconds_per_step_and_an_empty_plot(tmp_path):
 def test_trainer_kwargs_from_a_stage_section(tmp_path):
     cfg = load_config(None, ["align.max_steps=3", "align.seed=7"])
     kw = trainer_kwargs(cfg.align, output_dir=tmp_path, prec={"bf16": False, "fp16": False, "use_cpu": True})
-    assert kw["max_steps"] == 3 and kw["seed"] == kw["data_seed"] == 7 and kw["save_strategy"] == "no"
+    assert kw["max_steps"] == 3 and kw["seed"] == kw["data_seed"] == 7
+    assert kw["save_strategy"] == "steps" and 0 < kw["save_steps"] < 1 and kw["save_total_limit"] == 1
     assert kw["output_dir"] == str(tmp_path) and kw["use_cpu"] is True
 
 
@@ -123,3 +126,34 @@ def test_held_out_curves_share_the_training_panel(tmp_path, monkeypatch):
     hist = [{"loss": 1.0, "step": 1}, {"loss": 0.5, "step": 2}, {"eval_loss": 0.9, "step": 2}, {"grad_norm": 1, "step": 2}]
     assert plot_curves(tmp_path / "p.png", hist, ["loss", "rewards/margins"], "t")
     assert [(label, xs) for _, label, xs in drawn] == [("train", [1, 2]), ("held-out", [2])]
+
+
+def test_last_checkpoint_passes_over_one_cut_off_mid_save(tmp_path):
+    from cowest.training import last_checkpoint
+
+    assert last_checkpoint(tmp_path / "missing") is None
+    for step, complete in ((5, True), (10, True), (15, False)):  # killed while saving checkpoint-15
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-old").mkdir()
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+
+
+def test_checkpoints_of_another_config_are_refused_then_dropped_with_overwrite(tmp_path):
+    from cowest.training import claim_checkpoints
+
+    stage = tmp_path / "align" / "round1"
+    (stage / "trainer" / "checkpoint-3").mkdir(parents=True)
+    (stage / "trainer" / "checkpoint-3" / "trainer_state.json").write_text("{}")
+    claim_checkpoints(stage, "fp-a", overwrite=False, name="align round 1")  # unclaimed: this config's now
+    claim_checkpoints(stage, "fp-a", overwrite=False, name="align round 1")
+    assert (stage / "trainer" / "checkpoint-3").is_dir()
+    with pytest.raises(ConfigError, match="align round 1 .* different config .*--overwrite"):
+        claim_checkpoints(stage, "fp-b", overwrite=False, name="align round 1")
+    assert (stage / "trainer" / "checkpoint-3").is_dir()
+    claim_checkpoints(stage, "fp-b", overwrite=True, name="align round 1")
+    assert not (stage / "trainer").exists()
+    assert json.loads((stage / ".started.json").read_text())["fingerprint"] == "fp-b"
+    claim_checkpoints(stage, "fp-c", overwrite=False, name="align round 1")  # no checkpoint: nothing to refuse
+    assert json.loads((stage / ".started.json").read_text())["fingerprint"] == "fp-c"

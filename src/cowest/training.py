@@ -15,6 +15,9 @@ from cowest.io import write_json
 
 # Written next to a full fine-tuned model (sft.lora=false) so loaders know it is not an adapter.
 FULL_MODEL_MARKER = "cowest_full_model.json"
+# A killed SFT or DPO stage resumes from its last checkpoint: one every 10% of the steps (TrainingArguments'
+# save_steps as a ratio), only the newest kept, all removed once the stage has saved its adapter.
+CHECKPOINT_EVERY = 0.1
 
 
 def is_main_process() -> bool:
@@ -209,8 +212,9 @@ def write_full_marker(out: Path, **info: Any) -> None:
 def trainer_kwargs(section: Any, *, output_dir: Path | str, prec: dict[str, Any]) -> dict[str, Any]:
     """The TrainingArguments that SFT and DPO share, from their config section (``cfg.sft`` / ``cfg.align``).
 
-    ``prec`` is :func:`precision_kwargs`' result (checked before the model is loaded). Checkpoints are not
-    saved by the trainer: each stage saves its adapter itself once training ends."""
+    ``prec`` is :func:`precision_kwargs`' result (checked before the model is loaded). Checkpoints under
+    ``output_dir`` are for resuming a killed stage (:func:`train_resuming`); each stage saves its adapter itself
+    once training ends."""
     return {
         "output_dir": str(output_dir),
         "num_train_epochs": section.epochs,
@@ -221,7 +225,9 @@ def trainer_kwargs(section: Any, *, output_dir: Path | str, prec: dict[str, Any]
         "max_length": section.max_length,
         "logging_steps": section.logging_steps,
         "logging_first_step": True,
-        "save_strategy": "no",
+        "save_strategy": "steps",
+        "save_steps": CHECKPOINT_EVERY,
+        "save_total_limit": 1,
         "report_to": section.report_to,  # TRL's own integrations; "none" keeps training offline
         "seed": section.seed,
         "data_seed": section.seed,
@@ -231,9 +237,45 @@ def trainer_kwargs(section: Any, *, output_dir: Path | str, prec: dict[str, Any]
     }
 
 
+def claim_checkpoints(stage: Path, fp: str, *, overwrite: bool, name: str, legacy: str | None = None) -> None:
+    """Checkpoints in ``<stage>/trainer`` are resumed only under the config that wrote them: a stage started
+    under another one is refused, or with ``overwrite`` its checkpoints are dropped. A stage that left no complete
+    checkpoint just starts again. Call on the main process."""
+    import shutil
+
+    from cowest.rundir import claim
+
+    if last_checkpoint(Path(stage) / "trainer") is None:
+        shutil.rmtree(Path(stage) / "trainer", ignore_errors=True)
+        (Path(stage) / ".started.json").unlink(missing_ok=True)
+    claim(Path(stage) / ".started.json", fp, overwrite=overwrite, legacy=legacy,
+          clear=lambda: shutil.rmtree(Path(stage) / "trainer", ignore_errors=True),
+          refusal=f"{name} in {stage} was started with a different config and has checkpoints; pass --overwrite "
+                  "to drop them or choose another run name")
+
+
+def last_checkpoint(output_dir: Path | str) -> str | None:
+    """The newest complete ``checkpoint-<step>`` under ``output_dir``, or None. The trainer writes
+    ``trainer_state.json`` last, so a checkpoint cut off mid-save is passed over for the one before it."""
+    root = Path(output_dir)
+    done = [p for p in root.glob("checkpoint-*") if p.name[11:].isdigit() and (p / "trainer_state.json").exists()]
+    return str(max(done, key=lambda p: int(p.name[11:]))) if done else None
+
+
+def train_resuming(trainer: Any, name: str) -> int:
+    """``trainer.train()``, from the last complete checkpoint when a killed run left one (model, optimizer,
+    scheduler, RNG and data position restored); returns the step it resumed from (0 for a fresh start)."""
+    ckpt = last_checkpoint(trainer.args.output_dir)
+    step = int(Path(ckpt).name[11:]) if ckpt else 0
+    if ckpt and is_main_process():
+        print(f"{name}: resuming from the checkpoint at step {step} ({ckpt})", flush=True)
+    trainer.train(resume_from_checkpoint=ckpt)
+    return step
+
+
 def drop_trainer_dir(stage: Path) -> None:
-    """Remove ``<stage>/trainer`` (save_strategy="no": only run metadata), keeping TensorBoard's event files
-    (written under it as ``runs/``) as ``<stage>/tensorboard``."""
+    """Remove ``<stage>/trainer`` (checkpoints and run metadata), keeping TensorBoard's event files (written
+    under it as ``runs/``) as ``<stage>/tensorboard``."""
     import shutil
 
     runs, keep = Path(stage) / "trainer" / "runs", Path(stage) / "tensorboard"

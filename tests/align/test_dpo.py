@@ -254,3 +254,36 @@ def test_sft_weight_adds_the_chosen_drafts_nll(tmp_path, tiny_model_dir):
         run_align(cfg, 1)
         logps[name] = _chosen_logprob(cfg)
     assert logps["rpo"] > logps["plain"] + 0.05, logps
+
+
+def test_a_killed_dpo_resumes_from_its_last_checkpoint(tmp_path, tiny_model_dir, monkeypatch):
+    """Killed during step 3 of 4, DPO resumes from the checkpoint at step 2, trains steps 3-4 only and ends
+    where an uninterrupted run ends."""
+    import torch
+    from support.trainer_faults import count_steps, kill_before_step
+
+    from cowest.align.dpo import run_align
+    from cowest.rundir import RunDir
+    from cowest.sft.train import run_sft
+
+    cfgs = {k: _cfg(tmp_path / k, tiny_model_dir, "align.max_steps=4", "align.logging_steps=1") for k in "ab"}
+    for cfg in cfgs.values():
+        run_sft(cfg)
+        write_feedback(cfg, 1)
+    run_align(cfgs["a"])  # uninterrupted
+
+    stage = RunDir(cfgs["b"]).align(1)
+    kill_before_step(monkeypatch, 3)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_align(cfgs["b"])
+    assert (stage / "trainer" / "checkpoint-2" / "trainer_state.json").exists()
+    assert not (stage / ".done.json").exists()
+    steps = count_steps(monkeypatch)
+    run_align(cfgs["b"])
+    assert steps == [3, 4]
+    metrics = json.loads((stage / "metrics.json").read_text())
+    assert metrics["resumed_from"] == "checkpoint-2" and metrics["global_step"] == 4
+    assert sorted(r["step"] for r in metrics["log_history"] if "loss" in r) == [1, 2, 3, 4]
+    assert not (stage / "trainer").exists()  # checkpoints go once the adapter is saved
+    ref, got = (_files(RunDir(c).align(1) / "dpo_adapter" / "adapter_model.safetensors") for c in cfgs.values())
+    assert ref.keys() == got.keys() and all(torch.allclose(ref[k], got[k], atol=1e-6) for k in ref)

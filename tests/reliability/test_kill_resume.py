@@ -225,3 +225,20 @@ def test_usage_json_counts_the_calls_a_killed_run_paid_for(tmp_path, tiny):
     usage = json.loads((tmp_path / "usage" / "usage.json").read_text())["stages"]["eval"]["total"]
     # Every answer the server produced was paid for; at most the in-flight ones can escape the client.
     assert usage["calls"] - usage["cached"] >= srv.answered_count() - CONCURRENCY
+
+
+def test_sft_sigkilled_mid_training_resumes_from_its_checkpoint(tmp_path, tiny):
+    """`cowest sft` SIGKILLed once a checkpoint is on disk: the rerun resumes from it and finishes the steps."""
+    args = ["sft", "task.name=demo", "task.n_train=8", "task.format=direct", f"output_dir={tmp_path}", "name=k",
+            f"weak.model={tiny}", "weak.dtype=float32", "sft.max_steps=10", "sft.batch_size=2",
+            "sft.max_length=512", "sft.lora_r=2", "sft.lora_alpha=4", "sft.logging_steps=1"]
+    trainer = tmp_path / "k" / "sft" / "trainer"
+    killed = run_cowest(args, kill_when=lambda: any(trainer.glob("checkpoint-*/trainer_state.json")), timeout_s=300)
+    assert killed.killed and killed.returncode == -9, killed.stderr[-2000:]
+    assert not (tmp_path / "k" / "sft" / ".done.json").exists()
+    resumed = run_cowest(args, timeout_s=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "sft: resuming from the checkpoint at step" in resumed.stdout + resumed.stderr
+    metrics = json.loads((tmp_path / "k" / "sft" / "metrics.json").read_text())
+    assert metrics["resumed_from"].startswith("checkpoint-") and metrics["global_step"] == 10
+    assert (tmp_path / "k" / "sft" / "adapter" / "adapter_model.safetensors").exists() and not trainer.exists()

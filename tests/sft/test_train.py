@@ -118,3 +118,26 @@ def test_precision_the_hardware_lacks_is_a_config_error(tmp_path, tiny_model_dir
     monkeypatch.setattr(cpu, "cpu_has_native_bf16", lambda: False)  # a CPU without bf16 (this one may have it)
     with pytest.raises(ConfigError, match=match):
         run_sft(_cfg(tmp_path, tiny_model_dir, override))
+
+
+def test_a_killed_sft_resumes_from_its_last_checkpoint(tmp_path, tiny_model_dir, monkeypatch):
+    from support.trainer_faults import count_steps, kill_before_step
+
+    from cowest.rundir import RunDir
+    from cowest.sft.train import run_sft
+
+    cfg = _cfg(tmp_path, tiny_model_dir, "sft.max_steps=4")
+    kill_before_step(monkeypatch, 4)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_sft(cfg)
+    steps = count_steps(monkeypatch)
+    out = run_sft(cfg)
+    assert steps == [4] and (out / "adapter_model.safetensors").exists()
+    metrics = json.loads((RunDir(cfg).sft / "metrics.json").read_text())
+    assert metrics["resumed_from"] == "checkpoint-3" and metrics["global_step"] == 4
+    # another config refuses a half-done stage's checkpoint instead of resuming it
+    (RunDir(cfg).sft / ".done.json").unlink()
+    (RunDir(cfg).sft / "trainer" / "checkpoint-3").mkdir(parents=True)
+    (RunDir(cfg).sft / "trainer" / "checkpoint-3" / "trainer_state.json").write_text("{}")
+    with pytest.raises(ConfigError, match="different config"):
+        run_sft(_cfg(tmp_path, tiny_model_dir, "sft.max_steps=4", "sft.learning_rate=0.02"))

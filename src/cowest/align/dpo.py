@@ -68,7 +68,8 @@ def _no_pairs_message(cfg: RunConfig, round_: int) -> str:
 
 def run_align(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False) -> Path:
     """DPO on ``feedback/round<r>/pairs.jsonl``; returns ``align/round<r>/adapter``."""
-    from cowest.training import is_main_process, plot_curves, save_metrics, seconds_per_step
+    from cowest.training import (claim_checkpoints, is_main_process, last_checkpoint, plot_curves, save_metrics,
+                                 seconds_per_step)
 
     rd = RunDir(cfg)
     stage, out = rd.align(round_), rd.align_adapter(round_)
@@ -80,11 +81,13 @@ def run_align(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False) -> Pa
     with PartialState().main_process_first():  # only rank 0 may clear a stale stage under accelerate
         if not check_stage(stage, fp, overwrite=overwrite, name=f"align round {round_}"):
             return out
+        if is_main_process():
+            claim_checkpoints(stage, fp, overwrite=overwrite, name=f"align round {round_}")
     pairs = load_pairs(cfg, round_)
     if not pairs:
         raise NoPairsError(_no_pairs_message(cfg, round_))
     pairs, held = hold_out(pairs, cfg.align.eval_share, cfg.align.seed)
-    t0 = time.perf_counter()
+    t0, resumed = time.perf_counter(), last_checkpoint(stage / "trainer")
     chain = drafting_chain(cfg, round_)
     trainer, tok = train_dpo(cfg, chain, pairs, stage / "dpo_adapter", eval_pairs=held)
     if is_main_process():
@@ -92,7 +95,8 @@ def run_align(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False) -> Pa
         hist = trainer.state.log_history
         save_metrics(stage / "metrics.json", hist, n_pairs=len(pairs), global_step=trainer.state.global_step,
                      seconds_per_step=seconds_per_step(hist, trainer.state.global_step),
-                     wall_s=round(time.perf_counter() - t0, 1), adapter_info=info, eval=eval_summary(held, hist))
+                     wall_s=round(time.perf_counter() - t0, 1), resumed_from=resumed and Path(resumed).name,
+                     adapter_info=info, eval=eval_summary(held, hist))
         plot_curves(stage / "metrics.png", hist, PLOT_KEYS, f"DPO {cfg.name} round {round_}")
         mark_done(stage, fp, pairs=len(pairs), steps=trainer.state.global_step)
     return out
@@ -134,7 +138,7 @@ def train_dpo(cfg: RunConfig, chain: dict[str, Any], pairs: list[dict[str, Any]]
     from trl import DPOConfig, DPOTrainer
 
     from cowest.training import (check_report_to, drop_trainer_dir, load_tokenizer, precision_kwargs, train_dtype,
-                                 trainer_kwargs)
+                                 train_resuming, trainer_kwargs)
 
     a = cfg.align
     prec = precision_kwargs(bf16=a.bf16, fp16=a.fp16, section="align")
@@ -158,7 +162,7 @@ def train_dpo(cfg: RunConfig, chain: dict[str, Any], pairs: list[dict[str, Any]]
     )
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=ds, eval_dataset=eval_ds,
                          processing_class=tok, peft_config=peft_config)
-    trainer.train()
+    train_resuming(trainer, "align")
     step = trainer.state.global_step
     if eval_ds is not None and not any(r.get("step") == step and "eval_loss" in r for r in trainer.state.log_history):
         trainer.evaluate()  # the final model, whatever the ratio of steps left since the last evaluation

@@ -123,16 +123,20 @@ def run_sft(cfg: RunConfig, *, overwrite: bool = False, strong_client_factory: C
     """Fine-tune the weak model; returns ``RunDir(cfg).sft_adapter``. Skipped when already done."""
     from accelerate import PartialState
 
-    from cowest.training import is_main_process
+    from cowest.training import claim_checkpoints, is_main_process, last_checkpoint
 
     rd = RunDir(cfg)
     out = rd.sft_adapter
     fp = sft_fingerprint(cfg)
     # Under `accelerate launch` only rank 0 may clear a stale stage; the others then see it empty.
+    legacy = sft_fingerprint(cfg, legacy=True)
     with PartialState().main_process_first():
-        if not check_stage(rd.sft, fp, overwrite=overwrite, name="sft", legacy=sft_fingerprint(cfg, legacy=True)):
+        if not check_stage(rd.sft, fp, overwrite=overwrite, name="sft", legacy=legacy):
             return out
+        if is_main_process():
+            claim_checkpoints(rd.sft, fp, overwrite=overwrite, name="sft", legacy=legacy)
     t0 = time.perf_counter()
+    resumed = last_checkpoint(rd.sft / "trainer")
 
     # Under `accelerate launch`, rank 0 pays for strong rationales first; the others then hit the cache.
     with PartialState().main_process_first():
@@ -144,7 +148,8 @@ def run_sft(cfg: RunConfig, *, overwrite: bool = False, strong_client_factory: C
         hist = trainer.state.log_history
         sps = seconds_per_step(hist, trainer.state.global_step)
         save_metrics(rd.sft / "metrics.json", hist, data=info, global_step=trainer.state.global_step,
-                     seconds_per_step=sps, wall_s=round(time.perf_counter() - t0, 1))
+                     seconds_per_step=sps, wall_s=round(time.perf_counter() - t0, 1),
+                     resumed_from=resumed and Path(resumed).name)
         plot_curves(rd.sft / "loss.png", hist, ["loss", "grad_norm", "learning_rate"], f"SFT {cfg.name}")
         mark_done(rd.sft, fp, steps=trainer.state.global_step, n_examples=info["n_examples"])
     return out
@@ -159,7 +164,7 @@ def train_sft(cfg: RunConfig, rows: list[dict[str, Any]], out: Path) -> Any:
     from cowest.errors import ConfigError, DataError
     from cowest.training import (check_report_to, is_main_process, load_tokenizer, precision_kwargs, resolve_base,
                                  trainer_kwargs)
-    from cowest.training import drop_trainer_dir, write_full_marker
+    from cowest.training import drop_trainer_dir, train_resuming, write_full_marker
 
     s = cfg.sft
     if not rows:
@@ -189,7 +194,7 @@ def train_sft(cfg: RunConfig, rows: list[dict[str, Any]], out: Path) -> Any:
             f"sft.max_length={s.max_length} leaves no target tokens in any of the {len(rows)} training examples "
             "(the prompts are longer): raise sft.max_length"
         )
-    trainer.train()
+    train_resuming(trainer, "sft")
     # save_model is collective under FSDP/DeepSpeed: every rank calls it; it writes on the main one only.
     trainer.save_model(str(out))
     if is_main_process():
