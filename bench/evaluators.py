@@ -6,7 +6,9 @@ Rescores the round's recorded strong answers (z and every draft's collaboration)
 task has: ``auto`` (the task's graded reward: token F1 for free-form answers, correctness for choices) and each
 per-item score (``em``, ``f1``, ``accuracy``). For each: the share of drafts with Δ = 0 (no signal), questions
 with pairs, pairs per question, and strong requests per pair (z + distinct drafts, the same answers for every
-metric) under the run's pairing rule. The run's own evaluator is the first row, as recorded. The judge and
+metric) under the run's pairing rule, and what the pairs teach: the share whose chosen draft's own answer
+scores better than, as well as, or worse than the rejected draft's (``pair_signal``). The run's own evaluator is
+the first row, as recorded. The judge and
 likelihood evaluators need new calls: compare them with ``bench/sweep.py``'s ``judge``/``likelihood`` variants.
 Writes ``evaluators.json`` and ``evaluators.md`` into the feedback round's directory.
 """
@@ -35,13 +37,18 @@ def rescored(records: list[dict[str, Any]], task: Any, examples: dict[str, Any],
         ex = examples[str(r["id"])]
         z = [s.score for s in ev.score(task, [(ex, t) for t in r["z_outputs"]])]
         c = [s.score for s in ev.score(task, [(ex, t) for t in r["collab_outputs"]])]
-        out.append({**r, **deltas_and_labels(z, c)})
+        out.append({**r, **deltas_and_labels(z, c), "draft_scores": draft_scores(r, task, ex, ev)})
     return out
+
+
+def draft_scores(record: dict[str, Any], task: Any, ex: Any, ev: Any) -> list[float]:
+    """Each weak draft's own answer scored by ``ev``'s metric (as feedback now records it)."""
+    return [ev.metric_score(task, a, ex) for a in record["draft_answers"]]
 
 
 def figures(records: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
     from cowest.feedback.collect import evaluator_figures
-    from cowest.feedback.pairs import make_pairs, outcomes
+    from cowest.feedback.pairs import make_pairs, outcomes, pair_signal
 
     fb = cfg.feedback
     pairs = make_pairs(records, fb.pairing, fb.min_margin, fb.max_pairs_per_question, fb.max_pairs, cfg.seed)
@@ -51,7 +58,8 @@ def figures(records: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
             "questions_with_pairs": outcomes(records, fb.pairing, fb.min_margin)["paired"], "pairs": len(pairs),
             "pairs_per_question": f["pairs_per_question"], "strong_requests_per_pair": f["per_pair"]["strong_requests"],
             "mean_z": _mean([r["z_mean"] for r in records]),
-            "mean_collab": _mean([s for r in records for s in r["collab_scores"]])}
+            "mean_collab": _mean([s for r in records for s in r["collab_scores"]]),
+            "pair_signal": pair_signal(records, pairs)}
 
 
 def compare(run_dir: Path, round_: int = 1) -> dict[str, Any]:
@@ -67,6 +75,11 @@ def compare(run_dir: Path, round_: int = 1) -> dict[str, Any]:
     task = get_task(cfg.task)
     examples = {ex.id: ex for ex in task.load(cfg.task.train_split)}
     own = json.loads((stage / "feedback_stats.json").read_text())
+    if any("draft_scores" not in r for r in records):  # recorded before feedback scored the drafts' own answers
+        from cowest.feedback.evaluators import Evaluator
+
+        ev = Evaluator("metric", metric=cfg.feedback.metric)
+        records = [{**r, "draft_scores": draft_scores(r, task, examples[str(r["id"])], ev)} for r in records]
     rows = [{"evaluator": f"{cfg.feedback.evaluator} ({cfg.feedback.metric}), as run", **figures(records, cfg),
              "strong_calls_paid_per_pair": own.get("per_pair", {}).get("strong_calls_paid")}]
     names = ["auto", *task.item_scores(None, next(iter(examples.values())))]
@@ -81,11 +94,19 @@ def compare(run_dir: Path, round_: int = 1) -> dict[str, Any]:
 
 def table(res: dict[str, Any]) -> str:
     head = ["evaluator", "drafts", "Δ = 0", "questions with pairs", "pairs", "pairs / question",
-            "strong requests / pair", "mean E(z)", "mean E(collab)"]
+            "strong requests / pair", "mean E(z)", "mean E(collab)", "pairs whose chosen draft answers better / as well / worse"]
     rows = [[r["evaluator"], r["drafts"], _pct(r["delta_zero_share"]), f"{r['questions_with_pairs']}/{res['questions']}",
-             r["pairs"], r["pairs_per_question"], r["strong_requests_per_pair"], r["mean_z"], r["mean_collab"]]
-            for r in res["rows"]]
+             r["pairs"], r["pairs_per_question"], r["strong_requests_per_pair"], r["mean_z"], r["mean_collab"],
+             _signal(r.get("pair_signal"))] for r in res["rows"]]
     return md_table(head, rows)
+
+
+def _signal(sig: dict[str, Any] | None) -> str:
+    """Pair shares by the drafts' own answers (the metric of the row, or the run's own for a judge/likelihood run)."""
+    if not sig or not sig["pairs"]:
+        return "–"
+    n = sig["pairs"]
+    return " / ".join(f"{100 * sig[k] / n:.0f}%" for k in ("chosen_answers_better", "as_well", "chosen_answers_worse"))
 
 
 def _pct(x: float | None) -> str:

@@ -121,6 +121,11 @@ def test_feedback_end_to_end(tmp_path, tiny_model_dir, sft_run):
         assert helps(p["chosen"][0]["content"], GOLD[_q(p)]) and not helps(p["rejected"][0]["content"], GOLD[_q(p)])
     assert sum(stats["no_pair"].values()) + stats["questions_with_pairs"] == N_TRAIN
     assert sum(stats["delta_histogram"]["counts"]) == 4 * N_TRAIN
+    # each draft's own answer is scored: the pair signal counts every pair on one side
+    for r in records:
+        assert r["draft_scores"] == [float(a == r["gold"][0]) for a in r["draft_answers"]]
+    sig = stats["pair_signal"]
+    assert sig["pairs"] == len(pairs) == sig["chosen_answers_better"] + sig["as_well"] + sig["chosen_answers_worse"]
     on_disk = json.loads((stage / "feedback_stats.json").read_text())
     assert on_disk["pairs"] == stats["pairs"] and (stage / ".done.json").exists()
     # finished: a second call makes no request at all

@@ -1,6 +1,6 @@
 import pytest
 
-from cowest.feedback.pairs import make_pairs, outcomes, question_pairs
+from cowest.feedback.pairs import make_pairs, outcomes, pair_signal, question_pairs
 
 PROMPT = [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
 
@@ -86,3 +86,13 @@ def test_outcome_counts():
 def test_unknown_rule_is_an_error():
     with pytest.raises(ValueError):
         question_pairs(rec("q", ["a", "b"], [1.0, -1.0]), "random")
+
+
+def test_pair_signal_sorts_pairs_by_the_drafts_own_answers():
+    r = rec("q1", ["right, helps", "wrong, helps", "wrong, misleads", "right, misleads"], [1.0, 0.5, -1.0, 0.0])
+    r["draft_scores"] = [1.0, 0.0, 0.0, 1.0]
+    sig = pair_signal([r], make_pairs([r], "all", 0.0, None))
+    # chosen {right+, wrong+} x rejected {wrong-, right-}: better, as well, as well, worse
+    assert sig == {"chosen_answers_better": 1, "as_well": 2, "chosen_answers_worse": 1, "pairs": 4,
+                   "share_as_well": 0.5}
+    assert pair_signal([rec("q1", ["a"], [1.0])], []) is None  # records made before draft scores

@@ -174,6 +174,8 @@ def collect_chunk(cfg: RunConfig, task: Task, examples: list[Example], weak: Any
             "prompt": prompts[qi],
             "drafts": drafts[qi],
             "draft_answers": [task.parse_answer(d, example=ex) for d in drafts[qi]],
+            # the weak draft's own answer under the metric: what a pair teaches beyond the answer (pair_signal)
+            "draft_scores": [evaluator.metric_score(task, task.parse_answer(d, example=ex), ex) for d in drafts[qi]],
             "collab_outputs": c_texts[qi],
             "collab_answers": [s.answer for s in cs],
             "z_outputs": z_texts[qi],
@@ -282,7 +284,7 @@ class _maybe_open:
 def finish_feedback(cfg: RunConfig, round_: int, records: list[dict[str, Any]], *, usage: dict[str, Any],
                     resumed: int = 0, wall_s: float = 0.0) -> dict[str, Any]:
     """Pairs and stats from the records (no model calls)."""
-    from cowest.feedback.pairs import make_pairs, outcomes, save_pairs
+    from cowest.feedback.pairs import make_pairs, outcomes, pair_signal, save_pairs
 
     fb = cfg.feedback
     stage = RunDir(cfg).feedback(round_)
@@ -314,6 +316,7 @@ def finish_feedback(cfg: RunConfig, round_: int, records: list[dict[str, Any]], 
         "strong_tokens": int(sum(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0) for u in usage.values())),
         "strong_usage": usage,
         **evaluator_figures(records, present, len(pairs), usage),
+        "pair_signal": pair_signal(records, pairs),
         "wall_s": round(wall_s, 1),
     }
     write_json(stage / "feedback_stats.json", stats)

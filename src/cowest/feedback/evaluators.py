@@ -64,7 +64,7 @@ class Evaluator:
         out = []
         for ex, text in items:
             ans = task.parse_answer(text, example=ex)
-            out.append(Scored(score=None, answer=ans, metric=self._metric(task, ans, ex)))
+            out.append(Scored(score=None, answer=ans, metric=self.metric_score(task, ans, ex)))
         if self.kind in ("judge", "both"):
             self._judge(task, items, out, desc)
         if self.kind == "likelihood":
@@ -73,7 +73,8 @@ class Evaluator:
             s.score = self._combine(s)
         return out
 
-    def _metric(self, task: Task, ans: str | None, ex: Example) -> float:
+    def metric_score(self, task: Task, ans: str | None, ex: Example) -> float:
+        """The metric part of a score: ``feedback.metric`` of answer ``ans`` against ``ex``'s gold."""
         if self.metric == "auto":
             return float(task.item_reward(ans, ex))
         scores = task.item_scores(ans, ex)
@@ -151,7 +152,7 @@ def check_evaluator(kind: str, task: Task, metric: str = "auto", example: Exampl
 
         check_choice_task(task)
     if example is not None:
-        Evaluator("metric", metric=metric)._metric(task, None, example)
+        Evaluator("metric", metric=metric).metric_score(task, None, example)
 
 
 def make_evaluator(kind: str, judge_client: Any = None, judge_weight: float = 0.5, metric: str = "auto") -> Evaluator:

@@ -77,6 +77,27 @@ def make_pairs(records: Iterable[dict[str, Any]], rule: str = "all", min_margin:
     return pairs
 
 
+def pair_signal(records: Iterable[dict[str, Any]], pairs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What the pairs ask DPO to learn, from each draft's own answer scored by the metric (``draft_scores``):
+    how many pairs' chosen draft already answers better than the rejected one, as well, or worse. Pairs that
+    differ only beyond the weak answer (``as_well``) are the ones about *how* to draft for the strong model.
+    None when the records carry no draft scores (made before they were recorded)."""
+    by_text: dict[str, dict[str, float]] = {}
+    for rec in records:
+        if rec.get("draft_scores") is None:
+            return None
+        by_text[str(rec["id"])] = dict(zip(rec["drafts"], rec["draft_scores"]))
+    counts = {"chosen_answers_better": 0, "as_well": 0, "chosen_answers_worse": 0}
+    for p in pairs:
+        scores = by_text.get(str(p["question_id"]), {})
+        c, r = scores.get(p["chosen"][-1]["content"]), scores.get(p["rejected"][-1]["content"])
+        if c is None or r is None:
+            continue
+        counts["chosen_answers_better" if c > r else "as_well" if c == r else "chosen_answers_worse"] += 1
+    n = sum(counts.values())
+    return {**counts, "pairs": n, "share_as_well": round(counts["as_well"] / n, 4) if n else None}
+
+
 def outcomes(records: Iterable[dict[str, Any]], rule: str = "all", min_margin: float = 0.0) -> dict[str, int]:
     """How many questions ended in each outcome (why a question gave no pair)."""
     counts = dict.fromkeys(OUTCOMES, 0)
