@@ -64,6 +64,7 @@ def figures(records: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
 
 def compare(run_dir: Path, round_: int = 1) -> dict[str, Any]:
     from cowest.config import load_config
+    from cowest.feedback.collect import with_draft_scores
     from cowest.io import read_jsonl
     from cowest.tasks import get_task
 
@@ -75,11 +76,8 @@ def compare(run_dir: Path, round_: int = 1) -> dict[str, Any]:
     task = get_task(cfg.task)
     examples = {ex.id: ex for ex in task.load(cfg.task.train_split)}
     own = json.loads((stage / "feedback_stats.json").read_text())
-    if any("draft_scores" not in r for r in records):  # recorded before feedback scored the drafts' own answers
-        from cowest.feedback.evaluators import Evaluator
-
-        ev = Evaluator("metric", metric=cfg.feedback.metric)
-        records = [{**r, "draft_scores": draft_scores(r, task, examples[str(r["id"])], ev)} for r in records]
+    # records made before feedback scored the drafts' own answers get them here, as a rerun of the stage would
+    records = with_draft_scores(records, task, list(examples.values()), cfg.feedback.metric)
     rows = [{"evaluator": f"{cfg.feedback.evaluator} ({cfg.feedback.metric}), as run", **figures(records, cfg),
              "strong_calls_paid_per_pair": own.get("per_pair", {}).get("strong_calls_paid")}]
     names = ["auto", *task.item_scores(None, next(iter(examples.values())))]

@@ -65,6 +65,7 @@ VARIANTS: dict[str, list[str]] = {
     "judge": ["feedback.evaluator=judge"],
     "k8": ["feedback.k=8"],
     "best_worst": ["feedback.pairing=best_worst"],
+    "as_well": ["feedback.pairing=as_well"],  # only pairs about drafting: the drafts' own answers score the same
     "pairs1": ["feedback.max_pairs_per_question=1"],
     "beta0.03": ["align.beta=0.03"],
     "beta0.3": ["align.beta=0.3"],

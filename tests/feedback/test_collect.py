@@ -449,3 +449,16 @@ def test_a_question_s_drafts_are_asked_one_after_another(tmp_path):
         i += 5 * n
     assert sum(chunks) == N_TRAIN
     assert stats["strong_calls_by_tag"] == {"feedback_z": N_TRAIN, "feedback_collab": 4 * N_TRAIN}
+
+
+def test_records_from_before_draft_scores_get_them_without_a_call():
+    from cowest.feedback.collect import with_draft_scores
+
+    task = get_task(load_config(None, ["task.name=demo"]).task)
+    ex = task.load("train")[0]
+    wrong = "A" if ex.gold[0] != "A" else "B"
+    old = {"id": ex.id, "drafts": ["d1", "d2", "d3"], "draft_answers": [ex.gold[0], wrong, None]}
+    new = {**old, "draft_scores": [0.5, 0.5, 0.5]}  # recorded: kept as is
+    assert [r["draft_scores"] for r in with_draft_scores([old, new], task, [ex], "auto")] == \
+        [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5]]
+    assert "draft_scores" not in old  # the record read from disk is not changed

@@ -79,7 +79,7 @@ def test_outcome_counts():
         rec("5", ["a", "b"], [0.1, 0.0]),
     ]
     assert outcomes(recs, "all", min_margin=0.5) == {
-        "paired": 1, "all_chosen": 1, "all_rejected": 1, "below_margin": 1, "unparseable": 1,
+        "paired": 1, "all_chosen": 1, "all_rejected": 1, "below_margin": 1, "answers_differ": 0, "unparseable": 1,
     }
 
 
@@ -96,3 +96,16 @@ def test_pair_signal_sorts_pairs_by_the_drafts_own_answers():
     assert sig == {"chosen_answers_better": 1, "as_well": 2, "chosen_answers_worse": 1, "pairs": 4,
                    "share_as_well": 0.5}
     assert pair_signal([rec("q1", ["a"], [1.0])], []) is None  # records made before draft scores
+
+
+def test_as_well_keeps_only_pairs_whose_drafts_answer_alike():
+    r = rec("q1", ["right, helps", "wrong, helps", "wrong, misleads", "right, misleads"], [1.0, 0.5, -1.0, 0.0])
+    r["draft_scores"] = [1.0, 0.0, 0.0, 1.0]
+    pairs, why = question_pairs(r, "as_well")
+    assert why == "paired" and set(texts(pairs)) == {("right, helps", "right, misleads"),
+                                                     ("wrong, helps", "wrong, misleads")}
+    assert pair_signal([r], pairs)["as_well"] == 2 == pair_signal([r], pairs)["pairs"]
+    r["draft_scores"] = [1.0, 1.0, 0.0, 0.0]  # every chosen draft answers right, every rejected one wrong
+    assert question_pairs(r, "as_well") == ([], "answers_differ")
+    with pytest.raises(ValueError, match="draft_scores|own scores"):
+        question_pairs(rec("q2", ["a", "b"], [1.0, 0.0]), "as_well")

@@ -258,10 +258,21 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
                 by_tag = client.usage.by_tag() if getattr(client, "usage", None) is not None else {}
                 usage = {t: by_tag[t] for t in TAGS if t in by_tag}
         by_id = {str(r["id"]): r for r in out.rows}
-    records = [by_id[ex.id] for ex in examples if ex.id in by_id]
+    records = with_draft_scores([by_id[ex.id] for ex in examples if ex.id in by_id], task, examples, cfg.feedback.metric)
     stats = finish_feedback(cfg, round_, records, usage=usage, resumed=resumed, wall_s=time.perf_counter() - t0)
     mark_done(stage, fp, questions=len(records), pairs=stats["pairs"])
     return stats
+
+
+def with_draft_scores(records: list[dict[str, Any]], task: Task, examples: list[Example],
+                      metric: str) -> list[dict[str, Any]]:
+    """Records resumed from before feedback scored the drafts' own answers get their ``draft_scores`` (no call)."""
+    from cowest.feedback.evaluators import Evaluator
+
+    ev, by_id = Evaluator("metric", metric=metric), {ex.id: ex for ex in examples}
+    return [r if r.get("draft_scores") is not None else
+            {**r, "draft_scores": [ev.metric_score(task, a, by_id[str(r["id"])]) for a in r["draft_answers"]]}
+            for r in records]
 
 
 class _maybe_open:

@@ -8,8 +8,10 @@ A record holds one question's ``prompt`` (the weak model's chat messages), its K
      "delta_chosen": Δ+, "delta_rejected": Δ-, "margin": Δ+ - Δ-, "question_id": id}
 
 Rules: ``all`` = every (chosen, rejected) combination, largest margins first, at most
-``max_per_question``; ``best_worst`` = the highest-Δ chosen against the lowest-Δ rejected. A pair needs
-margin ≥ ``min_margin`` and two different texts (a duplicated draft never pairs with itself).
+``max_per_question``; ``best_worst`` = the highest-Δ chosen against the lowest-Δ rejected; ``as_well`` = ``all``
+restricted to pairs whose drafts' own answers score the same (``draft_scores``), so a pair says how to draft for
+the strong model, not which answer is right (:func:`pair_signal`). A pair needs margin ≥ ``min_margin`` and two
+different texts (a duplicated draft never pairs with itself).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Any
 
 from cowest.io import write_text
 
-OUTCOMES = ("paired", "all_chosen", "all_rejected", "below_margin", "unparseable")
+OUTCOMES = ("paired", "all_chosen", "all_rejected", "below_margin", "answers_differ", "unparseable")
+RULES = ("all", "best_worst", "as_well")
 
 
 def split_drafts(record: dict[str, Any]) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
@@ -38,8 +41,10 @@ def split_drafts(record: dict[str, Any]) -> tuple[list[tuple[str, float]], list[
 def question_pairs(record: dict[str, Any], rule: str = "all", min_margin: float = 0.0,
                    max_per_question: int | None = None, seed: int = 0) -> tuple[list[dict[str, Any]], str]:
     """The pairs of one question and its outcome (one of ``OUTCOMES``)."""
-    if rule not in ("all", "best_worst"):
+    if rule not in RULES:
         raise ValueError(f"unknown pairing rule {rule!r}")
+    if rule == "as_well" and record.get("draft_scores") is None:
+        raise ValueError(f"pairing=as_well needs the drafts' own scores, which record {record.get('id')!r} lacks")
     chosen, rejected = split_drafts(record)
     if not chosen and not rejected:
         return [], "unparseable"
@@ -57,6 +62,11 @@ def question_pairs(record: dict[str, Any], rule: str = "all", min_margin: float 
     combos = [(c, r) for c, r in combos if c[0] != r[0] and c[1] - r[1] >= min_margin]
     if not combos:
         return [], "below_margin"
+    if rule == "as_well":
+        own = dict(zip(record["drafts"], record["draft_scores"]))
+        combos = [(c, r) for c, r in combos if own[c[0]] == own[r[0]]]
+        if not combos:
+            return [], "answers_differ"
     rng = random.Random(f"{seed}:{record.get('id')}")
     rng.shuffle(combos)  # seeded tie-break among equal margins
     combos.sort(key=lambda cr: cr[0][1] - cr[1][1], reverse=True)
