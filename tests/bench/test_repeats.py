@@ -24,3 +24,10 @@ def test_repeating_drafts_are_counted_and_the_difference_split(tmp_path):
     assert res["eval"]["repeating"] == {"collab": 0, "cowest": 1}
     assert res["eval"]["aligned draft repeats"] == {"n": 1, "collab": 1.0, "cowest": 0.0}
     assert res["eval"]["the rest"] == {"n": 1, "collab": 0.0, "cowest": 1.0}
+
+
+def test_a_draft_is_cut_after_its_first_answer_line():
+    cut = load_bench("repeats").cut_after_answer
+    assert cut("Why.\nAnswer: A\nMore.\nAnswer: A") == "Why.\nAnswer: A"
+    assert cut("Why, no answer line.") == "Why, no answer line."
+    assert cut("Why. Answer: inline\nanswer: B\nAnswer: C") == "Why. Answer: inline\nanswer: B"
