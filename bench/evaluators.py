@@ -28,7 +28,7 @@ from common import ROOT, md_table, now_utc, write_json  # noqa: E402
 
 def rescored(records: list[dict[str, Any]], task: Any, examples: dict[str, Any], metric: str) -> list[dict[str, Any]]:
     """The records with z, collab scores and Δ recomputed by the ``metric`` evaluator (no calls)."""
-    from cowest.feedback.collect import deltas_and_labels
+    from cowest.feedback.collect import deltas_and_labels, draft_scores
     from cowest.feedback.evaluators import Evaluator
 
     ev = Evaluator("metric", metric=metric)
@@ -37,13 +37,8 @@ def rescored(records: list[dict[str, Any]], task: Any, examples: dict[str, Any],
         ex = examples[str(r["id"])]
         z = [s.score for s in ev.score(task, [(ex, t) for t in r["z_outputs"]])]
         c = [s.score for s in ev.score(task, [(ex, t) for t in r["collab_outputs"]])]
-        out.append({**r, **deltas_and_labels(z, c), "draft_scores": draft_scores(r, task, ex, ev)})
+        out.append({**r, **deltas_and_labels(z, c), "draft_scores": draft_scores(r["draft_answers"], task, ex, ev)})
     return out
-
-
-def draft_scores(record: dict[str, Any], task: Any, ex: Any, ev: Any) -> list[float]:
-    """Each weak draft's own answer scored by ``ev``'s metric (as feedback now records it)."""
-    return [ev.metric_score(task, a, ex) for a in record["draft_answers"]]
 
 
 def figures(records: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def ask_cut(run: Path, round_: int = 1) -> dict[str, Any]:
     with open_strong(cfg, stage="bench_repeats") as client:
         outs = [res.text for res in client.chat_batch(reqs, tag="bench_repeats_cut", desc="strong + cut draft")]
     ev = Evaluator("metric", metric=cfg.feedback.metric)
-    scored = [ev.score(task, [(ex, o)])[0] for ex, o in zip(exs, outs)]
+    scored = ev.score(task, list(zip(exs, outs)))
     sides = {"sft": [r["sft"]["score"] for r in rows], "aligned": [r["aligned"]["score"] for r in rows],
              "aligned_cut": [s.metric for s in scored]}
     em = {"sft": [r["sft"]["metric"] for r in rows], "aligned": [r["aligned"]["metric"] for r in rows],

@@ -257,20 +257,24 @@ def claim_checkpoints(stage: Path, fp: str, *, overwrite: bool, name: str, legac
 def last_checkpoint(output_dir: Path | str) -> str | None:
     """The newest complete ``checkpoint-<step>`` under ``output_dir``, or None. The trainer writes
     ``trainer_state.json`` last, so a checkpoint cut off mid-save is passed over for the one before it."""
-    root = Path(output_dir)
-    done = [p for p in root.glob("checkpoint-*") if p.name[11:].isdigit() and (p / "trainer_state.json").exists()]
-    return str(max(done, key=lambda p: int(p.name[11:]))) if done else None
+    done = [p for p in Path(output_dir).glob("checkpoint-*")
+            if _checkpoint_step(p) is not None and (p / "trainer_state.json").exists()]
+    return str(max(done, key=_checkpoint_step)) if done else None
 
 
-def train_resuming(trainer: Any, name: str) -> int:
+def _checkpoint_step(path: Path | str) -> int | None:
+    """The step of a ``checkpoint-<step>`` directory, None for any other name."""
+    step = Path(path).name.removeprefix("checkpoint-")
+    return int(step) if step.isdigit() else None
+
+
+def train_resuming(trainer: Any, name: str) -> None:
     """``trainer.train()``, from the last complete checkpoint when a killed run left one (model, optimizer,
-    scheduler, RNG and data position restored); returns the step it resumed from (0 for a fresh start)."""
+    scheduler, RNG and data position restored)."""
     ckpt = last_checkpoint(trainer.args.output_dir)
-    step = int(Path(ckpt).name[11:]) if ckpt else 0
     if ckpt and is_main_process():
-        print(f"{name}: resuming from the checkpoint at step {step} ({ckpt})", flush=True)
+        print(f"{name}: resuming from the checkpoint at step {_checkpoint_step(ckpt)} ({ckpt})", flush=True)
     trainer.train(resume_from_checkpoint=ckpt)
-    return step
 
 
 def drop_trainer_dir(stage: Path) -> None:

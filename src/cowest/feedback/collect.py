@@ -167,15 +167,16 @@ def collect_chunk(cfg: RunConfig, task: Task, examples: list[Example], weak: Any
     for qi, ex in enumerate(examples):
         zs = z_sc[qi * fb.z_samples:(qi + 1) * fb.z_samples]
         cs = c_sc[qi * fb.k:(qi + 1) * fb.k]
+        answers = [task.parse_answer(d, example=ex) for d in drafts[qi]]
         rec = {
             "id": ex.id,
             "question": ex.question,
             "gold": ex.gold,
             "prompt": prompts[qi],
             "drafts": drafts[qi],
-            "draft_answers": [task.parse_answer(d, example=ex) for d in drafts[qi]],
+            "draft_answers": answers,
             # the weak draft's own answer under the metric: what a pair teaches beyond the answer (pair_signal)
-            "draft_scores": [evaluator.metric_score(task, task.parse_answer(d, example=ex), ex) for d in drafts[qi]],
+            "draft_scores": draft_scores(answers, task, ex, evaluator),
             "collab_outputs": c_texts[qi],
             "collab_answers": [s.answer for s in cs],
             "z_outputs": z_texts[qi],
@@ -271,8 +272,12 @@ def with_draft_scores(records: list[dict[str, Any]], task: Task, examples: list[
 
     ev, by_id = Evaluator("metric", metric=metric), {ex.id: ex for ex in examples}
     return [r if r.get("draft_scores") is not None else
-            {**r, "draft_scores": [ev.metric_score(task, a, by_id[str(r["id"])]) for a in r["draft_answers"]]}
-            for r in records]
+            {**r, "draft_scores": draft_scores(r["draft_answers"], task, by_id[str(r["id"])], ev)} for r in records]
+
+
+def draft_scores(answers: list[str | None], task: Task, ex: Example, evaluator: Any) -> list[float]:
+    """Each weak draft's own answer scored by ``evaluator``'s metric against ``ex``'s gold."""
+    return [evaluator.metric_score(task, a, ex) for a in answers]
 
 
 class _maybe_open:
