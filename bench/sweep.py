@@ -73,6 +73,9 @@ VARIANTS: dict[str, list[str]] = {
     "epochs4": ["align.epochs=4"],
     "rpo1": ["align.sft_weight=1.0"],  # RPO (Pang et al. 2024) and TRL's MPO weight the NLL 1.0
     "questions": ["feedback.extra_questions=feedback"],
+    # a better weak model: SFT on twice the scale's training questions, feedback on as many as the base (the
+    # sweep then validates every variant from the largest n_train on: task.heldout_from)
+    "sft2x": ["task.n_train=twice"],
     "rounds2": ["rounds=2"],
 }
 
@@ -83,7 +86,8 @@ def recipe(task: str) -> Path:
 
 def resolve(task: str, overrides: list[str]) -> list[str]:
     """``overrides`` with the value ``feedback`` replaced by the number of feedback questions the overrides
-    before it give (SFT's questions, capped by feedback.max_questions)."""
+    before it give (SFT's questions, capped by feedback.max_questions), and ``twice`` by twice the value the
+    overrides before it give that key."""
     from cowest.config import load_config
 
     resolved: list[str] = []
@@ -95,6 +99,12 @@ def resolve(task: str, overrides: list[str]) -> list[str]:
             if not sizes:
                 raise SystemExit(f"{key}=feedback needs feedback.max_questions or task.n_train: set it in the scale")
             o = f"{key}={min(sizes)}"
+        elif val == "twice":
+            section, _, field = key.partition(".")
+            now = getattr(getattr(load_config(recipe(task), resolved), section), field)
+            if not isinstance(now, int):
+                raise SystemExit(f"{key}=twice needs {key} set to a number before it (in the scale), got {now!r}")
+            o = f"{key}={2 * now}"
         resolved.append(o)
     return resolved
 
@@ -328,11 +338,30 @@ def donor_configs(paths: list[str | Path], out: Path) -> list[Any]:
     return donors
 
 
+def pin_heldout(task: str, base_overrides: list[str], variants: dict[str, list[str]]) -> list[str]:
+    """``["task.heldout_from=N"]`` when the variants train on different numbers of questions (N: the largest), so
+    that every variant is validated on the same held-out questions; else (or where the overrides set it) none."""
+    from cowest.config import load_config
+
+    if any(o.startswith("task.heldout_from=") for o in base_overrides):
+        return []
+    sizes = {load_config(recipe(task), resolve(task, base_overrides + ovr)).task.n_train for ovr in variants.values()}
+    if len(sizes) < 2:
+        return []
+    if None in sizes:
+        raise SystemExit("variants train on all questions and on some of them: no question is held out of every "
+                         "one; set task.n_train for all")
+    print(f"variants train on {sorted(sizes)} questions: every one is validated from the {max(sizes)}th on "
+          f"(task.heldout_from={max(sizes)})", flush=True)
+    return [f"task.heldout_from={max(sizes)}"]
+
+
 def run_sweep(task: str, scale: str, variants: dict[str, list[str]], out: Path, extra: list[str], *,
               overwrite: bool = False, command: str = "", donors_from: list[str | Path] = ()) -> dict[str, Any]:
     from cowest.errors import CowestError
 
     base_overrides = SCALES[scale] + list(extra)
+    base_overrides += pin_heldout(task, base_overrides, variants)
     res: dict[str, Any] = {"task": task, "scale": scale, "base_overrides": base_overrides, "command": command,
                            "date": now_utc(), "machine": machine(), "rows": []}
     donors: list[Any] = donor_configs(list(donors_from), out)

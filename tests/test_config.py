@@ -86,3 +86,10 @@ def test_shipped_recipes_load():
 def test_feedback_extra_questions_cannot_be_negative():
     with pytest.raises(ConfigError, match="feedback.extra_questions must be >= 0, got -1"):
         load_config(None, ["feedback.extra_questions=-1"])
+
+
+@pytest.mark.parametrize("overrides", [["task.heldout_from=5"], ["task.n_train=10", "task.heldout_from=9"]])
+def test_heldout_from_must_come_after_the_training_questions(overrides):
+    with pytest.raises(ConfigError, match=r"task.heldout_from=\d+ must be >= task.n_train"):
+        load_config(None, overrides)
+    assert load_config(None, ["task.n_train=10", "task.heldout_from=10"]).task.heldout_from == 10

@@ -42,3 +42,17 @@ def test_settings_added_later_keep_old_fingerprints_at_their_default():
     assert fingerprint(moved.align) != fingerprint(cfg.align)
     # what is measured after a stage changes none of its fingerprints, at any value (validation fingerprints it)
     assert fingerprint(load_config(None, ["align.validation_questions=64"]).align) == fingerprint(cfg.align)
+
+
+def test_heldout_from_changes_only_the_stages_that_measure_on_held_out_questions():
+    from cowest.feedback.collect import collection_fingerprint
+    from cowest.feedback.validate import records_fingerprint
+    from cowest.inference.gate import calibration_fingerprint
+    from cowest.sft.train import sft_fingerprint
+
+    base = load_config(None, ["task.n_train=10"])
+    pinned = load_config(None, ["task.n_train=10", "task.heldout_from=10"])
+    assert sft_fingerprint(pinned) == sft_fingerprint(base)
+    assert collection_fingerprint(pinned, 1) == collection_fingerprint(base, 1)
+    assert records_fingerprint(pinned, 1) != records_fingerprint(base, 1)
+    assert calibration_fingerprint(pinned, "sft") != calibration_fingerprint(base, "sft")

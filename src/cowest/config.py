@@ -23,9 +23,7 @@ from typing import Any
 import yaml
 
 from cowest.errors import ConfigError
-from cowest.typed import choice as _choice
-from cowest.typed import from_dict, set_dotted
-from cowest.typed import at_least as _at_least, positive as _positive
+from cowest.typed import at_least as _at_least, choice as _choice, from_dict, positive as _positive, set_dotted
 
 FORMATS = ("direct", "knowledge", "cot")
 REPORT_TO = ("none", "tensorboard", "wandb", "trackio")  # TRL/transformers logging integrations
@@ -55,6 +53,7 @@ class TaskConfig:
     eval_split: str = "dev"
     n_train: int | None = None  # first N after a seeded shuffle; None = all
     n_eval: int | None = None
+    heldout_from: int | None = None  # where held-out questions (validate, gate, probe) start in it; None: n_train
     format: str = "cot"  # interaction format: direct | knowledge | cot
     # `jsonl` task only: field names and metric of a user's own task.
     question_field: str = "question"
@@ -68,9 +67,11 @@ class TaskConfig:
         _choice("task.format", self.format, FORMATS)
         _choice("task.metric", self.metric, ("em_f1", "accuracy"))
         for k in ("n_train", "n_eval"):
-            v = getattr(self, k)
-            if v is not None and v < 1:
-                raise ConfigError(f"task.{k} must be >= 1 or null, got {v}")
+            if getattr(self, k) is not None:
+                _at_least(f"task.{k}", getattr(self, k), 1, note=" or null")
+        if self.heldout_from is not None and (self.n_train is None or self.heldout_from < self.n_train):
+            raise ConfigError(f"task.heldout_from={self.heldout_from} must be >= task.n_train ({self.n_train}): "
+                              "the held-out questions come after the training ones in the seeded shuffle")
 
 
 @dataclass
@@ -354,8 +355,7 @@ class RunConfig:
         return asdict(self)
 
 
-# --------------------------------------------------------------------------------------------------
-# loading
+# loading ------------------------------------------------------------------------------------------
 
 
 def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

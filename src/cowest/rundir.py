@@ -115,9 +115,10 @@ class RunDir:
         return self
 
 
-# Settings that say where logs go, or what is measured after a stage (align.validation_questions: the
-# validation stage fingerprints it itself), never what a stage computes: changing them must not redo a stage.
-NOT_A_RESULT = frozenset({"report_to", "validation_questions"})
+# Settings that say where logs go, or what is measured after a stage (align.validation_questions,
+# task.heldout_from: the stages measuring on held-out questions fingerprint them themselves), never what a
+# stage computes: changing them must not redo a stage.
+NOT_A_RESULT = frozenset({"report_to", "validation_questions", "heldout_from"})
 # Settings added after runs existed, with the default that reproduces those runs: left out at that default,
 # so a run made before them keeps its fingerprints and resumes.
 ADDED_LATER = {"eval_share": 0.0, "metric": "auto", "sft_weight": 0.0, "extra_questions": 0}
@@ -145,6 +146,13 @@ def strong_identity(cfg: RunConfig) -> tuple[Any, ...]:
     s = cfg.strong
     local = (s.local.gguf, s.local.engine) if s.local.gguf else None
     return (s.model, s.temperature, s.max_tokens, local)
+
+
+def heldout_identity(cfg: RunConfig) -> tuple[int, ...]:
+    """What picks the held-out training questions beyond ``task.n_train`` (``task.heldout_from``, left out of
+    the task section: it changes no training stage), for the stages measuring on them. Empty when unset, so
+    the fingerprints of runs made before it stay the same."""
+    return () if cfg.task.heldout_from is None else (cfg.task.heldout_from,)
 
 
 def read_fingerprint(marker: Path) -> str | None:

@@ -91,6 +91,19 @@ def test_questions_variant_adds_as_many_unseen_questions(tmp_path):
     assert sweep.resolve("demo", ["task.n_train=6", *sweep.VARIANTS["questions"]])[-1] == "feedback.extra_questions=6"
 
 
+def test_sft2x_doubles_the_training_questions_and_pins_validation_for_every_variant(tmp_path):
+    sweep = _sweep()
+    scale = ["task.n_train=32", "feedback.max_questions=8"]
+    cfg = sweep.variant_config("demo", scale + sweep.VARIANTS["sft2x"], "s", tmp_path)
+    assert cfg.task.n_train == 64 and cfg.feedback.max_questions == 8
+    variants = {"base": [], "sft2x": sweep.VARIANTS["sft2x"]}
+    assert sweep.pin_heldout("demo", scale, variants) == ["task.heldout_from=64"]
+    assert sweep.pin_heldout("demo", scale, {"base": [], "k8": ["feedback.k=8"]}) == []  # one size: as before
+    assert sweep.pin_heldout("demo", scale + ["task.heldout_from=100"], variants) == []  # the user's own wins
+    with pytest.raises(SystemExit, match="feedback.max_questions=twice needs feedback.max_questions set"):
+        sweep.resolve("demo", ["feedback.max_questions=null", "feedback.max_questions=twice"])
+
+
 @pytest.mark.slow
 def test_a_donor_run_s_stages_and_strong_cache_are_reused(tmp_path, tiny):
     """--donor: a finished run (here another sweep's base) gives the base variant all its stages and seeds the

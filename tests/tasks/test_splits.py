@@ -116,3 +116,27 @@ def test_extra_feedback_questions_beyond_the_split_are_a_data_error(tmp_path):
     cfg = _jsonl_cfg(tmp_path, 12, "task.n_train=10", "feedback.extra_questions=3")
     with pytest.raises(DataError, match="extra_questions=3 needs .* outside the 10 SFT trains on"):
         extra_train_examples(cfg)
+
+
+def test_heldout_from_pins_the_held_out_questions_across_training_sizes(tmp_path):
+    """A sweep over task.n_train validates every variant on the same questions: those from task.heldout_from."""
+    from cowest.tasks.splits import heldout_train_examples
+
+    ids = lambda xs: {e.id for e in xs}  # noqa: E731
+    small = _jsonl_cfg(tmp_path, 60, "task.n_train=10", "task.heldout_from=20")
+    large = _jsonl_cfg(tmp_path, 60, "task.n_train=20", "task.heldout_from=20")
+    _, held_small = heldout_train_examples(small, 15, purpose="validation")
+    _, held_large = heldout_train_examples(large, 15, purpose="validation")
+    assert len(held_small) == 15 and ids(held_small) == ids(held_large)
+    assert not ids(held_large) & ids(train_examples(large)[1])  # outside the larger training set too
+    # unset, they follow n_train: the small run's would be training questions of the large one
+    _, unpinned = heldout_train_examples(_jsonl_cfg(tmp_path, 60, "task.n_train=10"), 15, purpose="validation")
+    assert ids(unpinned) & ids(train_examples(large)[1])
+
+
+def test_heldout_from_past_the_split_is_a_data_error_naming_it(tmp_path):
+    from cowest.tasks.splits import heldout_train_examples
+
+    cfg = _jsonl_cfg(tmp_path, 12, "task.n_train=4", "task.heldout_from=12")
+    with pytest.raises(DataError, match="from task.heldout_from=12.*task.n_train and task.heldout_from below 12"):
+        heldout_train_examples(cfg, 3, purpose="validation")

@@ -39,7 +39,7 @@ from cowest.inference import prompts
 from cowest.inference.systems import weak_drafts
 from cowest.io import JsonlAppender
 from cowest.models.strong import ChatRequest
-from cowest.rundir import RunDir, claim, done_fingerprint, fingerprint, strong_identity
+from cowest.rundir import RunDir, claim, done_fingerprint, fingerprint, heldout_identity, strong_identity
 from cowest.stats import min_detectable_difference, paired_bootstrap
 from cowest.tasks.splits import heldout_train_examples
 
@@ -133,7 +133,7 @@ def drafting_model(cfg: RunConfig) -> tuple[str, str | None, str]:
     w = cfg.weak
     task = dataclasses.replace(cfg.task, n_eval=None)  # n_train stays: it decides which questions are held out
     decoding = (w.model, w.gguf_file, w.max_new_tokens, w.max_prompt_tokens, w.temperature, w.top_p, cfg.seed)
-    return kind, adapter, fingerprint(task, decoding, kind, stage)
+    return kind, adapter, fingerprint(task, decoding, kind, stage, *heldout_identity(cfg))
 
 
 def claim_outputs(cfg: RunConfig, configs: dict[str, RunConfig], out_dir: Path, *, overwrite: bool) -> None:

@@ -31,7 +31,8 @@ from cowest.config import RunConfig
 from cowest.endpoint import open_strong
 from cowest.errors import ConfigError, NotReadyError
 from cowest.io import JsonlAppender, read_jsonl, write_json
-from cowest.rundir import RunDir, claim, done_fingerprint, fingerprint, mark_done, stage_status, strong_identity
+from cowest.rundir import (RunDir, claim, done_fingerprint, fingerprint, heldout_identity, mark_done, stage_status,
+                           strong_identity)
 from cowest.stats import min_detectable_difference, paired_bootstrap
 from cowest.tasks.base import Example, Task
 
@@ -49,7 +50,7 @@ def records_fingerprint(cfg: RunConfig, round_: int) -> str:
             cfg.weak.top_p)
     scoring = (fb.evaluator, fb.metric, fb.judge_base_url, fb.judge_model, fb.judge_weight)
     return fingerprint(task, cfg.seed, weak, strong_identity(cfg), scoring, done_fingerprint(rd.sft),
-                       done_fingerprint(rd.align(round_)), round_)
+                       done_fingerprint(rd.align(round_)), round_, *heldout_identity(cfg))
 
 
 def stage_fingerprint(cfg: RunConfig, round_: int) -> str:

@@ -33,7 +33,7 @@ from cowest.errors import NotReadyError
 from cowest.inference import prompts
 from cowest.inference.systems import answer_confidence, weak_drafts
 from cowest.io import read_jsonl, write_json, write_text
-from cowest.rundir import RunDir, check_stage, done_fingerprint, fingerprint, mark_done
+from cowest.rundir import RunDir, check_stage, done_fingerprint, fingerprint, heldout_identity, mark_done
 from cowest.stats import percentile_interval, resamples
 from cowest.tasks.base import Example, Task
 
@@ -200,7 +200,7 @@ def calibration_fingerprint(cfg: RunConfig, kind: str) -> str:
     task = dataclasses.replace(cfg.task, n_eval=None)
     weak = (w.model, w.gguf_file, w.adapter, w.max_new_tokens, w.temperature, w.top_p)
     return fingerprint(task, cfg.seed, weak, kind, model_stage_id(cfg, kind), g.calibration_questions,
-                       g.agreement_k, g.agreement_temperature)
+                       g.agreement_k, g.agreement_temperature, *heldout_identity(cfg))
 
 
 def gate_fingerprint(cfg: RunConfig, kind: str) -> str:

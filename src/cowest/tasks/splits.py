@@ -56,22 +56,26 @@ def extra_train_examples(cfg: RunConfig) -> list[Example]:
 
 def heldout_train_examples(cfg: RunConfig, n: int, *, purpose: str) -> tuple[Task, list[Example]]:
     """``n`` training-split questions the run never trains on: the next ``n`` of the same seeded shuffle that
-    picks ``task.n_train`` (so they are outside SFT, feedback and DPO), with questions repeated from the
-    training subsample dropped, and never one of the feedback-only ``feedback.extra_questions`` (the end of
-    the shuffle). For tuning and calibration (``purpose`` names it in errors): never the eval split."""
+    picks ``task.n_train`` (so they are outside SFT, feedback and DPO), from ``task.heldout_from`` where set,
+    with questions repeated from the training subsample dropped, and never one of the feedback-only
+    ``feedback.extra_questions`` (the end of the shuffle). For tuning and calibration (``purpose`` names it in
+    errors): never the eval split."""
     task, pool, idx = _shuffled(cfg)
     n_train = cfg.task.n_train
-    spare = len(pool) - (n_train if n_train is not None else len(pool))
+    start = n_train if cfg.task.heldout_from is None else cfg.task.heldout_from
+    spare = len(pool) - (start if start is not None else len(pool))
     if n <= 0 or spare <= 0:
+        where = "" if cfg.task.heldout_from is None else f" and from task.heldout_from={start}"
         raise DataError(
             f"{purpose} needs training-split questions outside the {n_train if n_train is not None else 'all'} "
-            f"used for training, but {cfg.task.train_split!r} has {len(pool)}: set task.n_train below {len(pool)}")
-    end = min(n_train + n, len(pool) - cfg.feedback.extra_questions)
-    if end < n_train + n:
+            f"used for training{where}, but {cfg.task.train_split!r} has {len(pool)}: set task.n_train"
+            f"{'' if not where else ' and task.heldout_from'} below {len(pool)}")
+    end = min(start + n, len(pool) - cfg.feedback.extra_questions)
+    if end < start + n:
         log.warning("%s: %d held-out question(s) instead of %d: the rest of %r are feedback.extra_questions",
-                    purpose, max(end - n_train, 0), n, cfg.task.train_split)
+                    purpose, max(end - start, 0), n, cfg.task.train_split)
     train = [pool[i] for i in idx[:n_train]]
-    held = [pool[i] for i in sorted(idx[n_train:end])]
+    held = [pool[i] for i in sorted(idx[start:end])]
     held, _ = drop_seen(held, train)
     if not held:
         raise DataError(f"{purpose} has no held-out training questions left: lower feedback.extra_questions "
