@@ -151,7 +151,7 @@ def run_variant(cfg: Any, donors: list[Any], *, overwrite: bool = False) -> dict
     """sft -> (feedback -> align -> validate) x rounds for one variant, sharing with ``donors`` (earlier
     variants' configs); returns what each stage reported and where a stage came from."""
     from cowest.align.dpo import align_fingerprint, run_align
-    from cowest.feedback.collect import collection_fingerprint, run_feedback
+    from cowest.feedback.collect import collection_fingerprint, run_feedback, stage_fingerprint as feedback_fingerprint
     from cowest.feedback.validate import run_validation, stage_fingerprint as validation_fingerprint
     from cowest.pipeline import release_memory
     from cowest.rundir import RunDir
@@ -180,6 +180,10 @@ def run_variant(cfg: Any, donors: list[Any], *, overwrite: bool = False) -> dict
     stage("sft", run_sft, cfg, overwrite=overwrite)
     feedback, validation = {}, {}
     for r in range(1, cfg.rounds + 1):
+        # the whole stage where its pairs are this variant's: its recorded fingerprint (legacy or not) is what
+        # align's fingerprint builds on, so DPO is adopted too; else only the records, to re-derive pairs from
+        share(f"feedback{r}", rd.feedback(r), lambda d, r=r: d.feedback(r),
+              lambda c, r=r: (feedback_fingerprint(c, r), feedback_fingerprint(c, r, legacy=True)))
         share(f"feedback{r} records", rd.feedback(r), lambda d, r=r: d.feedback(r),
               lambda c, r=r: (collection_fingerprint(c, r), collection_fingerprint(c, r, legacy=True)),
               files=("records.jsonl", "drafts.jsonl", ".started.json"))

@@ -40,11 +40,11 @@ def test_smoke_sweep_shares_stages_and_pays_nothing_twice(tmp_path, tiny):
     assert len(keys) == len(set(keys)), "a strong request was sent twice in one sweep"
     rows = {r["variant"]: r for r in res["rows"]}
     assert all(r["status"] == "done" for r in rows.values()), [r["status"] for r in rows.values()]
-    # SFT trained once; pairing and β variants re-derive pairs from base's records; rounds2 reuses round 1
+    # SFT trained once; pairing variants re-derive pairs from base's records, β ones take its pairs; rounds2 reuses round 1
     assert "sft" not in rows["base"]["shared"]
     assert all(rows[v]["shared"]["sft"] == "base" for v in ("best_worst", "beta0.3", "rounds2"))
     assert rows["best_worst"]["shared"]["feedback1 records"] == "base" and "align1" not in rows["best_worst"]["shared"]
-    assert rows["beta0.3"]["shared"]["feedback1 records"] == "base" and "align1" not in rows["beta0.3"]["shared"]
+    assert rows["beta0.3"]["shared"]["feedback1"] == "base" and "align1" not in rows["beta0.3"]["shared"]
     assert {"align1", "validate1"} <= set(rows["rounds2"]["shared"]) and rows["rounds2"]["round"] == 2
     for r in rows.values():
         v = r["validation"][str(r["round"])]
@@ -105,9 +105,26 @@ def test_sft2x_doubles_the_training_questions_and_pins_validation_for_every_vari
 
 
 @pytest.mark.slow
+def _as_made_by_older_code(config_yaml):
+    """Give a finished run the fingerprints code before 2026-12 recorded: feedback's legacy one, and the align
+    and validation fingerprints that follow from it."""
+    from cowest.align.dpo import align_fingerprint
+    from cowest.feedback.collect import stage_fingerprint as feedback_fp
+    from cowest.feedback.validate import stage_fingerprint as validation_fp
+    from cowest.rundir import RunDir
+
+    cfg = load_config(config_yaml)
+    rd = RunDir(cfg)
+    for stage, fp in ((rd.feedback(1), lambda: feedback_fp(cfg, 1, legacy=True)),  # in this order: each builds
+                      (rd.align(1), lambda: align_fingerprint(cfg, 1)),  # on the one recorded before it
+                      (rd.validation(1), lambda: validation_fp(cfg, 1))):
+        done = json.loads((stage / ".done.json").read_text())
+        (stage / ".done.json").write_text(json.dumps({**done, "fingerprint": fp()}))
+
+
 def test_a_donor_run_s_stages_and_strong_cache_are_reused(tmp_path, tiny):
-    """--donor: a finished run (here another sweep's base) gives the base variant all its stages and seeds the
-    strong cache, so nothing the donor paid for is asked again."""
+    """--donor: a finished run (here another sweep's base, with the fingerprints older code recorded) gives the
+    base variant all its stages and seeds the strong cache, so nothing the donor paid for is asked again."""
     sw = _sweep()
     key = lambda b: json.dumps([b["messages"], b.get("temperature")], sort_keys=True)  # noqa: E731
     a, b = tmp_path / "a", tmp_path / "b"
@@ -117,13 +134,14 @@ def test_a_donor_run_s_stages_and_strong_cache_are_reused(tmp_path, tiny):
         paid_by_donor = {key(x) for x in srv.bodies}
     # a later `cowest eval <donor> task.n_eval=...` rewrites the donor's config.yaml; its stages still count
     donor_yaml = a / "runs" / "base" / "config.yaml"
+    _as_made_by_older_code(donor_yaml)
     donor_yaml.write_text(dump_config(load_config(donor_yaml, ["task.n_eval=5"])))
     with OpenAITestServer(responder) as srv:
         res = sw.run_sweep("demo", "smoke", {"base": [], "beta0.3": sw.VARIANTS["beta0.3"]}, b,
                            _tiny_overrides(tiny, srv.base_url), donors_from=[a / "runs" / "base" / "config.yaml"])
         asked = {key(x) for x in srv.bodies}
     rows = {r["variant"]: r for r in res["rows"]}
-    assert rows["base"]["shared"] == {"sft": "base", "feedback1 records": "base", "align1": "base", "validate1": "base"}
+    assert rows["base"]["shared"] == {"sft": "base", "feedback1": "base", "align1": "base", "validate1": "base"}
     assert rows["beta0.3"]["status"] == "done" and not asked & paid_by_donor
     assert (b / "strong_cache.sqlite").exists()
     with pytest.raises(SystemExit, match="no such file"):
