@@ -11,10 +11,12 @@ sft -> (feedback -> align -> validate) x rounds, **never the eval split**: tunin
 (``cowest validate``: held-out training questions, the same for every variant). What does not change is shared:
 
 - one strong answer cache for the whole sweep (``strong_cache.sqlite``): no strong answer is paid twice;
-- a stage whose fingerprint equals an earlier variant's is copied from it (SFT for every variant; align and
-  validation where the pairs and DPO settings agree);
+- a stage whose fingerprint equals an earlier variant's is copied from it (SFT for every variant; feedback,
+  align and validation where the pairs and DPO settings agree);
 - feedback *records* are copied where only the pairing differs (``feedback.collect.collection_fingerprint``
-  leaves pairing out): the variant re-derives its pairs from them without a model or strong call.
+  leaves pairing out): the variant re-derives its pairs from them without a model or strong call;
+- variants that train on different numbers of questions (``sft2x``) are all validated on the same held-out
+  questions: from the largest ``task.n_train`` on (``task.heldout_from``), unless the overrides set it.
 
 With ``--donor RUN/config.yaml`` a finished run (e.g. ``bench/quality.py``'s at the same scale: ``powered`` here is
 its scale) is the first donor: its stages are adopted where a variant's fingerprint equals theirs, and its strong
