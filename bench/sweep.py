@@ -228,17 +228,28 @@ def row_for(name: str, overrides: list[str], cfg: Any, got: dict[str, Any] | Non
         row["repeating"] = {"n": len(records), **repeating_drafts(records)}
         if base_cfg is not None and base_cfg.name != name:
             row["vs_base"], row["vs_base_detectable"] = versus(records, base_cfg, max(1, base_cfg.rounds))
+            if own_sft(cfg, base_cfg):  # a weak model of its own (sft2x): are its SFT drafts more useful already?
+                row["sft_vs_base"], row["sft_vs_base_detectable"] = versus(records, base_cfg, max(1, base_cfg.rounds),
+                                                                           side="sft")
     return row
 
 
-def versus(records: list[dict[str, Any]], base_cfg: Any, base_r: int) -> tuple[list[float] | None, float | None]:
-    """This variant's aligned drafts (its validation ``records``) against the base variant's, on the questions
-    both validated (metric)."""
+def own_sft(cfg: Any, base_cfg: Any) -> bool:
+    """Whether the variant trained an SFT model of its own rather than the base variant's."""
+    from cowest.rundir import RunDir, done_fingerprint
+
+    return done_fingerprint(RunDir(cfg).sft) != done_fingerprint(RunDir(base_cfg).sft)
+
+
+def versus(records: list[dict[str, Any]], base_cfg: Any, base_r: int,
+           side: str = "aligned") -> tuple[list[float] | None, float | None]:
+    """This variant's aligned (or SFT: ``side``) drafts, from its validation ``records``, against the base
+    variant's, on the questions both validated (metric)."""
     from cowest.feedback.validate import load_records
     from cowest.stats import min_detectable_difference, paired_bootstrap
 
-    mine = {r_["id"]: r_["aligned"]["metric"] for r_ in records}
-    base = {r_["id"]: r_["aligned"]["metric"] for r_ in load_records(base_cfg, base_r)}
+    mine = {r_["id"]: r_[side]["metric"] for r_ in records}
+    base = {r_["id"]: r_[side]["metric"] for r_ in load_records(base_cfg, base_r)}
     ids = [i for i in mine if i in base]
     if len(ids) < 2:
         return None, None
@@ -255,10 +266,10 @@ def _pm(x: float | None) -> str:
     return f"±{x:.1f}" if x is not None else "–"
 
 
-def versus_cell(r: dict[str, Any]) -> str:
+def versus_cell(r: dict[str, Any], key: str = "vs_base") -> str:
     if r["variant"] == "base":
         return "(reference)"
-    return f"{_ci(r.get('vs_base'))} {_pm(r.get('vs_base_detectable'))}" if r.get("vs_base") else "–"
+    return f"{_ci(r.get(key))} {_pm(r.get(key + '_detectable'))}" if r.get(key) else "–"
 
 
 def _repeating(x: dict[str, int] | None) -> str:
@@ -291,7 +302,17 @@ def summary_md(res: dict[str, Any]) -> str:
         "detects (80% power, two-sided 5%). Repeating drafts: those that write their answer line more than once (run on "
         "past it), a side effect of DPO to watch. Wall time counts only the stages a variant ran itself (shared stages are "
         "copies).\n",
-        md_table(head, rows), ""])
+        md_table(head, rows), *own_sft_lines(res), ""])
+
+
+def own_sft_lines(res: dict[str, Any]) -> list[str]:
+    """For variants with an SFT model of their own: how much more its SFT drafts help than the base's."""
+    own = [r for r in res["rows"] if r.get("sft_vs_base")]
+    if not own:
+        return []
+    cells = "; ".join(f"{r['variant']} {versus_cell(r, 'sft_vs_base')}" for r in own)
+    return [f"\nSFT drafts against the base variant's SFT drafts ({res.get('metric', 'metric')} pts [95% CI], detectable "
+            f"Δ; same questions), for variants with an SFT model of their own: {cells}."]
 
 
 def plot(res: dict[str, Any], path: Path) -> None:

@@ -33,7 +33,7 @@ def _tiny_overrides(model, base_url):
 @pytest.mark.slow
 def test_smoke_sweep_shares_stages_and_pays_nothing_twice(tmp_path, tiny):
     sw = _sweep()
-    variants = {n: sw.VARIANTS[n] for n in ("base", "best_worst", "beta0.3", "rounds2")}
+    variants = {n: sw.VARIANTS[n] for n in ("base", "best_worst", "beta0.3", "rounds2", "sft2x")}
     with OpenAITestServer(responder) as srv:
         res = sw.run_sweep("demo", "smoke", variants, tmp_path, _tiny_overrides(tiny, srv.base_url))
         keys = [json.dumps([b["messages"], b.get("temperature")], sort_keys=True) for b in srv.bodies]
@@ -51,6 +51,12 @@ def test_smoke_sweep_shares_stages_and_pays_nothing_twice(tmp_path, tiny):
         assert r["gain"] == v["gain"] and len(r["gain"]) == 3 and r["n"] == 6
         assert r["repeating"]["n"] == 6 and 0 <= r["repeating"]["aligned"] <= 6
     assert rows["beta0.3"]["vs_base"] is not None and "vs_base" not in rows["base"]
+    # sft2x trains its own SFT on twice the questions; every variant is validated on the same questions
+    assert "sft" not in rows["sft2x"]["shared"] and rows["sft2x"]["overrides"] == ["task.n_train=16"]
+    assert rows["sft2x"]["sft_vs_base"] is not None and "sft_vs_base" not in rows["beta0.3"]
+    assert "task.heldout_from=16" in res["base_overrides"]
+    val_ids = {v: {x["id"] for x in _records(tmp_path, v)} for v in ("base", "sft2x")}
+    assert val_ids["base"] == val_ids["sft2x"] and len(val_ids["base"]) == 6
     md = (tmp_path / "sweep.md").read_text()
     assert "validation gain, E pts [95% CI]" in md and all(f"| {v} |" in md for v in variants)
     assert f"| {rows['base']['repeating']['sft']} → {rows['base']['repeating']['aligned']} of 6 |" in md
@@ -61,6 +67,11 @@ def test_smoke_sweep_shares_stages_and_pays_nothing_twice(tmp_path, tiny):
         again = sw.run_sweep("demo", "smoke", variants, tmp_path, _tiny_overrides(tiny, srv.base_url))
         assert srv.requests_total == 0
     assert [r["gain"] for r in again["rows"]] == [r["gain"] for r in res["rows"]]
+
+
+def _records(out, variant):
+    path = out / "runs" / variant / "validation" / "round1" / "records.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_variant_lists_parse_and_refuse_clearly():
@@ -104,7 +115,6 @@ def test_sft2x_doubles_the_training_questions_and_pins_validation_for_every_vari
         sweep.resolve("demo", ["feedback.max_questions=null", "feedback.max_questions=twice"])
 
 
-@pytest.mark.slow
 def _as_made_by_older_code(config_yaml):
     """Give a finished run the fingerprints code before 2026-12 recorded: feedback's legacy one, and the align
     and validation fingerprints that follow from it."""
@@ -122,6 +132,7 @@ def _as_made_by_older_code(config_yaml):
         (stage / ".done.json").write_text(json.dumps({**done, "fingerprint": fp()}))
 
 
+@pytest.mark.slow
 def test_a_donor_run_s_stages_and_strong_cache_are_reused(tmp_path, tiny):
     """--donor: a finished run (here another sweep's base, with the fingerprints older code recorded) gives the
     base variant all its stages and seeds the strong cache, so nothing the donor paid for is asked again."""
