@@ -19,9 +19,9 @@ from typing import Any
 
 
 def pooled_gain(runs: list[Path], round_: int = 1) -> dict[str, Any]:
+    from cowest.feedback.validate import summarise
     from cowest.io import read_jsonl
     from cowest.rundir import done_fingerprint
-    from cowest.stats import min_detectable_difference, paired_bootstrap
 
     adapters = {(done_fingerprint(r / "sft"), done_fingerprint(r / "align" / f"round{round_}")) for r in runs}
     if len(adapters) != 1 or None in next(iter(adapters)):
@@ -43,12 +43,11 @@ def pooled_gain(runs: list[Path], round_: int = 1) -> dict[str, Any]:
                       "evaluator": v["evaluator"], "metric": v["metric"], "rows": rows})
     out: dict[str, Any] = {"runs": [{k: p[k] for k in p if k != "rows"} for p in parts]}
     rows = [x for p in parts for x in p["rows"]]
-    for key, name in (("score", "gain"), ("metric", "metric_gain")):
-        a, b = [x["aligned"][key] for x in rows], [x["sft"][key] for x in rows]
-        mde = min_detectable_difference(a, b)
-        out[name] = [round(x, 2) for x in paired_bootstrap(a, b)]
-        out[name + "_detectable"] = round(mde, 2) if mde == mde else None
-    out.update(n=len(rows), evaluator=parts[0]["evaluator"], metric=parts[0]["metric"])
+    # the validation stage's own summary of the pooled records: the same CIs, detectable Δ and unscored-row rule
+    s = summarise(rows, round_=round_, asked=len(rows), evaluator=parts[0]["evaluator"], metric=parts[0]["metric"],
+                  paid={})
+    out.update({k: s[k] for k in ("gain", "metric_gain", "n", "evaluator", "metric")},
+               gain_detectable=s["detectable"], metric_gain_detectable=s["metric_detectable"])
     return out
 
 

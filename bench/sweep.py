@@ -227,10 +227,10 @@ def row_for(name: str, overrides: list[str], cfg: Any, got: dict[str, Any] | Non
         # counted from the records, so validations made before their summary had the figure count too
         row["repeating"] = {"n": len(records), **repeating_drafts(records)}
         if base_cfg is not None and base_cfg.name != name:
-            row["vs_base"], row["vs_base_detectable"] = versus(records, base_cfg, max(1, base_cfg.rounds))
+            base_records = load_records(base_cfg, max(1, base_cfg.rounds))
+            row["vs_base"], row["vs_base_detectable"] = versus(records, base_records)
             if own_sft(cfg, base_cfg):  # a weak model of its own (sft2x): are its SFT drafts more useful already?
-                row["sft_vs_base"], row["sft_vs_base_detectable"] = versus(records, base_cfg, max(1, base_cfg.rounds),
-                                                                           side="sft")
+                row["sft_vs_base"], row["sft_vs_base_detectable"] = versus(records, base_records, side="sft")
     return row
 
 
@@ -241,15 +241,14 @@ def own_sft(cfg: Any, base_cfg: Any) -> bool:
     return done_fingerprint(RunDir(cfg).sft) != done_fingerprint(RunDir(base_cfg).sft)
 
 
-def versus(records: list[dict[str, Any]], base_cfg: Any, base_r: int,
+def versus(records: list[dict[str, Any]], base_records: list[dict[str, Any]],
            side: str = "aligned") -> tuple[list[float] | None, float | None]:
     """This variant's aligned (or SFT: ``side``) drafts, from its validation ``records``, against the base
-    variant's, on the questions both validated (metric)."""
-    from cowest.feedback.validate import load_records
+    variant's (``base_records``), on the questions both validated (metric)."""
     from cowest.stats import min_detectable_difference, paired_bootstrap
 
     mine = {r_["id"]: r_[side]["metric"] for r_ in records}
-    base = {r_["id"]: r_[side]["metric"] for r_ in load_records(base_cfg, base_r)}
+    base = {r_["id"]: r_[side]["metric"] for r_ in base_records}
     ids = [i for i in mine if i in base]
     if len(ids) < 2:
         return None, None

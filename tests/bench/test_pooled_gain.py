@@ -13,7 +13,8 @@ def _validation(run, ids, aligned, sft, *, adapters=("sft-fp", "align-fp")):
         (run / stage / ".done.json").write_text(json.dumps({"fingerprint": fp}))
     v = run / "validation" / "round1"
     v.mkdir(parents=True)
-    rows = [{"id": i, "aligned": {"score": a, "metric": a}, "sft": {"score": s, "metric": s}}
+    rows = [{"id": i, "aligned": {"score": a, "metric": a, "draft": "Answer: x"},
+             "sft": {"score": s, "metric": s, "draft": "Answer: y"}, "identical": False}
             for i, a, s in zip(ids, aligned, sft)]
     (v / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (v / "validation.json").write_text(json.dumps({"gain": [0, 0, 0], "metric_gain": [0, 0, 0], "evaluator": "metric",
