@@ -11,9 +11,10 @@ Workloads (temperature 0, cache off: every call paid; ``recipes/medmcqa_cpu.yaml
 
 Engines are the managed servers cowest starts for ``strong.local`` (same GGUF, Qwen2.5-Coder-1.5B Q4_K_M; the batch
 engine reads its bf16 conversion), driven through ``StrongClient.chat_batch``. ``--order`` lists engine blocks
-(ENGINE[@THREADS][:BATCHING]); each block starts its server once and runs both workloads, llama.cpp at 1 request
-in flight (one slot), the batch engine at each ``--inflight`` (at 1 in flight only on the first ``--single``
-prompts of each workload, in the first batch block). A B B A ordering spreads a neighbour's load over both.
+(ENGINE[@THREADS][:BATCHING]); each block runs both workloads, llama.cpp at 1 request in flight (one slot), the batch
+engine at each ``--inflight`` (at 1 in flight only on the first ``--single`` prompts of each workload, in the first
+batch block), on a fresh server per setting so that no prompt is ever answered from another setting's KV pages.
+A B B A ordering spreads a neighbour's load over both.
 
 Reports per run calls/s and generated tok/s (wall clock, server start excluded), the server's peak RSS (process
 tree, polled every 0.2 s), the answers' agreement with the first llama.cpp run at temperature 0 and accuracy, then
@@ -99,39 +100,50 @@ class PeakRSS:
 
 
 def run_block(cfg, spec: str, workloads: dict, levels: list[int], single: int, block: int) -> list[dict]:
-    """One engine block: its server started once, every workload at every level."""
+    """One engine block: every workload at every level, on a fresh server per level. A server that has seen a
+    prompt keeps its KV pages (prefix caching), so a second level over the same prompts would measure cache hits,
+    which no real stage pays for twice (the strong cache answers a repeated request)."""
+    engine = spec.partition(":")[0].partition("@")[0]
+    if engine == "llama.cpp":
+        levels = [1]
+    elif single > 0:
+        levels = [1] + [k for k in levels if k != 1]
+    else:
+        levels = [k for k in levels if k != 1]
+    runs = []
+    for k in levels:
+        runs += run_level(cfg, spec, workloads, k, single if k == 1 and engine != "llama.cpp" else 0, block)
+    return runs
+
+
+def run_level(cfg, spec: str, workloads: dict, k: int, single: int, block: int) -> list[dict]:
+    """Every workload at ``k`` requests in flight (only the first ``single`` prompts if > 0), server started once."""
     from cowest.models.local_server import make_server
     from cowest.models.strong import StrongClient
 
     engine, _, batching = spec.partition(":")
     engine, _, threads = engine.partition("@")  # "llama.cpp@1": one generation thread
-    local = dataclasses.replace(cfg.strong.local, engine=engine, parallel=max(levels),
+    local = dataclasses.replace(cfg.strong.local, engine=engine, parallel=k,
                                 threads=int(threads) if threads else None, batching=batching or "continuous")
     runs = []
-    with make_server(local, OUT / "strong_engines_logs" / f"{block}-{spec}") as srv:
+    with make_server(local, OUT / "strong_engines_logs" / f"{block}-{spec}-x{k}") as srv:
         rss = PeakRSS(srv.proc.pid)
         for wname, (examples, reqs) in workloads.items():
-            for k in ([1] if engine == "llama.cpp" else levels):
-                if k == 1 and engine != "llama.cpp":
-                    if single <= 0:
-                        continue
-                    todo = reqs[:single]
-                else:
-                    todo = reqs
-                scfg = dataclasses.replace(cfg.strong, base_url=srv.base_url, model=srv.model, api_key_env=None,
-                                           cache=False, max_concurrency=k, timeout_s=3600)
-                with StrongClient(scfg, progress=True) as client:
-                    t = time.perf_counter()
-                    res = client.chat_batch(todo, tag="bench", desc=f"{spec} {wname} x{k}")
-                    wall = time.perf_counter() - t
-                gen = sum(r.completion_tokens for r in res)
-                runs.append({"block": block, "engine": spec, "workload": wname, "inflight": k, "n": len(todo),
-                             "wall_s": round(wall, 1), "calls_per_s": len(todo) / wall, "gen_tok_per_s": gen / wall,
-                             "completion_tokens": gen, "prompt_tokens": sum(r.prompt_tokens for r in res),
-                             "server_peak_mb_so_far": round(rss.peak), "texts": [r.text for r in res]})
-                print(json.dumps({x: runs[-1][x] for x in ("block", "engine", "workload", "inflight", "n", "wall_s",
-                                                           "calls_per_s", "gen_tok_per_s", "server_peak_mb_so_far")}),
-                      flush=True)
+            todo = reqs[:single] if single > 0 else reqs
+            scfg = dataclasses.replace(cfg.strong, base_url=srv.base_url, model=srv.model, api_key_env=None,
+                                       cache=False, max_concurrency=k, timeout_s=3600)
+            with StrongClient(scfg, progress=True) as client:
+                t = time.perf_counter()
+                res = client.chat_batch(todo, tag="bench", desc=f"{spec} {wname} x{k}")
+                wall = time.perf_counter() - t
+            gen = sum(r.completion_tokens for r in res)
+            runs.append({"block": block, "engine": spec, "workload": wname, "inflight": k, "n": len(todo),
+                         "wall_s": round(wall, 1), "calls_per_s": len(todo) / wall, "gen_tok_per_s": gen / wall,
+                         "completion_tokens": gen, "prompt_tokens": sum(r.prompt_tokens for r in res),
+                         "server_peak_mb_so_far": round(rss.peak), "texts": [r.text for r in res]})
+            print(json.dumps({x: runs[-1][x] for x in ("block", "engine", "workload", "inflight", "n", "wall_s",
+                                                       "calls_per_s", "gen_tok_per_s", "server_peak_mb_so_far")}),
+                  flush=True)
         peak = rss.stop()
     for r in runs:
         r["server_peak_mb"] = round(peak)
