@@ -94,11 +94,12 @@ def test_dpo_trains_a_fresh_lora_against_the_sft_reference(tmp_path, tiny_model_
     assert all(torch.equal(sft_before[k], sft_after[k]) for k in sft_before)
 
     # reference = the SFT model: at step 1 the policy equals the reference, so both rewards are 0
-    # (had the reference been the base model, the SFT adapter would make them clearly non-zero).
+    # (had the reference been the base model, the SFT adapter would make them clearly non-zero), up to bf16
+    # rounding: on an Intel Xeon with AMX the two forwards differ by one step (a reward of 1.2e-4).
     m = json.loads((stage / "metrics.json").read_text())
     steps = [r for r in m["log_history"] if "rewards/margins" in r]
     assert [r["step"] for r in steps] == [1, 2, 3]
-    assert abs(steps[0]["rewards/chosen"]) < 1e-4 and abs(steps[0]["rewards/rejected"]) < 1e-4
+    assert abs(steps[0]["rewards/chosen"]) < 1e-3 and abs(steps[0]["rewards/rejected"]) < 1e-3
     assert all("rewards/accuracies" in r for r in steps)
     assert m["n_pairs"] == 6 and m["seconds_per_step"] > 0
     assert (stage / "metrics.png").stat().st_size > 1000 and (stage / ".done.json").exists()
