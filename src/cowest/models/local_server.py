@@ -320,12 +320,30 @@ class BatchServer(ManagedServer):
         return cmd
 
 
-def resolve_engine(engine: str) -> str:
-    """``auto``: llama.cpp where it is installed (the [local] extra; on 2 cores it matched or beat the batch engine
-    on feedback prompts, bench/RESULTS.md), else the batch engine, which needs nothing beyond cowest itself."""
+def engine_decision(flags: frozenset[str], *, llama_cpp_installed: bool, logprobs: bool = False) -> tuple[str, str]:
+    """(engine, why) for ``strong.local.engine=auto``: llama.cpp wherever it is installed. Only its server returns
+    token log-probs, its answers repeat run to run, and it needs half the memory. On a CPU with AMX the batch engine
+    answered 1.8-3.0x its calls/s (bf16 matmuls on the AMX tiles; llama.cpp's AMX kernels stay off), but at 2.2x
+    the memory (the demo's peak 6.4 GB against 4.0), with bf16 answers that change with the batch around them
+    (bench/RESULTS.md, "On an Intel Xeon with AMX"); ``why`` says so there, for the user to choose."""
+    if not llama_cpp_installed:
+        return "batch", "llama-cpp-python is not installed (the [local] extra)"
+    if logprobs:
+        return "llama.cpp", "the stage reads token log-probs, which only llama.cpp's server returns"
+    if "amx_bf16" in flags:
+        return "llama.cpp", ("installed; on this AMX CPU strong.local.engine=batch answers 1.8-3x the calls/s at 2.2x "
+                             "the memory, and its bf16 answers are not repeatable run to run")
+    return "llama.cpp", "installed; the batch engine was no faster on CPUs without AMX"
+
+
+def resolve_engine(engine: str, *, logprobs: bool = False) -> str:
+    """The engine ``strong.local.engine`` names; ``auto``: see :func:`engine_decision`."""
     if engine != "auto":
         return engine
-    return "llama.cpp" if importlib.util.find_spec("llama_cpp") is not None else "batch"
+    from cowest.models.cpu import cpu_flags
+
+    return engine_decision(cpu_flags(), llama_cpp_installed=importlib.util.find_spec("llama_cpp") is not None,
+                           logprobs=logprobs)[0]
 
 
 def make_server(local: Any, log_dir: str | Path, *, logprobs: bool = False) -> ManagedServer:
@@ -333,7 +351,10 @@ def make_server(local: Any, log_dir: str | Path, *, logprobs: bool = False) -> M
     log-probs (the likelihood evaluator)."""
     from cowest.models.offline import cache_root, resolve_strong_gguf
 
-    engine = resolve_engine(local.engine)
+    engine = resolve_engine(local.engine, logprobs=logprobs)
+    if engine == "batch" and logprobs:
+        raise ModelError("strong.local.engine=batch returns no token log-probs, which this stage needs (the likelihood "
+                         "evaluator): set strong.local.engine=llama.cpp or auto")
     common = dict(host=local.host, port=local.port, startup_timeout_s=local.startup_timeout_s)
     if engine == "llama.cpp":
         check_llama_cpp()  # before a possibly long GGUF assembly
@@ -346,9 +367,10 @@ def make_server(local: Any, log_dir: str | Path, *, logprobs: bool = False) -> M
     tag = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}".encode()).hexdigest()[:8]
     model_dir = gguf_to_hf(gguf, cache_root() / "models" / f"{gguf.stem}-{tag}-bf16")
     return BatchServer(model_dir, n_ctx=local.n_ctx, threads=local.threads, max_batch=local.parallel,
-                       batching=local.batching, kv_tokens=local.kv_tokens,
+                       batching=local.batching, kv_tokens=local.kv_tokens, dtype=local.dtype,
                        # another name than llama.cpp's: its bf16 answers are cached apart from the Q4 ones
-                       model_alias=f"{gguf.stem}-bf16", log_path=Path(log_dir) / "batch_server.log", **common)
+                       model_alias=f"{gguf.stem}-{'f32' if local.dtype == 'float32' else 'bf16'}",
+                       log_path=Path(log_dir) / "batch_server.log", **common)
 
 
 @contextlib.contextmanager
