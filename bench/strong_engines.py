@@ -11,7 +11,7 @@ Workloads (temperature 0, cache off: every call paid; ``recipes/medmcqa_cpu.yaml
 
 Engines are the managed servers cowest starts for ``strong.local`` (same GGUF, Qwen2.5-Coder-1.5B Q4_K_M; the batch
 engine reads its bf16 conversion), driven through ``StrongClient.chat_batch``. ``--order`` lists engine blocks
-(ENGINE[@THREADS][:BATCHING]); each block runs both workloads, llama.cpp at 1 request in flight (one slot), the batch
+(ENGINE[@THREADS][:BATCHING][+DTYPE], e.g. ``batch+int8``: ``strong.local.dtype``); each block runs both workloads, llama.cpp at 1 request in flight (one slot), the batch
 engine at each ``--inflight`` (at 1 in flight only on the first ``--single`` prompts of each workload, in the first
 batch block), on a fresh server per setting so that no prompt is ever answered from another setting's KV pages.
 A B B A ordering spreads a neighbour's load over both.
@@ -103,7 +103,7 @@ def run_block(cfg, spec: str, workloads: dict, levels: list[int], single: int, b
     """One engine block: every workload at every level, on a fresh server per level. A server that has seen a
     prompt keeps its KV pages (prefix caching), so a second level over the same prompts would measure cache hits,
     which no real stage pays for twice (the strong cache answers a repeated request)."""
-    engine = spec.partition(":")[0].partition("@")[0]
+    engine = spec.partition("+")[0].partition(":")[0].partition("@")[0]
     if engine == "llama.cpp":
         levels = [1]
     elif single > 0:
@@ -121,9 +121,10 @@ def run_level(cfg, spec: str, workloads: dict, k: int, single: int, block: int) 
     from cowest.models.local_server import make_server
     from cowest.models.strong import StrongClient
 
-    engine, _, batching = spec.partition(":")
+    engine, _, dtype = spec.partition("+")  # "batch+int8": strong.local.dtype=int8
+    engine, _, batching = engine.partition(":")
     engine, _, threads = engine.partition("@")  # "llama.cpp@1": one generation thread
-    local = dataclasses.replace(cfg.strong.local, engine=engine, parallel=k,
+    local = dataclasses.replace(cfg.strong.local, engine=engine, parallel=k, dtype=dtype or cfg.strong.local.dtype,
                                 threads=int(threads) if threads else None, batching=batching or "continuous")
     runs = []
     with make_server(local, OUT / "strong_engines_logs" / f"{block}-{spec}-x{k}") as srv:
@@ -153,7 +154,7 @@ def run_level(cfg, spec: str, workloads: dict, k: int, single: int, block: int) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--order", default="llama.cpp,batch,batch,llama.cpp",
-                    help="engine blocks, ENGINE[@THREADS][:BATCHING], e.g. llama.cpp,batch:static")
+                    help="engine blocks, ENGINE[@THREADS][:BATCHING][+DTYPE], e.g. llama.cpp,batch:static,batch+int8")
     ap.add_argument("--inflight", default="1,8,32", help="requests in flight for the batch engine")
     ap.add_argument("--feedback", type=int, default=32, help="feedback prompts (0: skip the workload)")
     ap.add_argument("--eval", type=int, default=16, help="strong-alone CoT prompts (0: skip the workload)")
@@ -225,13 +226,16 @@ def report(runs: list[dict], workloads: dict, task, cfg) -> None:
             if base_scores and len(s) == len(base_scores) and not key[0].startswith("llama.cpp"):
                 d, lo, hi = paired_bootstrap(s, base_scores)
                 ci = f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}], MDD {min_detectable_difference(s, base_scores):.1f}"
+            # run to run: the same prompts at temperature 0 on two fresh servers of the same setting
+            again = (f"{sum(a == b for a, b in zip(rs[0]['texts'], rs[1]['texts']))}/{len(rs[0]['texts'])}"
+                     if len(rs) > 1 else "-")
             summary.append([w, key[0], key[1], len(rs), f"{cps:.3f}",
                             f"{sum(r['gen_tok_per_s'] for r in rs) / len(rs):.1f}", f"{cps / base_cps:.2f}x",
-                            max(r["server_peak_mb"] for r in rs), ci])
+                            max(r["server_peak_mb"] for r in rs), ci, again])
     print("\nMeans over the blocks (A B B A); accuracy difference in points, paired bootstrap 95% CI and the "
           "smallest detectable difference (80% power)\n")
     print(md_table(["workload", "engine", "in flight", "runs", "calls/s", "generated tok/s", "vs llama.cpp",
-                    "server peak MB", "accuracy batch - llama.cpp"], summary))
+                    "server peak MB", "accuracy batch - llama.cpp", "same text, run 1 vs 2"], summary))
     (OUT / "strong_engines.json").write_text(json.dumps({"date": now_utc(), "runs": runs, "summary": summary},
                                                         indent=1))
 

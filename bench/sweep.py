@@ -58,6 +58,8 @@ SCALES: dict[str, list[str]] = {
     "powered": QUALITY_SCALES["powered"],
     # the same for bench/quality.py's session scale (a run that fits one session)
     "session": QUALITY_SCALES["session"],
+    # the recipe's own sizes (with the demo: its 12 feedback questions); add align.validation_questions=N
+    "recipe": [],
 }
 # name -> overrides on top of the base; "questions" doubles the feedback questions of the scale with as many
 # training questions SFT never saw (feedback.extra_questions), so it keeps the base's SFT and validation questions

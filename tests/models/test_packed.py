@@ -16,12 +16,12 @@ def test_packing_a_mapped_model_keeps_its_logits_and_drops_its_file_pages(tiny_m
         pytest.skip("no oneDNN bf16 packing on this torch build or CPU (needs AVX-512 or AVX-NE-CONVERT)")
     plain.save_pretrained(tmp_path)  # bf16 on disk: loading maps the weights from the file, no conversion
     model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
-    files = packed._file_mappings()
+    files = packed.file_mappings()
     mapped = [m for m in model.modules() if type(m) is torch.nn.Linear and m is not model.lm_head
               and any(lo <= m.weight.data_ptr() < hi for lo, hi in files)]
     dropped = []
-    real = packed._drop_file_pages
-    monkeypatch.setattr(packed, "_drop_file_pages", lambda w, f: (dropped.append(w.data_ptr()), real(w, f)))
+    real = packed.drop_file_pages
+    monkeypatch.setattr(packed, "drop_file_pages", lambda w, f: (dropped.append(w.data_ptr()), real(w, f)))
     with torch.inference_mode():
         n = packed.pack_linears(model, rows=4)
         ids = torch.tensor([[5, 9, 17, 33, 2, 8]])

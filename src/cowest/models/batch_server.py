@@ -214,21 +214,30 @@ class Server(ThreadingHTTPServer):
 
 def load_model(path: str, *, dtype: str, threads: int | None, max_batch: int, max_batch_tokens: int,
                n_ctx: int) -> Any:
-    """The model as a :class:`WeakModel` (the batched decode loop), linears packed where that pays."""
+    """The model as a :class:`WeakModel` (the batched decode loop), linears packed where that pays, or in int8
+    (``dtype="int8"``: :mod:`cowest.models.int8`; the other layers as ``auto``)."""
     import torch
 
     from cowest.config import WeakConfig
-    from cowest.models.packed import pack_linears
     from cowest.models.weak import WeakModel
 
-    cfg = WeakConfig(model=path, dtype=dtype, batch_size=max_batch, max_batch_tokens=max_batch_tokens,
-                     max_prompt_tokens=n_ctx, threads=threads)
+    int8 = dtype == "int8"
+    cfg = WeakConfig(model=path, dtype="auto" if int8 else dtype, batch_size=max_batch,
+                     max_batch_tokens=max_batch_tokens, max_prompt_tokens=n_ctx, threads=threads)
     wm = WeakModel.load(cfg)
     with torch.inference_mode():
-        packed = pack_linears(wm.model, rows=max_batch)
+        if int8:
+            from cowest.models.int8 import quantize_linears
+            from cowest.models.per_request_attention import use_per_request_attention
+
+            use_per_request_attention()  # with exact integer products: answers that batching cannot change
+            linears = f"{quantize_linears(wm.model)} linear layers in int8, attention per request"
+        else:
+            from cowest.models.packed import pack_linears
+
+            linears = f"{pack_linears(wm.model, rows=max_batch)} linear layers packed for oneDNN"
     release_memory()  # glibc keeps freed memory otherwise (the tokenizer and load buffers)
-    print(f"cowest: loaded {path} ({wm.model.dtype}, {torch.get_num_threads()} threads, {packed} linear layers "
-          f"packed for oneDNN)", flush=True)
+    print(f"cowest: loaded {path} ({wm.model.dtype}, {torch.get_num_threads()} threads, {linears})", flush=True)
     return wm
 
 
@@ -252,7 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--served-name", default=None)
-    p.add_argument("--dtype", default="auto", help="auto | bfloat16 | float32 (as weak.dtype)")
+    p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32", "int8"),
+                   help="as weak.dtype; int8: int8 linear layers (weights and activations), the rest as auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--max-batch", type=int, default=32, help="requests decoded together")
     p.add_argument("--max-batch-tokens", type=int, default=32768, help="rows x (prompt + new tokens) per batch")

@@ -45,6 +45,8 @@ from cowest.config import StrongConfig
 from cowest.errors import ModelError
 
 PIP_HINT = "pip install 'cowest[local]'"
+# the batch engine's served name per strong.local.dtype: its answers are cached apart from llama.cpp's and each other's
+ALIAS_SUFFIX = {"auto": "bf16", "bfloat16": "bf16", "float32": "f32", "int8": "int8"}
 # llama_cpp.server imports these; checked up front so a missing one is a clear message, not a dead child.
 _SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
 
@@ -369,7 +371,7 @@ def make_server(local: Any, log_dir: str | Path, *, logprobs: bool = False) -> M
     return BatchServer(model_dir, n_ctx=local.n_ctx, threads=local.threads, max_batch=local.parallel,
                        batching=local.batching, kv_tokens=local.kv_tokens, dtype=local.dtype,
                        # another name than llama.cpp's: its bf16 answers are cached apart from the Q4 ones
-                       model_alias=f"{gguf.stem}-{'f32' if local.dtype == 'float32' else 'bf16'}",
+                       model_alias=f"{gguf.stem}-{ALIAS_SUFFIX.get(local.dtype, 'bf16')}",
                        log_path=Path(log_dir) / "batch_server.log", **common)
 
 

@@ -63,7 +63,7 @@ def pack_linears(model: Any, *, rows: int = 16, include_head: bool = False) -> i
     a later read maps them again)."""
     import torch
 
-    files = _file_mappings()
+    files = file_mappings()
 
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     cls = None
@@ -76,12 +76,12 @@ def pack_linears(model: Any, *, rows: int = 16, include_head: bool = False) -> i
                 return n
             cls = cls or _packed_linear_class()
             setattr(module, name, cls(child, rows))
-            _drop_file_pages(child.weight, files)
+            drop_file_pages(child.weight, files)
             n += 1
     return n
 
 
-def _file_mappings() -> list[tuple[int, int]]:
+def file_mappings() -> list[tuple[int, int]]:
     """(start, end) of this process's private mappings of files (Linux; else none). safetensors maps its files
     copy-on-write (``rw-p``); weights are never written, so their pages are the file's."""
     out = []
@@ -97,7 +97,7 @@ def _file_mappings() -> list[tuple[int, int]]:
     return out
 
 
-def _drop_file_pages(weight: Any, files: list[tuple[int, int]]) -> None:
+def drop_file_pages(weight: Any, files: list[tuple[int, int]]) -> None:
     """Drop the whole pages of ``weight``'s data from this process if they lie in a file mapping (the weight is
     replaced; a read of it, e.g. through a tied module, maps the file's pages again)."""
     import ctypes
