@@ -11,10 +11,11 @@ Workloads (temperature 0, cache off: every call paid; ``recipes/medmcqa_cpu.yaml
 
 Engines are the managed servers cowest starts for ``strong.local`` (same GGUF, Qwen2.5-Coder-1.5B Q4_K_M; the batch
 engine reads its bf16 conversion), driven through ``StrongClient.chat_batch``. ``--order`` lists engine blocks
-(ENGINE[@THREADS][:BATCHING][+DTYPE], e.g. ``batch+int8``: ``strong.local.dtype``); each block runs both workloads, llama.cpp at 1 request in flight (one slot), the batch
-engine at each ``--inflight`` (at 1 in flight only on the first ``--single`` prompts of each workload, in the first
-batch block), on a fresh server per setting so that no prompt is ever answered from another setting's KV pages.
-A B B A ordering spreads a neighbour's load over both.
+(ENGINE[@THREADS][:BATCHING][+DTYPE], e.g. ``batch+int8`` for ``strong.local.dtype=int8``); each block runs both
+workloads, llama.cpp at 1 request in flight (one slot), the batch engine at each ``--inflight`` (at 1 in flight only
+on the first ``--single`` prompts of each workload, in the first batch block), on a fresh server per setting so that
+no prompt is ever answered from another setting's KV pages. A B B A ordering spreads a neighbour's load over both;
+a setting run in two blocks also gives its run-to-run repeatability (the same text at temperature 0).
 
 Reports per run calls/s and generated tok/s (wall clock, server start excluded), the server's peak RSS (process
 tree, polled every 0.2 s), the answers' agreement with the first llama.cpp run at temperature 0 and accuracy, then

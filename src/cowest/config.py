@@ -116,7 +116,7 @@ class LocalServerConfig:
     parallel: int = 32  # requests the batch engine decodes together (and strong.max_concurrency's cap); llama.cpp: 1
     batching: str = "continuous"  # batch engine: continuous (greedy requests join the running batch) | static
     kv_tokens: int = 16384  # batch engine, continuous: KV cache slots over all running requests (the memory bound)
-    dtype: str = "auto"  # batch engine: auto (as weak.dtype) | bfloat16 | float32 | int8 (the last two: batch-proof)
+    dtype: str = "auto"  # batch engine: auto (as weak.dtype) | bfloat16 | float32 | int8 (weights: half of bf16)
     startup_timeout_s: float = 300.0
     extra_bufts: str = "auto"  # llama.cpp's AMX/repacking buffers; auto: off where they crash (models/llama_build.py)
 

@@ -51,7 +51,7 @@ def test_env_json():
     assert info["torch"]["train_bf16_auto"] is resolve_bf16("auto")
     assert info["cpu"]["physical_cores"] == physical_cores()
     # what strong.local.engine=auto picks on this machine, and why
-    from cowest.models.local_server import resolve_engine
+    from cowest.models.engine_choice import resolve_engine
 
     assert info["strong_engine_auto"]["engine"] == resolve_engine("auto") and info["strong_engine_auto"]["why"]
 

@@ -67,21 +67,6 @@ def test_a_gguf_that_cannot_be_converted_is_a_model_error(tmp_path, fake_gguf, m
     assert not any((tmp_path / "cache" / "models").glob("*"))  # nothing half-made is left
 
 
-@pytest.mark.parametrize("flags, installed, logprobs, engine", [
-    ({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}, True, False, "llama.cpp"),  # Sapphire Rapids
-    ({"avx2", "avx512f", "avx512_bf16"}, True, False, "llama.cpp"),  # Zen 4
-    ({"avx2"}, True, False, "llama.cpp"),
-    ({"avx2", "amx_tile", "amx_bf16"}, True, True, "llama.cpp"),  # log-probs: only llama.cpp returns them
-    ({"avx2"}, False, False, "batch"),  # no [local] extra
-    ({"avx2"}, False, True, "batch"),  # ... then make_server names the missing log-probs
-])
-def test_auto_engine_follows_the_extra_and_log_probs_and_names_batch_on_amx(flags, installed, logprobs, engine):
-    got, why = llama_server.engine_decision(frozenset(flags), llama_cpp_installed=installed, logprobs=logprobs)
-    assert got == engine and why
-    # on AMX, where the batch engine is the faster one, the reason names it for the user to choose
-    assert ("strong.local.engine=batch" in why) == ("amx_bf16" in flags and installed and not logprobs)
-
-
 def test_the_batch_engine_refuses_a_stage_that_needs_log_probs(tmp_path, fake_gguf):
     cfg = StrongConfig(local=LocalServerConfig(gguf=str(fake_gguf), engine="batch"))
     with pytest.raises(ModelError, match="no token log-probs.*strong.local.engine=llama.cpp"):
@@ -240,7 +225,8 @@ def test_real_batch_server_answers_many_requests_in_one_batch(tmp_path, monkeypa
     monkeypatch.setenv("OPENAI_API_KEY", "sk-should-not-be-sent-locally")
     # float32 and int8: batching then changes no greedy answer. In bf16 a near tie flips (logits of ~32 step by
     # 0.25, and "Count from 3 to 6." has "1" 0.011 above "The" in fp32; on an AMX CPU its bf16 answer alone starts
-    # "The"). int8's products are exact integer sums with a scale per row, whatever shares the step.
+    # "The"). int8's products are exact integer sums with a scale per row and its attention runs per request, so a
+    # prompt prefilled whole gets the same arithmetic whatever shares its step.
     cfg = StrongConfig(max_tokens=12, max_concurrency=8, timeout_s=120,
                        local=LocalServerConfig(gguf=str(_smollm2()), engine="batch", n_ctx=512, parallel=8,
                                                dtype=dtype, startup_timeout_s=300))

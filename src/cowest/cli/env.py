@@ -46,7 +46,7 @@ def collect_env() -> dict:
     info["cpu"] = {**cpu_summary(), "physical_cores": physical_cores()}
     info["llama_cpp"] = llama_cpp_build() if pkgs["llama-cpp-python"] else None
     from cowest.models.cpu import cpu_flags
-    from cowest.models.local_server import engine_decision
+    from cowest.models.engine_choice import engine_decision
 
     engine, why = engine_decision(cpu_flags(), llama_cpp_installed=pkgs["llama-cpp-python"] is not None)
     info["strong_engine_auto"] = {"engine": engine, "why": why}

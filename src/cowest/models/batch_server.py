@@ -230,7 +230,7 @@ def load_model(path: str, *, dtype: str, threads: int | None, max_batch: int, ma
             from cowest.models.int8 import quantize_linears
             from cowest.models.per_request_attention import use_per_request_attention
 
-            use_per_request_attention()  # with exact integer products: answers that batching cannot change
+            use_per_request_attention()  # with exact integer products: rows that do not depend on their neighbours
             linears = f"{quantize_linears(wm.model)} linear layers in int8, attention per request"
         else:
             from cowest.models.packed import pack_linears

@@ -6,12 +6,13 @@ to the input's dtype. Why:
 
 - memory: 1 byte a weight instead of 2 (Qwen2.5-1.5B's linear layers: 1.5 GB instead of 3.1);
 - repeatability: a row's output depends on that row alone (integer sums are exact in any order, and each row has
-  its own scale), so a request's answer does not depend on which requests share its decode step. bf16 products do:
-  oneDNN's blocking follows the batch's shape, and the batch engine's bf16 answers differed run to run
-  (bench/RESULTS.md).
+  its own scale), whatever shares its step. bf16 products do not: oneDNN's blocking follows the batch's shape, and
+  the batch engine's bf16 answers differed run to run (bench/RESULTS.md). The batch server pairs this with
+  attention per request (:mod:`cowest.models.per_request_attention`).
 
-Quality: llama.cpp too multiplies its 4-bit weights by 8-bit activations (per block of 32 there, per row here);
-bench/strong_engines.py measures the answers against llama.cpp's. Inference only: no gradient.
+Quality: llama.cpp too multiplies its 4-bit weights by 8-bit activations, per block of 32 there, per row here,
+which is coarser: on MedMCQA prompts the int8 engine agreed with llama.cpp less often than the bf16 one (50-52 of 64
+answers against 57; bench/RESULTS.md, "int8 linears"). Inference only: no gradient.
 
     n = quantize_linears(model)   # every nn.Linear, the output layer included (tied: a separate int8 copy)
 """
@@ -72,7 +73,8 @@ def quantize_linears(model: Any) -> int:
     import torch
 
     if not hasattr(torch, "_int_mm"):
-        raise ModelError(f"strong.local.dtype=int8 needs torch._int_mm (torch >= 2.2); this is torch {torch.__version__}")
+        raise ModelError(f"strong.local.dtype=int8 needs torch._int_mm (torch >= 2.2); this is torch "
+                         f"{torch.__version__}")
     files = file_mappings()
     cls = None
     n = 0

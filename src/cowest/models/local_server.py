@@ -6,15 +6,11 @@
 Two engines behind the same OpenAI chat API (``strong.local.engine``):
 
 - ``batch``: :mod:`cowest.models.batch_server`, transformers on a bf16 model directory converted once from the
-  GGUF (:mod:`cowest.models.gguf_convert`); continuous batching (``strong.local.batching``, KV pool of
-  ``strong.local.kv_tokens``) or the project's static batched decode loop. It answers the requests in flight
-  together, so ``strong.max_concurrency`` up to ``strong.local.parallel`` pays off.
+  GGUF (:mod:`cowest.models.gguf_convert`), in bf16 or int8 (``strong.local.dtype``); continuous batching or a static
+  batched decode loop. It answers the requests in flight together (``strong.max_concurrency`` up to ``parallel``).
 - ``llama.cpp``: ``python -m llama_cpp.server`` (the ``[local]`` extra, through :mod:`cowest.models.llama_launch`,
   which decides one load setting for AMX CPUs); one request at a time.
-- ``auto`` (default): ``llama.cpp`` where it is installed, else ``batch``. On 2 cores llama.cpp's quantized kernels
-  process prompts as fast as bf16 matmuls and reuse the prompt prefix of consecutive requests, so llama.cpp
-  matched or beat the static batch engine on feedback prompts (bench/RESULTS.md); the batch engine wins where
-  answers are long.
+- ``auto`` (default): :func:`engine_decision` (llama.cpp where it is installed, else ``batch``).
 
 Either runs in a subprocess of its own session on 127.0.0.1, its output in ``<log_dir>/<engine>_server.log``. It
 is ready once it has listed its model and generated one token, so a server that cannot generate fails at start.
@@ -43,6 +39,7 @@ import httpx
 
 from cowest.config import StrongConfig
 from cowest.errors import ModelError
+from cowest.models.engine_choice import resolve_engine
 
 PIP_HINT = "pip install 'cowest[local]'"
 # the batch engine's served name per strong.local.dtype: its answers are cached apart from llama.cpp's and each other's
@@ -322,32 +319,6 @@ class BatchServer(ManagedServer):
         return cmd
 
 
-def engine_decision(flags: frozenset[str], *, llama_cpp_installed: bool, logprobs: bool = False) -> tuple[str, str]:
-    """(engine, why) for ``strong.local.engine=auto``: llama.cpp wherever it is installed. Only its server returns
-    token log-probs, its answers repeat run to run, and it needs half the memory. On a CPU with AMX the batch engine
-    answered 1.8-3.0x its calls/s (bf16 matmuls on the AMX tiles; llama.cpp's AMX kernels stay off), but at 2.2x
-    the memory (the demo's peak 6.4 GB against 4.0), with bf16 answers that change with the batch around them
-    (bench/RESULTS.md, "On an Intel Xeon with AMX"); ``why`` says so there, for the user to choose."""
-    if not llama_cpp_installed:
-        return "batch", "llama-cpp-python is not installed (the [local] extra)"
-    if logprobs:
-        return "llama.cpp", "the stage reads token log-probs, which only llama.cpp's server returns"
-    if "amx_bf16" in flags:
-        return "llama.cpp", ("installed; on this AMX CPU strong.local.engine=batch answers 1.8-3x the calls/s at 2.2x "
-                             "the memory, and its bf16 answers are not repeatable run to run")
-    return "llama.cpp", "installed; the batch engine was no faster on CPUs without AMX"
-
-
-def resolve_engine(engine: str, *, logprobs: bool = False) -> str:
-    """The engine ``strong.local.engine`` names; ``auto``: see :func:`engine_decision`."""
-    if engine != "auto":
-        return engine
-    from cowest.models.cpu import cpu_flags
-
-    return engine_decision(cpu_flags(), llama_cpp_installed=importlib.util.find_spec("llama_cpp") is not None,
-                           logprobs=logprobs)[0]
-
-
 def make_server(local: Any, log_dir: str | Path, *, logprobs: bool = False) -> ManagedServer:
     """The managed server ``strong.local`` describes (not started yet); ``logprobs``: it must return token
     log-probs (the likelihood evaluator)."""
@@ -371,7 +342,7 @@ def make_server(local: Any, log_dir: str | Path, *, logprobs: bool = False) -> M
     return BatchServer(model_dir, n_ctx=local.n_ctx, threads=local.threads, max_batch=local.parallel,
                        batching=local.batching, kv_tokens=local.kv_tokens, dtype=local.dtype,
                        # another name than llama.cpp's: its bf16 answers are cached apart from the Q4 ones
-                       model_alias=f"{gguf.stem}-{ALIAS_SUFFIX.get(local.dtype, 'bf16')}",
+                       model_alias=f"{gguf.stem}-{ALIAS_SUFFIX[local.dtype]}",
                        log_path=Path(log_dir) / "batch_server.log", **common)
 
 

@@ -4,8 +4,11 @@ transformers' continuous batching packs the queries of every request in a step i
 long key row with a block mask: how the kernel tiles those keys, and so the rounding of each request's softmax,
 depends on which other requests share the step. Here each request's queries attend to its own keys in their own
 SDPA call (causal over its past), so its result depends on that request alone. With int8 linear layers
-(:mod:`cowest.models.int8`) that makes the batch engine's answers independent of batching (tested in
-tests/models/test_local_server.py). The cost is one small SDPA call per request and layer.
+(:mod:`cowest.models.int8`) a request prefilled whole then gets the same greedy answer alone or in any batch
+(tests/models/test_local_server.py). Not every time at scale: how a long prompt is split into prefill chunks, and
+which of its pages are shared with an earlier request, still depend on arrival and change the kernels' shapes
+(bench/RESULTS.md: 25-30 of 32 chain-of-thought answers repeated run to run). The cost is one small SDPA call per
+request and layer.
 
     use_per_request_attention()   # in the batch server's process: replaces "sdpa" for the packed steps only
 
