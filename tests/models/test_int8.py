@@ -13,8 +13,7 @@ def _linear(in_f, out_f, bias, seed=0):
     import torch
 
     torch.manual_seed(seed)
-    lin = torch.nn.Linear(in_f, out_f, bias=bias)
-    return lin
+    return torch.nn.Linear(in_f, out_f, bias=bias)
 
 
 @pytest.mark.parametrize("bias", [False, True])

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from cowest.errors import ModelError
-from cowest.models.packed import drop_file_pages, file_mappings
+from cowest.models.packed import replace_linears
 
 CHUNK_ROWS = 4096  # weight rows converted at a time: bounds the fp32 temporary (the 1.5B's head: 24 MB, not 0.9 GB)
 
@@ -68,24 +68,18 @@ def _int8_linear_class() -> Any:
 
 def quantize_linears(model: Any) -> int:
     """Replace every ``nn.Linear`` of a CPU model by an :class:`Int8Linear`; returns how many. The bf16/fp32 weight's
-    file pages are dropped from this process as each layer is converted (see ``packed.pack_linears``), so the peak
+    file pages are dropped from this process as each layer is converted (``packed.replace_linears``), so the peak
     stays near the int8 model plus one layer; a tied input embedding stays mapped and pages in only the rows read."""
     import torch
 
     if not hasattr(torch, "_int_mm"):
         raise ModelError(f"strong.local.dtype=int8 needs torch._int_mm (torch >= 2.2); this is torch "
                          f"{torch.__version__}")
-    files = file_mappings()
-    cls = None
-    n = 0
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if type(child) is not torch.nn.Linear:
-                continue
-            if child.weight.device.type != "cpu":
-                raise ModelError("strong.local.dtype=int8 runs on CPUs only (on a GPU, use vLLM: strong.local.engine)")
-            cls = cls or _int8_linear_class()
-            setattr(module, name, cls(child))
-            drop_file_pages(child.weight, files)
-            n += 1
-    return n
+    cls = _int8_linear_class()
+
+    def quantize(linear: Any) -> Any:
+        if linear.weight.device.type != "cpu":
+            raise ModelError("strong.local.dtype=int8 runs on CPUs only (on a GPU, use vLLM: strong.local.engine)")
+        return cls(linear)
+
+    return replace_linears(model, quantize)

@@ -61,21 +61,35 @@ def pack_linears(model: Any, *, rows: int = 16, include_head: bool = False) -> i
     file pages read for packing would stay in the RSS beside the packed copies (Qwen2.5-1.5B: 6.0 GB instead of
     3.1): each packed weight's pages are dropped from this process (``MADV_DONTNEED``; the file is untouched, and
     a later read maps them again)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    cls = None
+
+    def pack(linear: Any) -> Any:
+        nonlocal cls
+        if not can_pack(linear.weight):
+            return None
+        cls = cls or _packed_linear_class()
+        return cls(linear, rows)
+
+    return replace_linears(model, pack, skip=() if include_head else (head,))
+
+
+def replace_linears(model: Any, convert: Any, *, skip: tuple = ()) -> int:
+    """Replace each ``nn.Linear`` of ``model`` (but those in ``skip``) by ``convert(linear)``, dropping the replaced
+    weight's file pages (:func:`drop_file_pages`); stops at the first layer ``convert`` returns None for. Returns how
+    many were replaced. Shared by the packed and the int8 (:mod:`cowest.models.int8`) linears."""
     import torch
 
     files = file_mappings()
-
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    cls = None
     n = 0
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
-            if type(child) is not torch.nn.Linear or (child is head and not include_head):
+            if type(child) is not torch.nn.Linear or any(child is s for s in skip):
                 continue
-            if not can_pack(child.weight):
+            new = convert(child)
+            if new is None:
                 return n
-            cls = cls or _packed_linear_class()
-            setattr(module, name, cls(child, rows))
+            setattr(module, name, new)
             drop_file_pages(child.weight, files)
             n += 1
     return n
