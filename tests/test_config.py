@@ -43,7 +43,7 @@ def test_int_promoted_to_float_but_not_bool():
         ("align.sft_weight=-1", r"align.sft_weight must be >= 0 \(0 = DPO alone\)"),
         ("strong.max_concurrency=0", "strong.max_concurrency must be >= 1"),
         ("strong.local.batching=dynamic", "strong.local.batching: 'dynamic' is not one of: continuous, static"),
-        ("strong.local.kv_tokens=32", r"strong.local.kv_tokens must be >= 64 \(one KV page\), got 32"),
+        ("strong.local.kv_tokens=32", r"strong.local.kv_tokens must be >= 64 \(four KV pages\), got 32"),
         ("strong.local.dtype=int4", "strong.local.dtype: 'int4' is not one of: auto, bfloat16, float32, int8"),
         ("task=3", "task must be a mapping"),
         ("noequals", "not of the form key=value"),

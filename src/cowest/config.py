@@ -125,7 +125,7 @@ class LocalServerConfig:
         _choice("strong.local.engine", self.engine, ("auto", "batch", "llama.cpp"))
         _positive("strong.local.parallel", self.parallel)
         _choice("strong.local.batching", self.batching, ("continuous", "static"))
-        _at_least("strong.local.kv_tokens", self.kv_tokens, 64, note=" (one KV page)")
+        _at_least("strong.local.kv_tokens", self.kv_tokens, 64, note=" (four KV pages)")
         _choice("strong.local.dtype", self.dtype, ("auto", "bfloat16", "float32", "int8"))
 
 

@@ -63,3 +63,16 @@ def test_calls_without_a_packed_step_go_to_transformers_own_sdpa(monkeypatch):
     q = torch.zeros(2, 4, 3, 16)
     assert pra.per_request_sdpa(None, q, q, q, None, scaling=0.5) == ("theirs", None)
     assert seen and seen[0]["scaling"] == 0.5
+
+
+def test_sdpa_broadcasting_the_key_heads_gives_the_bits_of_repeating_them(monkeypatch):
+    import pytest
+    import torch
+
+    if not pra._sdpa_broadcasts_heads():
+        pytest.skip(f"torch {torch.__version__} has no enable_gqa")
+    _, cu_q, cu_k, q, k, v = _packed(2)
+    broadcast, _ = pra.per_request_sdpa(None, q, k, v, None, scaling=0.25, cu_seq_lens_q=cu_q, cu_seq_lens_k=cu_k)
+    monkeypatch.setattr(pra, "_sdpa_broadcasts_heads", lambda: False)
+    repeated, _ = pra.per_request_sdpa(None, q, k, v, None, scaling=0.25, cu_seq_lens_q=cu_q, cu_seq_lens_k=cu_k)
+    assert torch.equal(broadcast, repeated)

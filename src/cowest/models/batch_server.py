@@ -225,19 +225,23 @@ def load_model(path: str, *, dtype: str, threads: int | None, max_batch: int, ma
     cfg = WeakConfig(model=path, dtype="auto" if int8 else dtype, batch_size=max_batch,
                      max_batch_tokens=max_batch_tokens, max_prompt_tokens=n_ctx, threads=threads)
     wm = WeakModel.load(cfg)
+    from cowest.models.per_request_attention import use_per_request_attention
+
+    # the packed steps' attention per request: no products across requests (and, with int8's exact integer
+    # products, rows that do not depend on their neighbours)
+    use_per_request_attention()
     with torch.inference_mode():
         if int8:
             from cowest.models.int8 import quantize_linears
-            from cowest.models.per_request_attention import use_per_request_attention
 
-            use_per_request_attention()  # with exact integer products: rows that do not depend on their neighbours
-            linears = f"{quantize_linears(wm.model)} linear layers in int8, attention per request"
+            linears = f"{quantize_linears(wm.model)} linear layers in int8"
         else:
             from cowest.models.packed import pack_linears
 
             linears = f"{pack_linears(wm.model, rows=max_batch)} linear layers packed for oneDNN"
     release_memory()  # glibc keeps freed memory otherwise (the tokenizer and load buffers)
-    print(f"cowest: loaded {path} ({wm.model.dtype}, {torch.get_num_threads()} threads, {linears})", flush=True)
+    print(f"cowest: loaded {path} ({wm.model.dtype}, {torch.get_num_threads()} threads, {linears}, attention per "
+          "request)", flush=True)
     return wm
 
 

@@ -6,7 +6,8 @@ longest answer ends; a request that arrives meanwhile waits for it. Here transfo
 thread: each new request is prefilled in the next step while the others go on decoding, and a row that ends leaves
 at once, its KV pages free for the next. Its pages are shared between requests with the same prompt prefix (whole
 pages: the fixed instructions, and the question shared by a question's K drafts in feedback), so that prefix is
-computed once.
+computed once. Pages are 16 tokens: on 64 feedback prompts 64-token pages shared 3,904 of 12,315 prompt tokens,
+16-token ones 5,968, so a quarter fewer were computed (bench/RESULTS.md).
 
 Memory is bounded by the page pool: ``kv_tokens`` token slots over all rows (Qwen2.5-1.5B: 28 KB a token, 16,384
 slots = 470 MB), at most ``max_rows`` requests in one step and ``chunk_tokens`` prompt tokens prefilled in one
@@ -37,7 +38,7 @@ class BadRequest(ValueError):
 class ContinuousEngine:
     """``submit(job)`` -> Future; ``job`` has messages, temperature, max_tokens, stop and a ``future``."""
 
-    def __init__(self, wm: Any, *, max_rows: int, kv_tokens: int, n_ctx: int, page_tokens: int = 64,
+    def __init__(self, wm: Any, *, max_rows: int, kv_tokens: int, n_ctx: int, page_tokens: int = 16,
                  chunk_tokens: int = 512, finish: Callable[[Any, list[str]], Any] = lambda c, stop: c,
                  fallback: Any = None, log: Any = print):
         if kv_tokens < page_tokens or max_rows < 1 or chunk_tokens < 1:
