@@ -62,14 +62,10 @@ def pack_linears(model: Any, *, rows: int = 16, include_head: bool = False) -> i
     3.1): each packed weight's pages are dropped from this process (``MADV_DONTNEED``; the file is untouched, and
     a later read maps them again)."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    cls = None
+    cls = _packed_linear_class()
 
     def pack(linear: Any) -> Any:
-        nonlocal cls
-        if not can_pack(linear.weight):
-            return None
-        cls = cls or _packed_linear_class()
-        return cls(linear, rows)
+        return cls(linear, rows) if can_pack(linear.weight) else None
 
     return replace_linears(model, pack, skip=() if include_head else (head,))
 
