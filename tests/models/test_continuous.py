@@ -147,3 +147,55 @@ def test_a_shared_prompt_prefix_is_computed_once(wm):
     assert eng.reused_total >= 48 and eng.reused_total % 16 == 0  # whole pages of the ~70 shared tokens
     for job, got in zip(jobs, (first, second)):
         assert got["text"] == wm.complete([job.messages], max_new_tokens=6)[0].text
+
+
+def _health(url: str) -> dict:
+    with urllib.request.urlopen(url.replace("/v1/chat/completions", "/health"), timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _wait(cond, seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_request_whose_client_leaves_is_dropped_not_finished(wm):
+    """A client that times out and retries must not leave its first request running beside the retry."""
+    import socket
+
+    logs: list[str] = []
+    eng = _engine(wm, log=logs.append)
+    srv = Server(("127.0.0.1", 0), make_handler(eng, "tiny"))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    try:
+        body = json.dumps({"messages": _prompt(1), "max_tokens": 400, "temperature": 0}).encode()
+        conn = socket.create_connection(("127.0.0.1", port))
+        conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        assert _wait(lambda: _health(url)["running"] == 1)
+        conn.close()  # the client gives up (400 tokens take several seconds on the tiny model)
+        assert _wait(lambda: _health(url)["running"] == 0)
+        health = _health(url)
+        assert health["dropped"] == 1 and health["answered"] == 0
+        assert any("dropped after" in line and "its client left" in line for line in logs)
+        status, ok = _post(url, json.dumps({"messages": _prompt(2), "max_tokens": 8, "temperature": 0}).encode())
+        assert status == 200 and _health(url)["answered"] == 1  # the engine goes on serving
+        assert ok["choices"][0]["message"]["content"] == wm.complete([_prompt(2)], max_new_tokens=8)[0].text
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        eng.stop()
+
+
+def test_the_static_loop_skips_a_request_whose_client_left_before_it_started(wm):
+    static = Engine(wm, max_batch=8, n_ctx=512, log=lambda s: None)
+    gone, kept = _job(1, 4), _job(2, 4)
+    static.cancel(gone)
+    static.run([gone, kept], 0.0, 1.0, 4)
+    assert kept.future.done() and not gone.future.done()

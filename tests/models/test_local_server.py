@@ -80,6 +80,39 @@ def test_no_gguf_yields_cfg_unchanged(tmp_path):
         assert out is cfg
 
 
+class _Started:
+    """A started server as strong_endpoint sees it (no child process: only the config it yields is tested)."""
+
+    base_url, model, model_alias = "http://127.0.0.1:1/v1", "served", "alias"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.parametrize("in_flight, parallel, expected", [(64, 64, 640.0), (64, 16, 160.0), (4, 32, 120.0)])
+def test_the_batch_engine_s_client_waits_for_its_share_of_the_batch(monkeypatch, tmp_path, in_flight, parallel,
+                                                                     expected):
+    monkeypatch.setattr(llama_server, "make_server", lambda local, log_dir, logprobs=False: _Started())
+    cfg = StrongConfig(max_concurrency=in_flight, timeout_s=120,
+                       local=LocalServerConfig(gguf="x.gguf", engine="batch", parallel=parallel))
+    with strong_endpoint(cfg, tmp_path) as out:
+        assert out.max_concurrency == min(in_flight, parallel) and out.timeout_s == expected
+
+
+def test_llama_cpp_s_client_keeps_the_configured_timeout(monkeypatch, tmp_path):
+    class StartedLlama(_Started, LlamaServer):
+        def __init__(self):  # no child process
+            pass
+
+    monkeypatch.setattr(llama_server, "make_server", lambda local, log_dir, logprobs=False: StartedLlama())
+    cfg = StrongConfig(max_concurrency=64, timeout_s=120, local=LocalServerConfig(gguf="x.gguf", engine="llama.cpp"))
+    with strong_endpoint(cfg, tmp_path) as out:
+        assert out.max_concurrency == 1 and out.timeout_s == 120
+
+
 def test_ready_model_name_and_stop(no_llama_check, tmp_path, fake_gguf):
     argv = [sys.executable, "-m", "cowest.testing.openai_server", "--port", "{port}", "--model", "served-name"]
     srv = _ScriptServer(argv, gguf=fake_gguf, log_path=tmp_path / "logs" / "server.log", startup_timeout_s=20)

@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import queue
+import select
+import socket
 import sys
 import threading
 import time
@@ -53,6 +55,8 @@ class Job:
         if self.max_tokens < 1 or not 0 <= self.temperature <= 2 or not 0 < self.top_p <= 1:
             raise BadRequest("need max_tokens >= 1, 0 <= temperature <= 2 and 0 < top_p <= 1")
         self.future: Future = Future()
+        self.rid: str | None = None  # the continuous engine's request id
+        self.cancelled = False  # its client left: not started yet, it is skipped; running, it runs on (static)
 
     @property
     def group(self) -> tuple:
@@ -73,6 +77,9 @@ class Engine:
     def submit(self, job: Job) -> Future:
         self.jobs.put(job)
         return job.future
+
+    def cancel(self, job: Job) -> None:
+        job.cancelled = True
 
     def take(self) -> list[Job]:
         """Block for one job, then take more while they keep coming (each within ``gather_s`` of the last, for
@@ -98,7 +105,7 @@ class Engine:
     def run(self, jobs: list[Job], temperature: float, top_p: float, max_tokens: int) -> None:
         t0 = time.perf_counter()
         fits = []
-        for j in jobs:  # tokenized here, in the model's thread (one tokenizer is not shared across threads)
+        for j in [j for j in jobs if not j.cancelled]:  # tokenized here, in the model's thread (one tokenizer is not shared across threads)
             n = self.model.prompt_tokens(j.messages)
             if n + max_tokens > self.n_ctx:
                 j.future.set_exception(BadRequest(
@@ -178,7 +185,11 @@ def make_handler(engine: Any, served_name: str) -> type:
                 body = json.loads(raw or b"null")
                 if not isinstance(body, dict):
                     raise BadRequest("the body must be a JSON object")
-                res = engine.submit(Job(body)).result()
+                job = Job(body)
+                res = wait_for_answer(engine, job, engine.submit(job), self.connection)
+            except ClientGone:
+                self.close_connection = True
+                return
             except (ValueError, TypeError) as e:  # BadRequest is a ValueError; so is malformed JSON
                 self._error(400, str(e) if isinstance(e, BadRequest) else f"malformed request: {e}")
                 return
@@ -198,11 +209,39 @@ def make_handler(engine: Any, served_name: str) -> type:
     return Handler
 
 
+class ClientGone(Exception):
+    """The client closed its connection before the answer was ready."""
+
+
+def wait_for_answer(engine: Any, job: Job, future: Future, conn: socket.socket, poll_s: float = 1.0) -> Any:
+    """The job's result; if its client leaves first (a timeout, Ctrl-C), the engine drops the job and
+    :class:`ClientGone` is raised. A client that times out and retries would otherwise leave its first request
+    running beside the retry: at 64 in flight that doubled the load and made more requests time out, until most
+    of the work was for answers nobody waited for (bench/RESULTS.md). llama.cpp's and vLLM's servers drop such
+    requests too."""
+    while True:
+        try:
+            return future.result(timeout=poll_s)
+        except TimeoutError:
+            if client_gone(conn):
+                engine.cancel(job)
+                raise ClientGone from None
+
+
+def client_gone(conn: socket.socket) -> bool:
+    """Whether the peer closed the connection (readable with nothing to read, or an error)."""
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+        return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
+
+
 def health(engine: Any) -> dict[str, Any]:
     if isinstance(engine, Engine):
         return {"status": "ok", "scheduler": "static", "queued": engine.jobs.qsize(), "batches": engine.batches}
     return {"status": "error" if engine.error else "ok", "scheduler": "continuous", "running": engine.running,
-            "answered": engine.done, "generated_tokens": engine.generated, "kv_tokens": engine.kv_tokens,
+            "answered": engine.done, "dropped": engine.cancelled, "generated_tokens": engine.generated, "kv_tokens": engine.kv_tokens,
             "prompt_tokens_from_shared_pages": engine.reused_total,
             "kv_cache_bytes": engine.kv_cache_bytes(), **({"error": engine.error} if engine.error else {})}
 

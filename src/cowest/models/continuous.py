@@ -55,7 +55,7 @@ class ContinuousEngine:
         self.pending: dict[str, tuple[Any, float, int]] = {}  # request id -> (job, submit time, prompt tokens)
         self.lock = threading.Lock()  # our tokenizer and ``pending`` (handler threads submit concurrently)
         self.ids = itertools.count()
-        self.done = self.generated = 0
+        self.done = self.generated = self.cancelled = 0
         self.reused: dict[str, int] = {}  # request id -> prompt tokens read from shared pages (not computed)
         self.reused_total = 0
         self.manager: Any = None
@@ -116,13 +116,30 @@ class ContinuousEngine:
             if need > self.kv_tokens:
                 raise BadRequest(f"prompt ({len(ids)} tokens) + max_tokens ({job.max_tokens}) exceed the KV cache "
                                  f"budget of {self.kv_tokens} tokens (--kv-tokens)")
-            rid = f"r{next(self.ids)}"
+            rid = job.rid = f"r{next(self.ids)}"
             self.pending[rid] = (job, time.perf_counter(), len(ids))
         if self.manager.add_request(ids, request_id=rid, max_new_tokens=job.max_tokens, eos_token_id=self.eos) is None:
             with self.lock:
                 self.pending.pop(rid, None)
             raise RuntimeError("the continuous batching engine refused the request (stopped or its queue full)")
         return job.future
+
+    def cancel(self, job: Any) -> None:
+        """Drop a request whose client left: out of the queue or the running batch, its KV pages freed."""
+        rid = job.rid
+        if rid is None:  # sampled: the static loop's
+            if self.fallback is not None:
+                self.fallback.cancel(job)
+            return
+        with self.lock:
+            entry = self.pending.pop(rid, None)
+            self.reused.pop(rid, None)
+        if entry is None:  # already answered
+            return
+        self.manager.cancel_request(rid)
+        self.cancelled += 1
+        self.log(f"request {rid}: dropped after {time.perf_counter() - entry[1]:.1f}s, its client left "
+                 f"({len(self.pending)} running or queued)")
 
     def _collect(self) -> None:
         """Hand each finished result to its request's future; if the manager's thread dies, fail what waits."""

@@ -319,6 +319,13 @@ class BatchServer(ManagedServer):
         return cmd
 
 
+# The batch engine answers the requests in flight together, so each waits for the others' share of the batch: 64
+# SFT-rationale requests at once took up to ~290 s each against a 120 s strong.timeout_s (bench/RESULTS.md). The
+# slowest workload measured, chain-of-thought answers, ran at 0.25 calls/s on 2 cores; 10 s per request in flight
+# leaves a 2.5x margin. A crashed server is caught at once anyway (ManagedServer watches the child).
+BATCH_SECONDS_PER_REQUEST = 10.0
+
+
 def make_server(local: Any, log_dir: str | Path, *, logprobs: bool = False) -> ManagedServer:
     """The managed server ``strong.local`` describes (not started yet); ``logprobs``: it must return token
     log-probs (the likelihood evaluator)."""
@@ -356,10 +363,12 @@ def strong_endpoint(cfg: StrongConfig, log_dir: str | Path, *, logprobs: bool = 
     with make_server(cfg.local, log_dir, logprobs=logprobs) as srv:
         # llama-cpp-python answers one request at a time: more in flight would only queue into timeouts
         parallel = 1 if isinstance(srv, LlamaServer) else cfg.local.parallel
+        in_flight = max(1, min(cfg.max_concurrency, parallel))
         yield dataclasses.replace(
             cfg,
             base_url=srv.base_url,
             model=srv.model or srv.model_alias,
             api_key_env=None,  # a local server needs no key: never send the user's real one to it
-            max_concurrency=max(1, min(cfg.max_concurrency, parallel)),
+            max_concurrency=in_flight,
+            timeout_s=max(cfg.timeout_s, BATCH_SECONDS_PER_REQUEST * in_flight),
         )
