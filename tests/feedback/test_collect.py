@@ -462,3 +462,23 @@ def test_records_from_before_draft_scores_get_them_without_a_call():
     assert [r["draft_scores"] for r in with_draft_scores([old, new], task, [ex], "auto")] == \
         [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5]]
     assert "draft_scores" not in old  # the record read from disk is not changed
+
+
+@pytest.mark.parametrize("in_flight, calls_before_each_draft", [(1, [0, 15, 30]), (6, [0, 0, 30])])
+def test_a_wave_of_chunks_fills_the_strong_side_s_slots(tmp_path, in_flight, calls_before_each_draft):
+    """Chunks of 3 questions (15 strong calls each): at 6 in flight two chunks are drafted, and journaled, before
+    their 30 calls go out together; at one in flight each chunk's calls go alone, as before."""
+    from cowest.feedback.collect import run_feedback
+
+    with OpenAITestServer(responder) as srv:
+        weak = StubWeak("w")
+        drafted_at = []
+        generate = weak.generate
+        weak.generate = lambda prompts, **kw: drafted_at.append(len(srv.bodies)) or generate(prompts, **kw)
+        cfg = _stub_cfg(tmp_path, srv.base_url, f"strong.max_concurrency={in_flight}")
+        stats = run_feedback(cfg, 1, weak=weak, chunk_size=CHUNK)
+        tags = [json.loads(line)["tag"] for line in (cfg.run_dir / "usage.journal.jsonl").read_text().splitlines()
+                if "tag" in line]
+    assert drafted_at == calls_before_each_draft
+    assert len(srv.bodies) == N_TRAIN + 4 * N_TRAIN and stats["questions"] == N_TRAIN
+    assert tags.count("feedback_z") == N_TRAIN and tags.count("feedback_collab") == 4 * N_TRAIN

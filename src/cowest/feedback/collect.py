@@ -4,9 +4,11 @@ For each question x: z ~ π_s(·|x) (the strong model alone, ``feedback.z_sample
 y_k ~ π_w(·|x) by sampling, the collaboration's answer π_s(·|x, y_k) for each, their scores by the
 evaluator, and Δ_k = E(π_s∘y_k) − mean E(z). Δ_k > 0: chosen; Δ_k ≤ 0: rejected.
 
-Questions go in fixed chunks of ``CHUNK`` (drafts → strong calls for the chunk, concurrently → scores →
-one JSON line per question in ``records.jsonl``). A chunk's drafts are journaled in ``drafts.jsonl`` (one
-line per chunk: index, question ids, seed, drafts) before any strong call for it. A killed run restarts
+Questions are drafted in fixed chunks of ``CHUNK``, and the strong calls of a wave of chunks go out together
+(:func:`chunks_per_wave`: enough questions to fill the strong side's in-flight slots; strong alone and strong +
+draft in one batch), then scores, then one JSON line per question in ``records.jsonl``. A chunk's drafts are
+journaled in ``drafts.jsonl`` (one line per chunk: index, question ids, seed, drafts) before any strong call for
+it. A killed run restarts
 where it stopped: finished questions are skipped, and a half-done chunk reuses its journaled drafts, so
 its strong answers come from the cache and nothing is paid twice. Redrafting would not do: sampling
 with the same seed is not bit-reproducible across processes on every CPU (bf16 kernels), and a different
@@ -129,10 +131,19 @@ def draft_chunk(cfg: RunConfig, task: Task, examples: list[Example], weak: Any, 
                          max_new_tokens=cfg.weak.max_new_tokens, seed=seed, desc="weak drafts")
 
 
+def chunks_per_wave(strong: Any, chunk_size: int) -> int:
+    """How many chunks' strong calls go out together: enough questions for the client's in-flight slots. A
+    batching server (cowest's batch engine, vLLM) then stays full, and pays for the tail of its longest answer
+    once a wave rather than twice a chunk: on IfQA at 64 in flight a chunk's 16 strong-alone answers (chain of
+    thought) took 86 s on their own, its 59 refine calls 68 s (bench/RESULTS.md). One slot (llama.cpp): one chunk."""
+    in_flight = getattr(getattr(strong, "cfg", None), "max_concurrency", 1) or 1
+    return max(1, math.ceil(in_flight / chunk_size))
+
+
 def collect_chunk(cfg: RunConfig, task: Task, examples: list[Example], weak: Any, strong: Any, evaluator: Any,
                   seed: int, drafts: list[list[str]] | None = None) -> list[dict[str, Any]]:
-    """Strong answers, scores and Δ for a chunk of questions (drafting first unless ``drafts`` are
-    given); one record per question."""
+    """Strong answers, scores and Δ for a chunk (or a wave of chunks) of questions (drafting first unless
+    ``drafts`` are given); one record per question."""
     from cowest.inference.prompts import collab_messages, strong_alone_messages, weak_messages
     from cowest.models.strong import ChatRequest
 
@@ -152,8 +163,10 @@ def collect_chunk(cfg: RunConfig, task: Task, examples: list[Example], weak: Any
             if (qi, d) not in c_index:
                 c_index[(qi, d)] = len(c_reqs)
                 c_reqs.append(ChatRequest(messages=collab_messages(task, ex, d, fmt), top_logprobs=top))
-    z_res = strong.chat_batch(z_reqs, tag="feedback_z", desc="strong alone (z)")
-    c_res = strong.chat_batch(c_reqs, tag="feedback_collab", desc="strong + draft")
+    # one batch (strong alone first: its long answers start first), each call counted under its own tag
+    res = strong.chat_batch(z_reqs + c_reqs, tag=["feedback_z"] * len(z_reqs) + ["feedback_collab"] * len(c_reqs),
+                            desc="strong alone (z) + with drafts")
+    z_res, c_res = res[:len(z_reqs)], res[len(z_reqs):]
     z_texts = [[z_res[qi * fb.z_samples + s].text for s in range(fb.z_samples)] for qi in range(len(examples))]
     c_texts = [[c_res[c_index[(qi, d)]].text for d in ds] for qi, ds in enumerate(drafts)]
     # One scoring pass for the chunk (a single concurrent judge batch).
@@ -242,13 +255,18 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
                 judge = judge_client_for(cfg, client) if cfg.feedback.evaluator in ("judge", "both") else None
                 evaluator = make_evaluator(cfg.feedback.evaluator, judge, cfg.feedback.judge_weight, cfg.feedback.metric)
                 bar = tqdm(total=len(examples), initial=resumed, desc=f"feedback round {round_}", unit="q")
+                per_wave = chunks_per_wave(client, chunk_size)
                 try:
-                    for ci, ch in todo:
-                        seed, drafts = chunk_seed(cfg, round_, ci), journaled[ci]
-                        if drafts is None:  # journaled before any strong call: a resume reuses them
-                            drafts = draft_chunk(cfg, task, ch, weak, seed)
-                            journal_drafts(journal, ci, [ex.id for ex in ch], seed, drafts)
-                        for rec in collect_chunk(cfg, task, ch, weak, client, evaluator, seed, drafts):
+                    for w in range(0, len(todo), per_wave):
+                        wave, wave_drafts = [], []
+                        for ci, ch in todo[w:w + per_wave]:
+                            seed, drafts = chunk_seed(cfg, round_, ci), journaled[ci]
+                            if drafts is None:  # journaled before any strong call: a resume reuses them
+                                drafts = draft_chunk(cfg, task, ch, weak, seed)
+                                journal_drafts(journal, ci, [ex.id for ex in ch], seed, drafts)
+                            wave += ch
+                            wave_drafts += drafts
+                        for rec in collect_chunk(cfg, task, wave, weak, client, evaluator, 0, wave_drafts):
                             if rec["id"] not in out.done:
                                 out.write(rec)
                                 bar.update(1)

@@ -141,7 +141,7 @@ def run_validation(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, 
     """Validate round ``round_``'s aligned model (resumable); returns and writes ``validation.json``."""
     from tqdm.auto import tqdm
 
-    from cowest.feedback.collect import judge_client_for
+    from cowest.feedback.collect import chunks_per_wave, judge_client_for
     from cowest.feedback.evaluators import Evaluator, check_evaluator, needs_logprobs
     from cowest.tasks.splits import heldout_train_examples
 
@@ -180,9 +180,10 @@ def run_validation(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, 
                                       tag="validation_judge", metric=fb.metric)
                 bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc=f"validation round {round_}",
                            unit="q")
+                per_call = chunk_size * chunks_per_wave(client, chunk_size)  # questions whose calls go together
                 try:
-                    for i in range(0, len(todo), chunk_size):
-                        for row in score_chunk(cfg, task, todo[i:i + chunk_size], drafts, client, evaluator):
+                    for i in range(0, len(todo), per_call):
+                        for row in score_chunk(cfg, task, todo[i:i + per_call], drafts, client, evaluator):
                             out.write(row)
                             bar.update(1)
                 finally:
