@@ -185,3 +185,17 @@ def test_the_summary_counts_drafts_that_repeat_their_answer_line():
     s = summarise(rows, round_=1, asked=2, evaluator="metric", metric="em", paid={})
     assert s["repeated_answer_share"] == {"sft": 0.0, "aligned": 0.5}
     assert summarise([], round_=1, asked=0, evaluator="metric", metric="em", paid={})["repeated_answer_share"] is None
+
+
+@pytest.mark.parametrize("in_flight, questions_per_call", [(1, [2, 2, 2]), (4, [4, 2])])
+def test_a_batch_of_strong_calls_covers_the_client_s_slots(tmp_path, models, monkeypatch, in_flight,
+                                                           questions_per_call):
+    from cowest.feedback import validate
+
+    sizes, score = [], validate.score_chunk
+    monkeypatch.setattr(validate, "score_chunk", lambda cfg, task, exs, *a: sizes.append(len(exs)) or
+                        score(cfg, task, exs, *a))
+    with OpenAITestServer(responder) as srv:
+        cfg = _setup(_cfg(tmp_path, srv.base_url, f"strong.max_concurrency={in_flight}"), models)
+        s = validate.run_validation(cfg, 1, show=False, chunk_size=2)
+    assert sizes == questions_per_call and s["n"] == N_VAL
