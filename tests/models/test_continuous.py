@@ -107,6 +107,11 @@ def _post(url: str, body: bytes) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
+def _health(url: str) -> dict:
+    with urllib.request.urlopen(url.replace("/v1/chat/completions", "/health"), timeout=10) as r:
+        return json.loads(r.read())
+
+
 def test_http_contract_bad_requests_are_400s(wm):
     eng = _engine(wm, kv_tokens=256)
     srv = Server(("127.0.0.1", 0), make_handler(eng, "tiny"))
@@ -125,8 +130,7 @@ def test_http_contract_bad_requests_are_400s(wm):
                          (json.dumps({**ok, "max_tokens": 600}).encode(), "exceed the context of 512 tokens")]:
             status, body = _post(url, bad)
             assert status == 400 and msg in body["error"]["message"], (bad, body)
-        with urllib.request.urlopen(url.replace("/v1/chat/completions", "/health"), timeout=10) as r:
-            health = json.loads(r.read())
+        health = _health(url)
         assert health["scheduler"] == "continuous" and health["answered"] == 1 and health["kv_tokens"] == 256
     finally:
         srv.shutdown()
@@ -147,11 +151,6 @@ def test_a_shared_prompt_prefix_is_computed_once(wm):
     assert eng.reused_total >= 48 and eng.reused_total % 16 == 0  # whole pages of the ~70 shared tokens
     for job, got in zip(jobs, (first, second)):
         assert got["text"] == wm.complete([job.messages], max_new_tokens=6)[0].text
-
-
-def _health(url: str) -> dict:
-    with urllib.request.urlopen(url.replace("/v1/chat/completions", "/health"), timeout=10) as r:
-        return json.loads(r.read())
 
 
 def _wait(cond, seconds: float = 30.0) -> bool:

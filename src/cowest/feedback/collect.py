@@ -8,10 +8,9 @@ Questions are drafted in fixed chunks of ``CHUNK``, and the strong calls of a wa
 (:func:`chunks_per_wave`: enough questions to fill the strong side's in-flight slots; strong alone and strong +
 draft in one batch), then scores, then one JSON line per question in ``records.jsonl``. A chunk's drafts are
 journaled in ``drafts.jsonl`` (one line per chunk: index, question ids, seed, drafts) before any strong call for
-it. A killed run restarts
-where it stopped: finished questions are skipped, and a half-done chunk reuses its journaled drafts, so
-its strong answers come from the cache and nothing is paid twice. Redrafting would not do: sampling
-with the same seed is not bit-reproducible across processes on every CPU (bf16 kernels), and a different
+it. A killed run restarts where it stopped: finished questions are skipped, and a half-done chunk reuses its
+journaled drafts, so its strong answers come from the cache and nothing is paid twice. Redrafting would not do:
+sampling with the same seed is not bit-reproducible across processes on every CPU (bf16 kernels), and a different
 draft is a different, newly paid request. Only a chunk with no journaled drafts (or drafts journaled for
 other questions) is drafted, and the weak model is loaded only then. Then ``pairs.jsonl`` and
 ``feedback_stats.json``.
@@ -140,17 +139,14 @@ def chunks_per_wave(strong: Any, chunk_size: int) -> int:
     return max(1, math.ceil(in_flight / chunk_size))
 
 
-def collect_chunk(cfg: RunConfig, task: Task, examples: list[Example], weak: Any, strong: Any, evaluator: Any,
-                  seed: int, drafts: list[list[str]] | None = None) -> list[dict[str, Any]]:
-    """Strong answers, scores and Δ for a chunk (or a wave of chunks) of questions (drafting first unless
-    ``drafts`` are given); one record per question."""
+def collect_wave(cfg: RunConfig, task: Task, examples: list[Example], drafts: list[list[str]], strong: Any,
+                 evaluator: Any) -> list[dict[str, Any]]:
+    """Strong answers, scores and Δ for a wave of questions and their journaled drafts; one record per question."""
     from cowest.inference.prompts import collab_messages, strong_alone_messages, weak_messages
     from cowest.models.strong import ChatRequest
 
     fb, fmt = cfg.feedback, cfg.task.format
     prompts = [weak_messages(task, ex, fmt) for ex in examples]
-    if drafts is None:
-        drafts = draft_chunk(cfg, task, examples, weak, seed)
     z_temp = None if fb.z_samples == 1 else fb.z_temperature
     top = evaluator.top_logprobs  # the likelihood evaluator reads the scored answers' own log-probs
     z_reqs = [ChatRequest(messages=strong_alone_messages(task, ex), sample_index=s, temperature=z_temp, top_logprobs=top)
@@ -266,7 +262,7 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
                                 journal_drafts(journal, ci, [ex.id for ex in ch], seed, drafts)
                             wave += ch
                             wave_drafts += drafts
-                        for rec in collect_chunk(cfg, task, wave, weak, client, evaluator, 0, wave_drafts):
+                        for rec in collect_wave(cfg, task, wave, wave_drafts, client, evaluator):
                             if rec["id"] not in out.done:
                                 out.write(rec)
                                 bar.update(1)

@@ -105,7 +105,9 @@ class Engine:
     def run(self, jobs: list[Job], temperature: float, top_p: float, max_tokens: int) -> None:
         t0 = time.perf_counter()
         fits = []
-        for j in [j for j in jobs if not j.cancelled]:  # tokenized here, in the model's thread (one tokenizer is not shared across threads)
+        for j in jobs:  # tokenized here, in the model's thread (one tokenizer is not shared across threads)
+            if j.cancelled:  # its client left before the batch started
+                continue
             n = self.model.prompt_tokens(j.messages)
             if n + max_tokens > self.n_ctx:
                 j.future.set_exception(BadRequest(
@@ -241,7 +243,8 @@ def health(engine: Any) -> dict[str, Any]:
     if isinstance(engine, Engine):
         return {"status": "ok", "scheduler": "static", "queued": engine.jobs.qsize(), "batches": engine.batches}
     return {"status": "error" if engine.error else "ok", "scheduler": "continuous", "running": engine.running,
-            "answered": engine.done, "dropped": engine.cancelled, "generated_tokens": engine.generated, "kv_tokens": engine.kv_tokens,
+            "answered": engine.done, "dropped": engine.cancelled, "generated_tokens": engine.generated,
+            "kv_tokens": engine.kv_tokens,
             "prompt_tokens_from_shared_pages": engine.reused_total,
             "kv_cache_bytes": engine.kv_cache_bytes(), **({"error": engine.error} if engine.error else {})}
 

@@ -10,7 +10,8 @@ Two engines behind the same OpenAI chat API (``strong.local.engine``):
   batched decode loop. It answers the requests in flight together (``strong.max_concurrency`` up to ``parallel``).
 - ``llama.cpp``: ``python -m llama_cpp.server`` (the ``[local]`` extra, through :mod:`cowest.models.llama_launch`,
   which decides one load setting for AMX CPUs); one request at a time.
-- ``auto`` (default): :func:`cowest.models.engine_choice.engine_decision` (llama.cpp where it is installed, else ``batch``).
+- ``auto`` (default): :func:`cowest.models.engine_choice.engine_decision` (llama.cpp where it is installed, else
+  ``batch``).
 
 Either runs in a subprocess of its own session on 127.0.0.1, its output in ``<log_dir>/<engine>_server.log``. It
 is ready once it has listed its model and generated one token, so a server that cannot generate fails at start.

@@ -7,8 +7,9 @@ long key row with a block mask. Two costs: SDPA computes every query against eve
 how the kernel tiles those keys, and so the rounding of each request's softmax, depends on which other requests
 share the step. Here each request's queries attend to its own keys in their own SDPA call (causal over its past),
 so its result depends on that request alone. With int8 linear layers (:mod:`cowest.models.int8`) a request
-prefilled whole then gets the same greedy answer alone or in any batch (tests/models/test_local_server.py). Not every time at scale: how a long prompt is split into prefill chunks, and
-which of its pages are shared with an earlier request, still depend on arrival and change the kernels' shapes
+prefilled whole then gets the same greedy answer alone or in any batch (tests/models/test_local_server.py). Not
+every time at scale: how a long prompt is split into prefill chunks, and which of its pages are shared with an
+earlier request, still depend on arrival and change the kernels' shapes
 (bench/RESULTS.md: 25-30 of 32 chain-of-thought answers repeated run to run). The cost is one small SDPA call per
 request and layer; grouped-query heads are broadcast by SDPA itself where torch has ``enable_gqa`` (2.5+: the
 same bits as repeating the key heads, without the copies).
