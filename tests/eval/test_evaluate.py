@@ -122,6 +122,20 @@ def test_fingerprint_follows_the_local_strong_model_and_its_engine(tmp_path):
     assert fp("strong.local.gguf=/models/a.gguf") == a
 
 
+def test_journaled_drafts_follow_the_weak_model_not_the_strong_one(tmp_path):
+    """Eval's draft journal is kept across a change of strong model and dropped when the weak model changes."""
+    from cowest.eval.evaluate import draft_fingerprint
+    from cowest.rundir import RunDir
+
+    def fp(kind, *extra):
+        cfg = load_config(None, [f"output_dir={tmp_path}", *extra])
+        return draft_fingerprint(cfg, RunDir(cfg), kind)
+
+    assert fp("sft", "strong.local.gguf=/models/a.gguf") == fp("sft", "strong.local.gguf=/models/b.gguf")
+    assert fp("sft") != fp("sft", "weak.max_new_tokens=7") and fp("sft") != fp("aligned")
+    assert fp("aligned") != fp("aligned", "weak.temperature=0.5")
+
+
 def test_the_report_shows_the_validation_gain_of_the_model_it_evaluates(tmp_path):
     import json
 

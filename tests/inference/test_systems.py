@@ -77,3 +77,46 @@ def test_eval_refuses_only_answerless_systems_in_knowledge_format(tmp_path):
     cfg = load_config(None, [f"output_dir={tmp_path}", "task.format=knowledge", "eval.systems=[weak,superICL]"])
     with pytest.raises(ConfigError, match="task.format=knowledge"):
         run_eval(cfg, show=False)
+
+
+class DyingStrong(EchoStrong):
+    """The run is killed while the strong model answers."""
+
+    def chat_batch(self, reqs, **kw):
+        raise KeyboardInterrupt
+
+
+class NamedDrafts(RecordingWeak):
+    def __init__(self, name):
+        super().__init__()
+        self.name = name
+
+    def generate(self, msgs, **kw):
+        self.calls.append(kw)
+        return [[f"{self.name}.\nAnswer: C"] * kw["n"] for _ in msgs]
+
+
+def test_a_resumed_eval_sends_the_drafts_it_drew_before_the_kill(tmp_path):
+    cfg = load_config(None, [f"output_dir={tmp_path}", "task.n_eval=3", "weak.temperature=0.7"])
+    task = get_task(cfg.task)
+    examples = task.load("dev")[:3]
+    first = RecordingWeak()
+    runner = SystemRunner(cfg, task, examples, DyingStrong(), tmp_path / "eval", load_weak=lambda kind: first,
+                          drafts_dir=tmp_path / "eval" / "drafts")
+    with pytest.raises(KeyboardInterrupt):
+        runner.run("collab")
+    assert len(first.calls) == 1  # drafted once, then killed
+
+    again, strong = NamedDrafts("Resumed"), EchoStrong()
+    resumed = SystemRunner(cfg, task, examples, strong, tmp_path / "eval", load_weak=lambda kind: again,
+                           drafts_dir=tmp_path / "eval" / "drafts")
+    rows = resumed.run("collab")
+    assert again.calls == []  # nothing drawn again: a sampled redraft would have been a new, paid request
+    assert [r["weak_draft"] for r in rows] == ["Because.\nAnswer: A"] * 3
+    assert all("Because." in str(req.messages) for req in strong.requests)
+    # the aligned model's journal is its own: drawn for the questions it lacks, and only those
+    assert resumed.aligned_drafts([0, 1]) == {0: "Resumed.\nAnswer: C", 1: "Resumed.\nAnswer: C"}
+    later = SystemRunner(cfg, task, examples, strong, tmp_path / "eval", load_weak=lambda kind: NamedDrafts("Later"),
+                         drafts_dir=tmp_path / "eval" / "drafts")
+    assert later.aligned_drafts([0, 1, 2]) == {0: "Resumed.\nAnswer: C", 1: "Resumed.\nAnswer: C", 2: "Later.\nAnswer: C"}
+    assert len((tmp_path / "eval" / "drafts" / "aligned.jsonl").read_text().splitlines()) == 3

@@ -41,33 +41,53 @@ def _stage_id(stage_dir: Path) -> str:
     return done_fingerprint(stage_dir) or "absent"
 
 
+def _weak_identity(cfg: RunConfig, rd: RunDir) -> tuple:
+    weak = (cfg.weak.model, cfg.weak.gguf_file, cfg.weak.adapter, cfg.weak.max_new_tokens, _stage_id(rd.sft))
+    if cfg.weak.temperature > 0:  # sampled drafts (greedy ones, the default, keep the older fingerprints)
+        weak += ((cfg.weak.temperature, cfg.weak.top_p, cfg.seed),)
+    return weak
+
+
+def _aligned_id(rd: RunDir) -> str:
+    aligned = rd.cowest_adapter()
+    return _stage_id(Path(aligned).parent) if aligned else "absent"
+
+
 def system_fingerprint(cfg: RunConfig, rd: RunDir, system: str) -> str:
     """What a system's predictions depend on (not n_eval, so a run can be extended)."""
     task = dataclasses.replace(cfg.task, n_eval=None, n_train=None)
     strong = strong_identity(cfg)
     if system == "strong":
         return fingerprint(task, strong)
-    weak = (cfg.weak.model, cfg.weak.gguf_file, cfg.weak.adapter, cfg.weak.max_new_tokens, _stage_id(rd.sft))
-    if cfg.weak.temperature > 0:  # sampled drafts (greedy ones, the default, keep the older fingerprints)
-        weak += ((cfg.weak.temperature, cfg.weak.top_p, cfg.seed),)
+    weak = _weak_identity(cfg, rd)
     if system in ("cowest", *GATED):
-        aligned = rd.cowest_adapter()
-        parts: tuple = (task, strong, weak, _stage_id(Path(aligned).parent) if aligned else "absent")
+        parts: tuple = (task, strong, weak, _aligned_id(rd))
         if system in GATED:
             parts += (gate_fingerprint(cfg, gate_model(cfg)),)
         return fingerprint(*parts)
     return fingerprint(task, strong, weak)
 
 
+def draft_fingerprint(cfg: RunConfig, rd: RunDir, kind: str) -> str:
+    """What the journaled drafts of model ``kind`` ("sft" | "aligned") depend on: no strong model in it."""
+    task = dataclasses.replace(cfg.task, n_eval=None, n_train=None)
+    parts: tuple = (task, _weak_identity(cfg, rd)) + ((_aligned_id(rd),) if kind == "aligned" else ())
+    return fingerprint("drafts", kind, *parts)
+
+
 def _check_predictions(cfg: RunConfig, rd: RunDir, systems: list[str], overwrite: bool) -> None:
-    """Claim each system's prediction file: rows made under another config are refused (or, with
-    ``overwrite``, dropped)."""
+    """Claim each system's prediction file, and each weak model's draft journal: rows made under another config
+    are refused (or, with ``overwrite``, dropped); drafts of another model are dropped and drawn again."""
     pred_dir = rd.eval / "predictions"
     for s in systems:
         claim(pred_dir / f"{s}.fingerprint", system_fingerprint(cfg, rd, s), overwrite=overwrite,
               clear=lambda s=s: (pred_dir / f"{s}.jsonl").unlink(missing_ok=True),
               refusal=f"predictions for system {s!r} in {pred_dir} were made with another config or model; "
                       "pass --overwrite to redo them")
+    drafts = rd.eval / "drafts"
+    for kind in ("sft", "aligned"):
+        claim(drafts / f"{kind}.fingerprint", draft_fingerprint(cfg, rd, kind), overwrite=True, refusal="",
+              clear=lambda k=kind: (drafts / f"{k}.jsonl").unlink(missing_ok=True))
 
 
 def summarise(task: Any, split: str, rows_by_system: dict[str, list[dict[str, Any]]], examples: list[Any]) -> dict[str, Any]:
@@ -176,6 +196,7 @@ def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: boo
     with open_strong(cfg, stage="eval") as client:
         load = weak_loader(cfg)
         runner = GatedRunner(cfg, task, examples, client, rd.eval, load_weak=load, demos=demos, gate_kind=kind,
+                             drafts_dir=rd.eval / "drafts",
                              gate=lambda: calibrate(cfg, load, kind, overwrite=overwrite))
         runner.prefetch(systems)
         for s in systems:

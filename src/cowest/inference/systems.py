@@ -10,7 +10,10 @@
 The gated systems ``routed`` and ``random_gate`` are in :mod:`cowest.inference.routed`.
 
 Rows are appended to ``eval/predictions/<system>.jsonl`` as they finish, so an interrupted eval resumes
-without repeating work; strong answers also sit in the SQLite cache.
+without repeating work; strong answers also sit in the SQLite cache. With ``drafts_dir`` each model's drafts
+are journaled there too (``sft.jsonl``, ``aligned.jsonl``) once drawn, so a resume that still owes strong
+answers sends the very drafts it drew before instead of drafting all questions again (minutes on a CPU,
+and a sampled or low-bit-different draft would be a new, paid request).
 """
 
 from __future__ import annotations
@@ -98,11 +101,13 @@ class SystemRunner:
         *,
         load_weak: Callable[[str], Any],  # "sft" | "aligned" -> WeakModel (or None if unavailable)
         demos: list[Example] | None = None,
+        drafts_dir: Path | None = None,  # the draft journal; the caller makes sure it holds this model's drafts
     ):
         self.cfg, self.task, self.examples, self.strong = cfg, task, examples, strong
         self.out_dir = Path(out_dir)
         self.load_weak = load_weak
         self.demos = demos or []
+        self.drafts_dir = Path(drafts_dir) if drafts_dir is not None else None
         self.fmt = cfg.task.format
         self._sft_drafts: Drafts | None = None
         self._aligned_texts: dict[int, str] = {}
@@ -143,25 +148,47 @@ class SystemRunner:
             [ChatRequest(messages=m) for m in messages], tag=system, desc=f"{system}: strong", on_result=done
         )
 
+    def _drafts(self, kind: str, idx: list[int], *, confidence: bool) -> dict[int, dict[str, Any]] | None:
+        """Model ``kind``'s drafts (text, answer, confidence) of ``self.examples[i]`` for i in ``idx``: read from
+        the journal where drawn before, the rest drawn now and journaled; None when there is no such model."""
+        journal = JsonlAppender(self.drafts_dir / f"{kind}.jsonl") if self.drafts_dir else None
+        have = {str(r["id"]): r for r in journal.rows} if journal else {}
+        try:
+            need = [i for i in idx if self.examples[i].id not in have]
+            if need:
+                wm = self.load_weak(kind)
+                if wm is None:
+                    return None
+                exs = [self.examples[i] for i in need]
+                d = weak_drafts(wm, self.task, exs, self.fmt, desc=f"weak ({kind.replace('sft', 'SFT')}) drafts",
+                                confidence=confidence, **self._sampling)
+                for ex, t, a, c in zip(exs, d.texts, d.answers, d.confidences):
+                    have[ex.id] = {"id": ex.id, "text": t, "answer": a, "confidence": c}
+                    if journal:
+                        journal.write(have[ex.id])
+        finally:
+            if journal:
+                journal.close()
+        return {i: have[self.examples[i].id] for i in idx}
+
     def sft_drafts(self) -> Drafts:
         if self._sft_drafts is None:
-            wm = self.load_weak("sft")
-            self._sft_drafts = weak_drafts(
-                wm, self.task, self.examples, self.fmt, desc="weak (SFT) drafts", confidence=True, **self._sampling
-            )
-            self._sft_weak = wm
+            got = self._drafts("sft", list(range(len(self.examples))), confidence=True)
+            if got is None:
+                raise ValueError("no weak model to draft with")
+            rows = [got[i] for i in range(len(self.examples))]
+            self._sft_drafts = Drafts([r["text"] for r in rows], [r["answer"] for r in rows],
+                                      [r["confidence"] for r in rows])
         return self._sft_drafts
 
     def aligned_drafts(self, idx: list[int]) -> dict[int, str] | None:
         """The aligned model's drafts of ``self.examples[i]`` for i in ``idx`` (drafted once); None without one."""
         need = [i for i in idx if i not in self._aligned_texts]
         if need:
-            wm = self.load_weak("aligned")
-            if wm is None:
+            got = self._drafts("aligned", need, confidence=False)
+            if got is None:
                 return None
-            texts = weak_drafts(wm, self.task, [self.examples[i] for i in need], self.fmt,
-                                desc="weak (aligned) drafts", confidence=False, **self._sampling).texts
-            self._aligned_texts.update(zip(need, texts))
+            self._aligned_texts.update((i, r["text"]) for i, r in got.items())
         return {i: self._aligned_texts[i] for i in idx}
 
     def _pending(self, system: str) -> list[int]:
@@ -234,7 +261,7 @@ class SystemRunner:
         d = self.sft_drafts()
         demo_rows: list[tuple[Example, str | None, float | None]] = []
         if self.demos:
-            dd = weak_drafts(self._sft_weak, self.task, self.demos, self.fmt, desc="superICL demos", confidence=True,
+            dd = weak_drafts(self.load_weak("sft"), self.task, self.demos, self.fmt, desc="superICL demos", confidence=True,
                              **self._sampling)
             demo_rows = list(zip(self.demos, dd.answers, dd.confidences))
         todo = [self.examples[i] for i in todo_idx]
