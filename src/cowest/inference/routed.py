@@ -18,7 +18,7 @@ from typing import Any
 
 from cowest.inference import prompts
 from cowest.inference.gate import Gate, draft_scores
-from cowest.inference.systems import SystemRunner, weak_drafts
+from cowest.inference.systems import SystemRunner
 from cowest.io import JsonlAppender
 
 
@@ -58,9 +58,9 @@ class GatedRunner(SystemRunner):
             done = {str(r["id"]): r.get("weak_draft") for r in self.finished.get(partner(self.gate_kind), [])}
             if all(isinstance(done.get(ex.id), str) for ex in self.examples):
                 texts = [done[ex.id] for ex in self.examples]  # the very drafts the partner sent: cache hits
-            else:
-                texts = weak_drafts(wm, self.task, self.examples, self.fmt, desc=f"gate: {self.gate_kind} drafts",
-                                    confidence=False, **self._sampling).texts
+            else:  # the journaled drafts (the SFT journal keeps its confidences for the weak system's rows)
+                got = self._drafts(self.gate_kind, list(range(len(self.examples))), confidence=self.gate_kind == "sft")
+                texts = [got[i]["text"] for i in range(len(self.examples))]
             answers = [self.task.parse_answer(t, example=ex) for t, ex in zip(texts, self.examples)]
             msgs = [prompts.weak_messages(self.task, ex, self.fmt) for ex in self.examples]
             a = self.cfg.gate
