@@ -55,3 +55,34 @@ def test_run_all_runs_the_stages_the_systems_need(tmp_path, monkeypatch, extra, 
     assert set(summary["timings_s"]) == {"sft" if s == "sft" else s.replace("feedback", "feedback round ")
                                          .replace("align", "align round ").replace("validate", "validate round ") for s in expected}
     assert (cfg.run_dir / "timings.json").exists()
+
+
+def test_stage_times_add_up_over_a_killed_and_resumed_run(tmp_path, monkeypatch):
+    """timings.json is saved as each stage ends, and a resumed run adds its invocation's time to the earlier one's."""
+    import json
+    import time
+
+    from cowest.config import load_config
+    from cowest.eval import evaluate
+    from cowest.pipeline import run_all
+    from cowest.sft import train
+
+    def killed_eval(cfg, **kw):
+        time.sleep(0.2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "run_sft", lambda cfg, **kw: time.sleep(0.3))
+    monkeypatch.setattr(evaluate, "run_eval", killed_eval)
+    cfg = load_config(None, [f"output_dir={tmp_path}", "eval.systems=[strong,collab]"])
+    with pytest.raises(KeyboardInterrupt):
+        run_all(cfg, show=False)
+    first = json.loads((cfg.run_dir / "timings.json").read_text())
+    assert first["sft"] >= 0.3 and first["eval"] >= 0.2
+
+    monkeypatch.setattr(train, "run_sft", lambda cfg, **kw: None)  # done: skipped in no time
+    monkeypatch.setattr(evaluate, "run_eval", lambda cfg, **kw: time.sleep(0.2) or {"systems": {}})
+    summary = run_all(cfg, show=False)
+    assert summary["timings_s"]["sft"] == first["sft"]
+    assert summary["timings_s"]["eval"] >= first["eval"] + 0.2
+    assert json.loads((cfg.run_dir / "timings.json").read_text()) == summary["timings_s"]
+    assert run_all(cfg, overwrite=True, show=False)["timings_s"]["eval"] < first["eval"] + 0.2  # redone: counted anew

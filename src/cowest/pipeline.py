@@ -26,15 +26,20 @@ def run_all(cfg: RunConfig, *, overwrite: bool = False, show: bool = True) -> di
     from cowest.sft.train import run_sft
 
     rd = RunDir(cfg).create()
-    timings: dict[str, float] = {}
+    # Wall seconds per stage over every invocation, saved as each stage ends: a run killed and resumed
+    # (perhaps several times) reports what its stages took in all, not the last invocation's few seconds.
+    timings_path = rd.root / "timings.json"
+    timings: dict[str, float] = {} if overwrite else _read_timings(timings_path)
 
     def timed(name: str, fn: Any, *args: Any, **kw: Any) -> Any:
         t0 = time.perf_counter()
         _banner(name, show)
-        out = fn(*args, **kw)
-        timings[name] = round(time.perf_counter() - t0, 1)
-        release_memory()
-        return out
+        try:
+            return fn(*args, **kw)
+        finally:  # a stage cut short (Ctrl-C, an error) still counts the time it ran
+            timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - t0, 1)
+            write_json(timings_path, timings)
+            release_memory()
 
     gated = ("routed", "random_gate")  # the gate + CoWest: they need the aligned model as cowest does
     needs_weak_training = any(s in cfg.eval.systems for s in ("weak", "superICL", "collab", "cowest", *gated))
@@ -49,14 +54,23 @@ def run_all(cfg: RunConfig, *, overwrite: bool = False, show: bool = True) -> di
                 validation[f"round{r}"] = timed(f"validate round {r}", run_validation, cfg, r, overwrite=overwrite,
                                                 show=show)
     summary = timed("eval", run_eval, cfg, overwrite=overwrite, show=show)
-    write_json(rd.root / "timings.json", timings)
     summary["timings_s"] = timings
     summary["feedback"] = stats
     if validation:
         summary["validation"] = validation
     if show:
-        print("stage wall times (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
+        print("stage wall times, all invocations (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     return summary
+
+
+def _read_timings(path: Any) -> dict[str, float]:
+    import json
+
+    try:
+        got = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): float(v) for k, v in got.items()} if isinstance(got, dict) else {}
 
 
 def release_memory() -> int:
