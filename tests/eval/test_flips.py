@@ -123,3 +123,20 @@ def test_questions_are_paired_by_id_not_file_order():
     # a question only one side answered is left out of the vs-strong table
     partial = {"strong": rows["strong"][:8], "collab": rows["collab"]}
     assert flip_tables(TASK, "cot", partial, EXAMPLES)["systems"]["collab"]["vs_strong"]["n"] == 8
+
+
+def test_the_drafts_alone_compare_aligned_with_sft():
+    """With collab and cowest, the report compares their drafts with no strong call: alignment may improve the
+    draft while the strong model passes on little of it."""
+    rows = rows_by_system()
+    # the aligned drafts answer A (right) everywhere but q1; the SFT drafts are right on 5 of 10 (PATTERN)
+    rows["cowest"] = [_row("cowest", i, c, weak_draft=_draft("B" if i == 1 else "A"))
+                      for i, (_, c, _) in enumerate(PATTERN)]
+    out = flip_tables(TASK, "cot", rows, EXAMPLES)
+    d = out["drafts"]
+    assert (d["n"], d["aligned"], d["sft"]) == (10, 90.0, 50.0)
+    aligned = [float(i != 1) for i in range(10)]
+    sft = [float(w == "A") for _, _, w in PATTERN]
+    assert d["delta"] == pytest.approx(list(paired_bootstrap(aligned, sft)))
+    assert "aligned drafts 90.0% right against collab's SFT drafts 50.0%" in flips_markdown(out)
+    assert "drafts" not in flip_tables(TASK, "cot", rows_by_system(), EXAMPLES)  # no cowest: nothing to compare

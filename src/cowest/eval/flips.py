@@ -14,7 +14,8 @@ the net change (the system's primary score minus the reference's) gets a paired 
 smallest detectable difference.
 
 Pure functions over prediction rows (``eval/predictions/<system>.jsonl``, or ``cowest probe``'s rows):
-:func:`flip_tables` computes, :func:`flips_markdown` and :func:`print_flips` render.
+:func:`flip_tables` computes, :func:`flips_markdown` and :func:`print_flips` render. With both ``collab`` and
+``cowest``, the tables end with the drafts alone (:func:`draft_gain`: aligned vs SFT draft, no strong call).
 """
 
 from __future__ import annotations
@@ -119,7 +120,34 @@ def flip_tables(task: Any, fmt: str, rows_by_system: dict[str, Sequence[dict[str
                                          "not an answer, so there are no flips against it")
     for s in names:
         out["systems"][s] = system_flips(task, fmt, rows_by_system[s], strong or None, examples)
+    if fmt != "knowledge" and all(s in names for s in ("collab", "cowest")):
+        out["drafts"] = draft_gain(task, rows_by_system["collab"], rows_by_system["cowest"], examples)
     return out
+
+
+def draft_gain(task: Any, sft_rows: Sequence[dict[str, Any]], aligned_rows: Sequence[dict[str, Any]],
+               examples: Sequence[Any]) -> dict[str, Any]:
+    """The drafts alone, no strong call: cowest's aligned drafts against collab's SFT drafts (right = the
+    primary score equals 1), paired by question. Alignment can improve the draft itself while the strong
+    model's refinement passes on little of it; this tells the two apart."""
+    key = task.primary_item_key
+    sft, aligned = ({str(r["id"]): r for r in rows} for rows in (sft_rows, aligned_rows))
+    exs = [ex for ex in examples if ex.id in sft and ex.id in aligned]
+
+    def right(rows: dict[str, dict[str, Any]]) -> list[bool]:
+        return [float(task.item_scores(weak_answer(task, rows[ex.id], ex), ex).get(key, 0.0)) == 1.0 for ex in exs]
+
+    a, b = right(aligned), right(sft)
+    n = len(exs)
+    return {"n": n, "aligned": 100.0 * sum(a) / n if n else None, "sft": 100.0 * sum(b) / n if n else None,
+            **_paired(a, b)}
+
+
+def draft_line(d: dict[str, Any]) -> str:
+    if not d.get("n"):
+        return "no question with both drafts"
+    return (f"cowest's aligned drafts {d['aligned']:.1f}% right against collab's SFT drafts {d['sft']:.1f}% "
+            f"(n = {d['n']}); Δ {delta_cell(d)}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -178,6 +206,8 @@ def flips_markdown(flip: dict[str, Any] | None, *, level: str = "##") -> str:
             f"questions whose weak draft was wrong / right). Net = gains − losses; Δ = the system's primary "
             f"score minus the reference's in points, paired bootstrap CI, detectable Δ at 80% power. "
             f"{flip['right'][0].upper()}{flip['right'][1:]}.")
+    if flip.get("drafts"):
+        lines.append(f"- the drafts alone (no strong call): {draft_line(flip['drafts'])}")
     for k, v in (flip.get("notes") or {}).items():
         lines.append(f"- {k}: {v}")
     return "\n".join(lines) + "\n"
@@ -194,5 +224,7 @@ def print_flips(flip: dict[str, Any] | None, console: Any = None) -> None:
         head, rows = flip_rows(flip, side)
         if rows:
             print_rich(title, head, rows, console=console)
+    if flip.get("drafts"):
+        console.print(f"the drafts alone (no strong call): {draft_line(flip['drafts'])}")
     for k, v in (flip.get("notes") or {}).items():
         console.print(f"[yellow]{k}[/yellow]: {v}")
