@@ -41,6 +41,10 @@ def _stage_id(stage_dir: Path) -> str:
     return done_fingerprint(stage_dir) or "absent"
 
 
+def _task_identity(cfg: RunConfig) -> Any:
+    return dataclasses.replace(cfg.task, n_eval=None, n_train=None)  # not the sizes: a run can be extended
+
+
 def _weak_identity(cfg: RunConfig, rd: RunDir) -> tuple:
     weak = (cfg.weak.model, cfg.weak.gguf_file, cfg.weak.adapter, cfg.weak.max_new_tokens, _stage_id(rd.sft))
     if cfg.weak.temperature > 0:  # sampled drafts (greedy ones, the default, keep the older fingerprints)
@@ -55,7 +59,7 @@ def _aligned_id(rd: RunDir) -> str:
 
 def system_fingerprint(cfg: RunConfig, rd: RunDir, system: str) -> str:
     """What a system's predictions depend on (not n_eval, so a run can be extended)."""
-    task = dataclasses.replace(cfg.task, n_eval=None, n_train=None)
+    task = _task_identity(cfg)
     strong = strong_identity(cfg)
     if system == "strong":
         return fingerprint(task, strong)
@@ -70,8 +74,7 @@ def system_fingerprint(cfg: RunConfig, rd: RunDir, system: str) -> str:
 
 def draft_fingerprint(cfg: RunConfig, rd: RunDir, kind: str) -> str:
     """What the journaled drafts of model ``kind`` ("sft" | "aligned") depend on: no strong model in it."""
-    task = dataclasses.replace(cfg.task, n_eval=None, n_train=None)
-    parts: tuple = (task, _weak_identity(cfg, rd)) + ((_aligned_id(rd),) if kind == "aligned" else ())
+    parts: tuple = (_task_identity(cfg), _weak_identity(cfg, rd)) + ((_aligned_id(rd),) if kind == "aligned" else ())
     return fingerprint("drafts", kind, *parts)
 
 

@@ -47,6 +47,11 @@ def weak_answer(task: Any, row: dict[str, Any], example: Any) -> str | None:
     return task.parse_answer(draft, example=example) if draft else None
 
 
+def answer_right(task: Any, answer: str | None, example: Any) -> bool:
+    """Whether a draft's ``answer`` is right: its per-item primary score equals 1 (None, unparsed, is wrong)."""
+    return float(task.item_scores(answer, example).get(task.primary_item_key, 0.0)) == 1.0
+
+
 def rate(k: int, n: int) -> list[float] | None:
     ci = wilson(k, n)
     return list(ci) if ci is not None else None
@@ -94,7 +99,7 @@ def system_flips(task: Any, fmt: str, rows: Sequence[dict[str, Any]], strong_row
     if fmt != "knowledge":
         exs = [ex for ex in examples if ex.id in mine]
         answers = [weak_answer(task, mine[ex.id], ex) for ex in exs]
-        weak_right = [float(task.item_scores(a, ex).get(key, 0.0)) == 1.0 for a, ex in zip(answers, exs)]
+        weak_right = [answer_right(task, a, ex) for a, ex in zip(answers, exs)]
         table = flips([is_right(mine[ex.id], key) for ex in exs], weak_right,
                       gain="corrected", loss="corrupted", ref_name="weak")
         table["weak_unparsed"] = sum(a is None for a in answers)
@@ -130,12 +135,11 @@ def draft_gain(task: Any, sft_rows: Sequence[dict[str, Any]], aligned_rows: Sequ
     """The drafts alone, no strong call: cowest's aligned drafts against collab's SFT drafts (right = the
     primary score equals 1), paired by question. Alignment can improve the draft itself while the strong
     model's refinement passes on little of it; this tells the two apart."""
-    key = task.primary_item_key
     sft, aligned = ({str(r["id"]): r for r in rows} for rows in (sft_rows, aligned_rows))
     exs = [ex for ex in examples if ex.id in sft and ex.id in aligned]
 
     def right(rows: dict[str, dict[str, Any]]) -> list[bool]:
-        return [float(task.item_scores(weak_answer(task, rows[ex.id], ex), ex).get(key, 0.0)) == 1.0 for ex in exs]
+        return [answer_right(task, weak_answer(task, rows[ex.id], ex), ex) for ex in exs]
 
     a, b = right(aligned), right(sft)
     n = len(exs)
