@@ -15,13 +15,14 @@ from cowest.config import WeakConfig
 from cowest.models.batch_server import Engine, Job, Server, cut_at_stop, make_handler
 from cowest.models.continuous import BadRequest, ContinuousEngine
 from cowest.models.weak import WeakModel
+from support.tiny import TEST_DEVICE
 
 pytest.importorskip("transformers.generation.continuous_batching")
 
 
 @pytest.fixture(scope="module")
 def wm(tiny_model_dir) -> WeakModel:
-    return WeakModel.load(WeakConfig(model=str(tiny_model_dir), dtype="float32", device="cpu"))
+    return WeakModel.load(WeakConfig(model=str(tiny_model_dir), dtype="float32", device=TEST_DEVICE))
 
 
 def _prompt(i: int) -> list[dict[str, str]]:
@@ -167,6 +168,9 @@ def test_a_request_whose_client_leaves_is_dropped_not_finished(wm):
     import socket
 
     logs: list[str] = []
+    # 5 ms a step: 400 tokens outlast the handler's 1 s poll on any machine (unslowed, a fast CPU or a GPU finished
+    # them before the poll saw the client leave)
+    slow = wm.model.register_forward_pre_hook(lambda module, args: time.sleep(0.005))
     eng = _engine(wm, log=logs.append)
     srv = Server(("127.0.0.1", 0), make_handler(eng, "tiny"))
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -187,6 +191,7 @@ def test_a_request_whose_client_leaves_is_dropped_not_finished(wm):
         assert status == 200 and _health(url)["answered"] == 1  # the engine goes on serving
         assert ok["choices"][0]["message"]["content"] == wm.complete([_prompt(2)], max_new_tokens=8)[0].text
     finally:
+        slow.remove()
         srv.shutdown()
         srv.server_close()
         eng.stop()
