@@ -128,7 +128,9 @@ def load_causal_lm(path: str, *, gguf_file: str | None = None, dtype: Any = None
     """A trainable causal LM. A GGUF-loaded model cannot be trained or saved, so it is rebuilt plain."""
     from transformers import AutoModelForCausalLM
 
-    kw: dict[str, Any] = {}
+    from cowest.models.hub_kernels import hub_kernels_kwargs
+
+    kw: dict[str, Any] = hub_kernels_kwargs()  # else transformers 5 fetches kernel code from the Hub on a GPU
     if dtype is not None:
         kw["dtype"] = dtype
     if quantization_config is not None:
@@ -137,7 +139,7 @@ def load_causal_lm(path: str, *, gguf_file: str | None = None, dtype: Any = None
         kw["device_map"] = device_map
     try:
         if gguf_file:
-            g = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file)
+            g = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, **hub_kernels_kwargs())
             model = AutoModelForCausalLM.from_config(g.config, **({"dtype": dtype} if dtype is not None else {}))
             model.load_state_dict(g.state_dict())
             model.generation_config = g.generation_config

@@ -21,6 +21,7 @@ from cowest.errors import ModelError
 from cowest.models.cpu import cpu_has_native_bf16  # noqa: F401 - resolve_dtype's check (tests patch it here)
 # dense_head_input is looked up here when a model is wrapped (bench/profile_memory.py patches it here)
 from cowest.models.decoding import common_prefix_len, decode, dense_head_input, eos_ids, forward_names
+from cowest.models.hub_kernels import hub_kernels_kwargs
 
 Prompt = Messages | str  # a str is taken as already formatted text
 
@@ -80,7 +81,7 @@ class WeakModel:
         try:
             tok = AutoTokenizer.from_pretrained(path, padding_side="left", **extra)
             model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=merge_dtype(dtype, merging=bool(adapters) and merge), **extra
+                path, dtype=merge_dtype(dtype, merging=bool(adapters) and merge), **extra, **hub_kernels_kwargs()
             )
         except Exception as e:  # noqa: BLE001 - hub/IO/parse failures all mean "cannot load this model"
             raise ModelError(f"cannot load weak model {path}: {_first_line(e)}") from None
