@@ -58,9 +58,9 @@ def _files(path):
 def _logits(model, tok, text="Support ticket: my Palo-9 arrived late.\nAnswer: B"):
     import torch
 
-    ids = tok(text, return_tensors="pt").input_ids
+    ids = tok(text, return_tensors="pt").input_ids.to(model.device)  # the eval loader puts a model on the GPU if any
     with torch.no_grad():
-        return model(input_ids=ids).logits
+        return model(input_ids=ids).logits.cpu()
 
 
 def test_dpo_trains_a_fresh_lora_against_the_sft_reference(tmp_path, tiny_model_dir):
@@ -235,7 +235,8 @@ def _chosen_logprob(cfg):
         p_ids = tok(prompt, add_special_tokens=False).input_ids
         ids = tok(prompt + f"The owner decides.\nAnswer: {ex.gold[0]}", add_special_tokens=False).input_ids
         with torch.no_grad():
-            logp = model(input_ids=torch.tensor([ids])).logits[0, :-1].log_softmax(-1)
+            logits = model(input_ids=torch.tensor([ids], device=model.device)).logits
+        logp = logits[0, :-1].float().cpu().log_softmax(-1)
         picked = logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])][len(p_ids) - 1:]
         total, count = total + picked.sum().item(), count + picked.numel()
     return total / count

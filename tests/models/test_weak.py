@@ -9,6 +9,7 @@ import pytest
 from cowest.config import WeakConfig
 from cowest.errors import ModelError
 from cowest.models.weak import WeakModel, resolve_dtype
+from support.tiny import TEST_DEVICE
 
 QUESTIONS = [
     "Is it safe?",
@@ -25,7 +26,8 @@ def msgs(q: str) -> list[dict[str, str]]:
 
 def cfg_for(path, **kw) -> WeakConfig:
     # fp32: these tests compare batched against one-by-one outputs exactly
-    return WeakConfig(model=str(path), device="cpu", **{"batch_size": 2, "max_new_tokens": 8, "dtype": "float32", **kw})
+    defaults = {"device": TEST_DEVICE, "batch_size": 2, "max_new_tokens": 8, "dtype": "float32"}
+    return WeakConfig(model=str(path), **{**defaults, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def wm(tiny_model_dir) -> WeakModel:
 def first_logits(model, tokenizer, text):
     import torch
 
-    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(model.device)
     with torch.inference_mode():
         return model(input_ids=ids).logits[0, -1]
 
@@ -46,7 +48,7 @@ def test_load_defaults(wm):
 
     assert wm.tokenizer.padding_side == "left"
     assert wm.tokenizer.pad_token is not None
-    assert wm.device.type == "cpu" and wm.model.dtype == torch.float32
+    assert wm.device.type == TEST_DEVICE.split(":")[0] and wm.model.dtype == torch.float32
     assert not wm.model.training
 
 
@@ -136,7 +138,7 @@ def whole_candidate_probs(wm, prompt, cands):
     for c in cands:
         cont = wm.tokenizer(c, add_special_tokens=False)["input_ids"]
         with torch.inference_mode():
-            logp = torch.log_softmax(wm.model(input_ids=torch.tensor([ctx + cont])).logits[0], -1)
+            logp = torch.log_softmax(wm.model(input_ids=torch.tensor([ctx + cont], device=wm.device)).logits[0], -1)
         scores.append(sum(logp[len(ctx) - 1 + k, t].item() for k, t in enumerate(cont)))
     return torch.softmax(torch.tensor(scores, dtype=torch.float64), 0).tolist()
 
@@ -236,7 +238,7 @@ def test_continuation_logprobs_match_choice_scoring(tiny_model_dir):
         head = wm.tokenizer(wm.format_prompt(m), add_special_tokens=False)["input_ids"]
         head += wm.tokenizer(pre, add_special_tokens=False)["input_ids"]
         tail = wm.tokenizer(cont, add_special_tokens=False)["input_ids"]
-        ids = torch.tensor([head + tail])
+        ids = torch.tensor([head + tail], device=wm.device)
         with torch.no_grad():
             logp = torch.log_softmax(wm.model(ids).logits.float(), -1)[0]
         want = sum(logp[len(head) - 1 + i, t].item() for i, t in enumerate(tail))
@@ -277,7 +279,9 @@ def test_merged_model_does_not_copy_the_output_layer_per_row(tiny_model_dir, fro
     the output weight expanded over the batch, which bf16 bmm copied: one (vocab x hidden) copy per row."""
     import torch
 
-    wm = WeakModel.load(cfg_for(tiny_model_dir, dtype="bfloat16", batch_size=8), adapter=frozen_adapter, merge=merge)
+    # CPU: the profiler below reads CPU allocations (the case of bench/RESULTS.md 5b)
+    wm = WeakModel.load(cfg_for(tiny_model_dir, dtype="bfloat16", batch_size=8, device="cpu"), adapter=frozen_adapter,
+                        merge=merge)
     head = wm.model.get_output_embeddings()
     assert not any(p.requires_grad for p in wm.model.parameters())  # the trigger: PEFT froze the weights
     vocab, hidden = head.weight.shape
@@ -297,7 +301,7 @@ def test_merged_model_does_not_copy_the_output_layer_per_row(tiny_model_dir, fro
     # the hook changes the memory, not the numbers; and wrapping the same model again adds no second hook
     again = WeakModel(wm.model, wm.tokenizer, wm.cfg)
     assert len(again.model.get_output_embeddings()._forward_pre_hooks) == 1
-    ids = torch.tensor([batch[0][2]])
+    ids = torch.tensor([batch[0][2]], device=wm.device)
     with torch.inference_mode():
         hidden_states = wm.model(input_ids=ids, output_hidden_states=True).hidden_states[-1]
         want = torch.nn.functional.linear(hidden_states[:, -3:].contiguous(), head.weight)

@@ -46,8 +46,10 @@ def sft_args(model_dir: Path, out: Path, batch: int) -> list[str]:
 
 
 def env() -> dict[str, str]:
-    # one thread per process: the same arithmetic in every run, and no oversubscription on small machines
-    return {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # one thread per process: the same arithmetic in every run, and no oversubscription on small machines; no GPU, so
+    # the two processes are two CPU ranks (gloo) also on a machine with one GPU
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false",
+            "CUDA_VISIBLE_DEVICES": ""}
 
 
 def files(root: Path) -> list[str]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cowest.models.offline import cache_root
 
 TINY_SEED = 1234
+# The device of the tests that pin one: cpu, unless a GPU check sets it (bench/gpu_check.sh sets cuda).
+TEST_DEVICE = os.environ.get("COWEST_TEST_DEVICE", "cpu")
 # A ChatML-like template: enough for apply_chat_template(add_generation_prompt=True) to work.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
