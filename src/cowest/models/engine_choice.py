@@ -14,7 +14,8 @@ def engine_decision(flags: frozenset[str], *, llama_cpp_installed: bool, logprob
     answered 2.6-3.8x its calls/s in bf16 and 1.9-3.4x in int8 (matmuls on the AMX tiles; llama.cpp's AMX kernels
     stay off), at 2.1x the memory in bf16 or 1.4x in int8 (``strong.local.dtype=int8``), and its answers agreed less
     with llama.cpp's in int8 (bench/RESULTS.md, "On an Intel Xeon with AMX", "int8 linears" and "Where the batch
-    engine's time goes"); ``why`` says so there, for the user to choose."""
+    engine's time goes"); on Zen 4 (avx512_bf16) 1.6x in bf16 and 0.9x in int8 ("The strong engines on Zen 4");
+    ``why`` says so on both, for the user to choose."""
     if not llama_cpp_installed:
         return "batch", "llama-cpp-python is not installed (the [local] extra)"
     if logprobs:
@@ -22,7 +23,10 @@ def engine_decision(flags: frozenset[str], *, llama_cpp_installed: bool, logprob
     if "amx_bf16" in flags:
         return "llama.cpp", ("installed; on this AMX CPU strong.local.engine=batch answers 2.6-3.8x the calls/s at 2.1x "
                              "the memory (1.4x with strong.local.dtype=int8), with answers that vary run to run")
-    return "llama.cpp", "installed; the batch engine was no faster on CPUs without AMX"
+    if "avx512_bf16" in flags:
+        return "llama.cpp", ("installed; on this bf16 CPU strong.local.engine=batch answered 1.6x the calls/s on "
+                             "feedback prompts (Zen 4) at 2.1x the memory, with answers that vary run to run")
+    return "llama.cpp", "installed; the batch engine runs fp32 on CPUs without native bf16, not measured faster"
 
 
 def resolve_engine(engine: str, *, logprobs: bool = False) -> str:
