@@ -20,7 +20,8 @@ Scales (2-core CPU, no GPU):
 - ``default``: 128 / 64 / 32 (K=4): 44 min for medmcqa (measured, bench/RESULTS.md); ifqa's longer passages
   should take about twice its small run, well under the 2 h limit per task.
 - ``large``: 256 / 200 / 128 (K=4), 10% held out of DPO, validation on 128: the issue-13 scale for MedMCQA and
-  ProsocialDialog, estimated ~1.5-2 h each on 2 cores (their prompts are shorter than IfQA's).
+  ProsocialDialog. MedMCQA took 41 min on a 2-core Zen 4 with ``strong.local.engine=batch`` and without SuperICL
+  (bench/RESULTS.md); estimated ~1.5-2 h with llama.cpp on a Zen 3.
 - ``session``: 128 / 300 / 128 (K=4), validation on 100, no SuperICL: powered's eval size, sized for machines whose run
   outputs may not outlive a session (~3 h on a 2-core Zen 3, extrapolated, bench/RESULTS.md).
 - ``powered``: 256 / 300 / 256 (K=4), 10% of the feedback questions held out of DPO: enough eval questions to
