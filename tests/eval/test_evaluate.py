@@ -66,6 +66,10 @@ def test_eval_all_systems_then_resume_without_new_calls(tmp_path, tiny_model_dir
             assert flips[s]["vs_weak"]["corrected"] == sum(gold[i] == ["B"] and weak[i] != "B" for i in weak)
             assert flips[s]["vs_weak"]["corrupted"] == sum(gold[i] != ["B"] and weak[i] == gold[i][0] for i in weak)
         assert "Correction analytics" in (cfg.run_dir / "eval" / "report.md").read_text()
+        # the scripted strong model answers B to everything: the label table names the collapse
+        labels = json.loads((cfg.run_dir / "eval" / "metrics.json").read_text())["labels"]
+        assert labels["systems"]["collab"] == {"B": 6} and "collab's answers: B on 6 of 6" in labels["collapsed"]
+        assert "## Answers per label" in (cfg.run_dir / "eval" / "report.md").read_text()
 
         # a second run reads finished rows and the cache: no new requests, no duplicate lines
         summary2 = run_eval(cfg, show=False)

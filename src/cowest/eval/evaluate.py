@@ -19,6 +19,7 @@ from typing import Any
 from cowest.config import RunConfig
 from cowest.errors import ConfigError, DataError
 from cowest.eval.flips import flip_tables
+from cowest.eval.labels import label_table
 from cowest.eval.report import print_table, write_report
 from cowest.stats import min_detectable_difference, paired_bootstrap
 from cowest.eval import routing
@@ -225,6 +226,7 @@ def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: boo
     summary["notes"] = notes
     summary["usage"] = by_tag
     summary["flips"] = flip_tables(task, cfg.task.format, rows, examples)
+    summary["labels"] = label_table(task, rows, examples)
     if "routed" in rows:
         ids = [ex.id for ex in examples if all(ex.id in {str(r["id"]) for r in rs} for rs in rows.values())]
         summary["routing"] = routing.analyse(rows, ids, task.primary_item_key, partner=partner(kind), gate=load_gate(cfg),

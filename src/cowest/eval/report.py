@@ -7,6 +7,7 @@ from typing import Any
 
 from cowest.eval import routing
 from cowest.eval.flips import flips_markdown, print_flips
+from cowest.eval.labels import labels_markdown
 from cowest.eval.tables import print_rich
 from cowest.io import write_json, write_text
 
@@ -73,13 +74,16 @@ def markdown_table(summary: dict[str, Any]) -> str:
     for k, v in (summary.get("notes") or {}).items():
         lines.append(f"- {k}: {v}")
     flips = flips_markdown(summary.get("flips"))
-    return "\n".join(lines) + "\n" + ("\n" + flips if flips else "")
+    labels = labels_markdown(summary.get("labels"))
+    return "\n".join(lines) + "\n" + ("\n" + flips if flips else "") + ("\n" + labels if labels else "")
 
 
 def print_table(summary: dict[str, Any]) -> None:
     head, rows = _rows(summary)
     console = print_rich(f"{summary['task']} ({summary['split']}, n={summary['n']})", head, rows, summary.get("notes"))
     print_flips(summary.get("flips"), console)
+    for c in (summary.get("labels") or {}).get("collapsed", []):
+        console.print(f"collapsed onto one label: {c} (compare macro-F1; report.md, 'Answers per label')")
     if summary.get("routing"):
         console.print(routing.one_line(summary["routing"]))
 
