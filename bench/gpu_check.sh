@@ -19,7 +19,9 @@ TESTS=(tests/models/test_weak.py tests/models/test_hub_kernels.py tests/models/t
        tests/cli/test_calibrate.py)
 
 if [ "${1:-}" = "--wheels" ]; then
-  grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+  exclude=$(git rev-parse --git-path info/exclude)  # a fresh checkout may have no .git/info yet
+  mkdir -p "$(dirname "$exclude")"
+  grep -qx '/.whl/' "$exclude" 2>/dev/null || echo '/.whl/' >> "$exclude"
   rm -rf .whl && mkdir -p .whl
   pins=()
   for p in transformers trl peft accelerate datasets tokenizers huggingface_hub kernels openai httpx2 httpcore2 truststore tomlkit click anyio hf_xet \
