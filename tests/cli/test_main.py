@@ -81,3 +81,32 @@ def test_missing_extra_ignores_required_modules():
 
     assert missing_extra(ModuleNotFoundError("x", name="vllm.lora"), "eval").endswith("pip install 'cowest[vllm]'")
     assert missing_extra(ModuleNotFoundError("x", name="torch"), "eval") is None
+
+
+def test_a_finished_command_ends_the_process_group(tmp_path, monkeypatch):
+    # a rank left to tear its gloo group down at interpreter exit died with SIGABRT after a finished
+    # `accelerate launch` run (CI, 2026-12-04); main() ends the group itself once the command has succeeded
+    import torch.distributed as dist
+
+    from cowest.cli import main as cli
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        monkeypatch.setattr(cli, "_register", lambda: None)
+        monkeypatch.setattr(cli, "app", lambda **kw: None)
+        cli.main(["env"])
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_without_a_process_group_main_does_not_start_one(monkeypatch):
+    import torch.distributed as dist
+
+    from cowest.cli import main as cli
+
+    monkeypatch.setattr(cli, "_register", lambda: None)
+    monkeypatch.setattr(cli, "app", lambda **kw: None)
+    cli.main(["env"])
+    assert not dist.is_initialized()

@@ -97,11 +97,26 @@ def _command(argv: list[str] | None) -> str:
     return next((a for a in args if not a.startswith("-")), "")
 
 
+def end_distributed() -> None:
+    """Under ``accelerate launch``: wait for every rank, then tear the process group down before exit.
+
+    A rank that returned early (only rank 0 writes metrics and plots) and left the group to interpreter
+    teardown died with SIGABRT ("terminate called without an active exception") in gloo's destructor, so the
+    launch failed after a finished run. Only on success: after an error the other ranks may never arrive.
+    """
+    dist = sys.modules.get("torch.distributed")  # not imported: no group to end (and no torch import for it)
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> None:
     _register()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("COWEST_DEBUG") == "1"
     try:
         app(args=argv, standalone_mode=False)
+        end_distributed()
     except CowestError as e:
         if debug:
             raise
