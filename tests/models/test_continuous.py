@@ -203,3 +203,42 @@ def test_the_static_loop_skips_a_request_whose_client_left_before_it_started(wm)
     static.cancel(gone)
     static.run([gone, kept], 0.0, 1.0, 4)
     assert kept.future.done() and not gone.future.done()
+
+
+def test_log_prob_requests_go_to_the_static_loop_and_equal_a_full_forward_pass(wm):
+    import torch
+
+    eng = _engine(wm)
+    try:
+        got = eng.submit(_job(1, 10, logprobs=True, top_logprobs=3)).result(60)
+        plain = eng.submit(_job(1, 10)).result(60)
+    finally:
+        eng.stop()
+    assert eng.done == 1  # only the plain request went through the continuous manager
+    assert (got["text"], got["completion_tokens"]) == (plain["text"], plain["completion_tokens"])
+    assert plain["logprobs"] is None
+    lps = got["logprobs"]
+    kept = got["completion_tokens"] - (got["finish_reason"] == "stop")  # the end-of-sequence token is not returned
+    assert len(lps) == kept and "".join(t["token"] for t in lps) == got["text"]
+    # the same numbers from one forward pass over prompt + answer (teacher forcing)
+    prompt = wm._encode_prompts([_prompt(1)])[0]
+    answer = wm.tokenizer(got["text"], add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logits = wm.model(torch.tensor([prompt + answer], device=wm.device)).logits[0].float()
+    logp = torch.log_softmax(logits[len(prompt) - 1: len(prompt) - 1 + len(answer)], dim=-1)
+    want = logp.gather(1, torch.tensor(answer, device=logp.device)[:, None]).squeeze(1).tolist()
+    assert [t["logprob"] for t in lps] == pytest.approx(want, abs=1e-4)
+    for t, row in zip(lps, logp):
+        vals, idx = row.topk(3)
+        assert [v for _, v in t["top"]] == pytest.approx(vals.tolist(), abs=1e-4)
+        assert [s for s, _ in t["top"]] == [wm.tokenizer.decode([i]) for i in idx.tolist()]
+        assert t["logprob"] == pytest.approx(t["top"][0][1], abs=1e-5)  # greedy: the chosen token is the top one
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"top_logprobs": 3}, "top_logprobs needs logprobs"),
+    ({"logprobs": True, "top_logprobs": 21}, "between 0 and 20"),
+])
+def test_bad_log_prob_settings_are_refused(body, message):
+    with pytest.raises(BadRequest, match=message):
+        _job(0, 4, **body)

@@ -67,13 +67,6 @@ def test_a_gguf_that_cannot_be_converted_is_a_model_error(tmp_path, fake_gguf, m
     assert not any((tmp_path / "cache" / "models").glob("*"))  # nothing half-made is left
 
 
-def test_the_batch_engine_refuses_a_stage_that_needs_log_probs(tmp_path, fake_gguf):
-    cfg = StrongConfig(local=LocalServerConfig(gguf=str(fake_gguf), engine="batch"))
-    with pytest.raises(ModelError, match="no token log-probs.*strong.local.engine=llama.cpp"):
-        with strong_endpoint(cfg, tmp_path, logprobs=True):
-            pass
-
-
 def test_no_gguf_yields_cfg_unchanged(tmp_path):
     cfg = StrongConfig(base_url="https://api.example.invalid/v1")
     with strong_endpoint(cfg, tmp_path) as out:
@@ -278,6 +271,12 @@ def test_real_batch_server_answers_many_requests_in_one_batch(tmp_path, monkeypa
             # each request alone gets the answer it got inside the batch of 8
             alone = [client.chat_batch([ChatRequest(r.messages, sample_index=1)], tag="local")[0] for r in reqs]
             assert [a.text for a in alone] == [r.text for r in res]
+            # token log-probs (the likelihood evaluator's input), greedy: the chosen token is the top alternative
+            ask = [ChatRequest([{"role": "user", "content": "Reply with one letter: A, B, C or D."}], top_logprobs=5)]
+            (lp,) = client.chat_batch(ask, tag="local")
+            assert lp.logprobs and "".join(t["token"] for t in lp.logprobs) == lp.text
+            assert all(len(t["top"]) == 5 and sum(math.exp(v) for _, v in t["top"]) <= 1.001 for t in lp.logprobs)
+            assert all(t["logprob"] == pytest.approx(t["top"][0][1], abs=1e-5) for t in lp.logprobs)
             # bad input is a 400, not retried; the message names the limit
             with pytest.raises(StrongAPIError, match="exceed the context of 512 tokens"):
                 client.chat_batch([ChatRequest([{"role": "user", "content": "word " * 600}])], tag="local")

@@ -4,14 +4,14 @@
         [--batching continuous|static] [--kv-tokens 16384]
 
 Speaks the part of the OpenAI chat API that cowest uses (``GET /v1/models``, ``POST /v1/chat/completions``
-with temperature, top_p, max_tokens and stop; no streaming), over the standard library's HTTP server. On CPUs
+with temperature, top_p, max_tokens, stop, logprobs and top_logprobs; no streaming), over the standard library's HTTP server. On CPUs
 the weights are bf16 where the CPU computes bf16 natively, packed once for oneDNN (:mod:`cowest.models.packed`),
 so that a batch of 32 costs little more per step than one request.
 
 Two schedulers. ``continuous`` (default): greedy requests go to :mod:`cowest.models.continuous` (transformers'
 continuous batching manager): a request joins the running batch in the next step, a finished row leaves at once,
 prompt pages shared by several requests are computed once, and the KV cache is a fixed pool of ``--kv-tokens``
-token slots. ``static`` (and, under ``continuous``, requests with temperature > 0): handler threads queue their
+token slots. ``static`` (and, under ``continuous``, requests with temperature > 0 or log-probs): handler threads queue their
 request; one engine thread takes everything queued (up to ``--max-batch``), groups it by sampling settings and
 runs each group through :meth:`WeakModel.complete`, the project's batched decode loop; the batch returns when its
 longest answer ends. Each batch or request is logged: tokens, seconds.
@@ -35,6 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from cowest.models.continuous import BadRequest
+from cowest.models.token_logprobs import MAX_TOP_LOGPROBS, cut_to_text, openai_logprobs
 
 
 class Job:
@@ -54,6 +55,12 @@ class Job:
         self.stop = [stop] if isinstance(stop, str) else [str(s) for s in (stop or [])]
         if self.max_tokens < 1 or not 0 <= self.temperature <= 2 or not 0 < self.top_p <= 1:
             raise BadRequest("need max_tokens >= 1, 0 <= temperature <= 2 and 0 < top_p <= 1")
+        # OpenAI's logprobs (bool) and top_logprobs (0-20 alternatives per token, needs logprobs)
+        self.top_logprobs: int | None = int(body.get("top_logprobs") or 0) if body.get("logprobs") else None
+        if body.get("top_logprobs") and not body.get("logprobs"):
+            raise BadRequest("top_logprobs needs logprobs: true")
+        if self.top_logprobs is not None and not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise BadRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
         self.future: Future = Future()
         self.rid: str | None = None  # the continuous engine's request id
         self.cancelled = False  # its client left: not started yet, it is skipped; running, it runs on (static)
@@ -61,7 +68,8 @@ class Job:
     @property
     def group(self) -> tuple:
         # One batch decodes with one setting. Greedy requests share one whatever their top_p.
-        return (0.0, 1.0, self.max_tokens) if self.temperature == 0 else (self.temperature, self.top_p, self.max_tokens)
+        sampling = (0.0, 1.0) if self.temperature == 0 else (self.temperature, self.top_p)
+        return (*sampling, self.max_tokens, self.top_logprobs)
 
 
 class Engine:
@@ -99,10 +107,11 @@ class Engine:
             groups: dict[tuple, list[Job]] = {}
             for job in batch:
                 groups.setdefault(job.group, []).append(job)
-            for (temperature, top_p, max_tokens), jobs in groups.items():
-                self.run(jobs, temperature, top_p, max_tokens)
+            for (temperature, top_p, max_tokens, top_logprobs), jobs in groups.items():
+                self.run(jobs, temperature, top_p, max_tokens, top_logprobs)
 
-    def run(self, jobs: list[Job], temperature: float, top_p: float, max_tokens: int) -> None:
+    def run(self, jobs: list[Job], temperature: float, top_p: float, max_tokens: int,
+            top_logprobs: int | None = None) -> None:
         t0 = time.perf_counter()
         fits = []
         for j in jobs:  # tokenized here, in the model's thread (one tokenizer is not shared across threads)
@@ -119,7 +128,7 @@ class Engine:
             return
         try:
             done = self.model.complete([j.messages for j in jobs], temperature=temperature, top_p=top_p,
-                                       max_new_tokens=max_tokens, seed=self.batches)
+                                       max_new_tokens=max_tokens, seed=self.batches, top_logprobs=top_logprobs)
         except Exception as e:  # noqa: BLE001 - every waiting request gets the error (HTTP 500), the server goes on
             for j in jobs:
                 j.future.set_exception(RuntimeError(f"{type(e).__name__}: {e}"))
@@ -137,13 +146,15 @@ class Engine:
 
 def cut_at_stop(c: Any, stop: list[str]) -> dict[str, Any]:
     """The completion, cut before the first of the request's stop strings (tokens after it are still counted:
-    they were generated)."""
+    they were generated; their log-probs are not returned)."""
     text, reason = c.text, c.finish_reason
+    logprobs = getattr(c, "logprobs", None)
     cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
     if cuts:
         text, reason = text[: min(cuts)], "stop"
+        logprobs = logprobs and cut_to_text(logprobs, len(text))
     return {"text": text, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
-            "finish_reason": reason}
+            "finish_reason": reason, "logprobs": logprobs}
 
 
 def make_handler(engine: Any, served_name: str) -> type:
@@ -203,7 +214,7 @@ def make_handler(engine: Any, served_name: str) -> type:
                 "id": f"chatcmpl-cowest-{time.monotonic_ns()}", "object": "chat.completion", "created": int(time.time()),
                 "model": served_name,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": res["finish_reason"]}],
+                             "logprobs": openai_logprobs(res.get("logprobs")), "finish_reason": res["finish_reason"]}],
                 "usage": {"prompt_tokens": res["prompt_tokens"], "completion_tokens": res["completion_tokens"],
                           "total_tokens": res["prompt_tokens"] + res["completion_tokens"]},
             })

@@ -14,8 +14,8 @@ slots = 470 MB), at most ``max_rows`` requests in one step and ``chunk_tokens`` 
 step. A request whose prompt plus ``max_tokens`` could never fit the pool is refused (HTTP 400).
 
 Greedy only: the manager decodes with one sampling setting, and the strong side asks at temperature 0
-(``strong.temperature``). Requests with temperature > 0 go to the static loop (``fallback``), which shares the
-weights. At temperature 0 the answers are the one-at-a-time answers up to rounding: in bf16 the paged attention
+(``strong.temperature``). Requests with temperature > 0, or asking for token log-probs (the manager keeps only the
+chosen token's, no alternatives), go to the static loop (``fallback``), which shares the weights. At temperature 0 the answers are the one-at-a-time answers up to rounding: in bf16 the paged attention
 and the varying batch shapes change low bits of the logits, so an argmax near a tie can differ (bench/RESULTS.md).
 """
 
@@ -101,9 +101,9 @@ class ContinuousEngine:
     # ------------------------------------------------------------------ requests
 
     def submit(self, job: Any) -> Future:
-        if job.temperature > 0:
+        if job.temperature > 0 or getattr(job, "top_logprobs", None) is not None:  # the manager returns no top-k
             if self.fallback is None:
-                raise BadRequest("this server answers temperature 0 only")
+                raise BadRequest("this server answers temperature 0 without log-probs only")
             return self.fallback.submit(job)
         if self.error:
             raise RuntimeError(f"the continuous batching engine stopped: {self.error}")

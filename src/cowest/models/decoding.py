@@ -11,7 +11,7 @@ torch/transformers are imported inside functions so that importing this module s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 
 def forward_names(model: Any) -> tuple[str, str | None] | None:
@@ -41,10 +41,11 @@ def eos_ids(model: Any, tokenizer: Any) -> list[int]:
 
 def decode(model: Any, input_ids: Any, mask: Any, *, names: tuple[str, str | None], eos: list[int], pad: int, n: int,
            temperature: float, top_p: float, max_new_tokens: int, generator: Any, compact: int = 8,
-           prealloc: bool = True) -> list[list[int]]:
+           prealloc: bool = True, on_step: Callable[[Any, int, Any, Any], None] | None = None) -> list[list[int]]:
     """Token ids of ``n`` continuations per left-padded row (prompt-major), pad after EOS. ``compact``: drop
     finished rows once they are >= 1/compact of the batch; ``prealloc``: room for the new tokens in the KV
-    cache up front (no whole-cache copy per step)."""
+    cache up front (no whole-cache copy per step); ``on_step(rows, t, tokens, logits)``: called with each step's
+    original row indices, step, chosen tokens and float logits (token log-probs for an OpenAI-style server)."""
     import torch
 
     cache_kw, keep_kw = names
@@ -72,6 +73,8 @@ def decode(model: Any, input_ids: Any, mask: Any, *, names: tuple[str, str | Non
         for t in range(max_new_tokens):
             tok = _pick(logits, temperature, top_p, generator).masked_fill(done, pad)
             tokens[alive, t] = tok
+            if on_step is not None:
+                on_step(alive, t, tok, logits)
             done |= torch.isin(tok, eos_t)
             if t + 1 == max_new_tokens or bool(done.all()):
                 break

@@ -8,9 +8,9 @@ from __future__ import annotations
 import importlib.util
 
 
-def engine_decision(flags: frozenset[str], *, llama_cpp_installed: bool, logprobs: bool = False) -> tuple[str, str]:
-    """(engine, why) for ``strong.local.engine=auto``: llama.cpp wherever it is installed. Only its server returns
-    token log-probs, its answers repeat run to run, and it needs the least memory. On a CPU with AMX the batch engine
+def engine_decision(flags: frozenset[str], *, llama_cpp_installed: bool) -> tuple[str, str]:
+    """(engine, why) for ``strong.local.engine=auto``: llama.cpp wherever it is installed. Its answers repeat run
+    to run, and it needs the least memory. On a CPU with AMX the batch engine
     answered 2.6-3.8x its calls/s in bf16 and 1.9-3.4x in int8 (matmuls on the AMX tiles; llama.cpp's AMX kernels
     stay off), at 2.1x the memory in bf16 or 1.4x in int8 (``strong.local.dtype=int8``), and its answers agreed less
     with llama.cpp's in int8 (bench/RESULTS.md, "On an Intel Xeon with AMX", "int8 linears" and "Where the batch
@@ -18,8 +18,6 @@ def engine_decision(flags: frozenset[str], *, llama_cpp_installed: bool, logprob
     ``why`` says so on both, for the user to choose."""
     if not llama_cpp_installed:
         return "batch", "llama-cpp-python is not installed (the [local] extra)"
-    if logprobs:
-        return "llama.cpp", "the stage reads token log-probs, which only llama.cpp's server returns"
     if "amx_bf16" in flags:
         return "llama.cpp", ("installed; on this AMX CPU strong.local.engine=batch answers 2.6-3.8x the calls/s at 2.1x "
                              "the memory (1.4x with strong.local.dtype=int8), with answers that vary run to run")
@@ -29,11 +27,10 @@ def engine_decision(flags: frozenset[str], *, llama_cpp_installed: bool, logprob
     return "llama.cpp", "installed; the batch engine runs fp32 on CPUs without native bf16, not measured faster"
 
 
-def resolve_engine(engine: str, *, logprobs: bool = False) -> str:
+def resolve_engine(engine: str) -> str:
     """The engine ``strong.local.engine`` names; ``auto``: see :func:`engine_decision`."""
     if engine != "auto":
         return engine
     from cowest.models.cpu import cpu_flags
 
-    return engine_decision(cpu_flags(), llama_cpp_installed=importlib.util.find_spec("llama_cpp") is not None,
-                           logprobs=logprobs)[0]
+    return engine_decision(cpu_flags(), llama_cpp_installed=importlib.util.find_spec("llama_cpp") is not None)[0]

@@ -332,10 +332,7 @@ def make_server(local: Any, log_dir: str | Path, *, logprobs: bool = False) -> M
     log-probs (the likelihood evaluator)."""
     from cowest.models.offline import cache_root, resolve_strong_gguf
 
-    engine = resolve_engine(local.engine, logprobs=logprobs)
-    if engine == "batch" and logprobs:
-        raise ModelError("strong.local.engine=batch returns no token log-probs, which this stage needs (the likelihood "
-                         "evaluator): set strong.local.engine=llama.cpp or auto")
+    engine = resolve_engine(local.engine)
     common = dict(host=local.host, port=local.port, startup_timeout_s=local.startup_timeout_s)
     if engine == "llama.cpp":
         check_llama_cpp()  # before a possibly long GGUF assembly

@@ -31,6 +31,7 @@ class Completion(NamedTuple):
     prompt_tokens: int
     completion_tokens: int  # generated tokens, the end-of-sequence token included
     finish_reason: str  # "stop" (end of sequence) | "length" (max_new_tokens reached)
+    logprobs: list[dict[str, Any]] | None = None  # per kept token {"token", "logprob", "top"}, when asked
 
 
 class WeakModel:
@@ -121,17 +122,8 @@ class WeakModel:
 
     # ------------------------------------------------------------------ generation
 
-    def generate(
-        self,
-        prompts: list[Messages],
-        *,
-        n: int = 1,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        max_new_tokens: int | None = None,
-        seed: int = 0,
-        desc: str = "weak",
-    ) -> list[list[str]]:
+    def generate(self, prompts: list[Messages], *, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
+                 max_new_tokens: int | None = None, seed: int = 0, desc: str = "weak") -> list[list[str]]:
         """``n`` completions per prompt (greedy when ``temperature`` is 0), in prompt order."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
@@ -149,18 +141,27 @@ class WeakModel:
         return results
 
     def complete(self, prompts: list[Prompt], *, temperature: float = 0.0, top_p: float = 1.0,
-                 max_new_tokens: int, seed: int = 0, progress: bool = False) -> list[Completion]:
-        """One completion per prompt with its token counts (what an OpenAI-style server reports)."""
+                 max_new_tokens: int, seed: int = 0, progress: bool = False,
+                 top_logprobs: int | None = None) -> list[Completion]:
+        """One completion per prompt with its token counts (what an OpenAI-style server reports); with
+        ``top_logprobs`` (0-20) also each kept token's log-prob and its ``top_logprobs`` most likely alternatives."""
+        from cowest.models.token_logprobs import StepLogprobs
+
         ids = self._encode_prompts(prompts)
         gen_kwargs = self._gen_kwargs(1, temperature, top_p, max_new_tokens)
         eos = set(self._eos_ids())
+        rec = None if top_logprobs is None else StepLogprobs(top_logprobs)
         out: list[Completion | None] = [None] * len(prompts)
-        for batch, rows in self._generate_rows(ids, gen_kwargs, seed=seed, desc="complete", progress=progress):
-            for i, row in zip(batch, rows):
+        for batch, rows in self._generate_rows(ids, gen_kwargs, seed=seed, desc="complete", progress=progress,
+                                               on_step=rec):
+            for r, (i, row) in enumerate(zip(batch, rows)):
                 end = next((k for k, t in enumerate(row) if t in eos), None)
                 kept = row if end is None else row[:end]
                 out[i] = Completion(self.tokenizer.decode(kept, skip_special_tokens=True), len(ids[i]),
-                                    len(kept) + (end is not None), "length" if end is None else "stop")
+                                    len(kept) + (end is not None), "length" if end is None else "stop",
+                                    None if rec is None else rec.tokens(r, len(kept), self.tokenizer))
+            if rec is not None:
+                rec.steps.clear()
         return out  # type: ignore[return-value]
 
     def _gen_kwargs(self, rows_per_prompt: int, temperature: float, top_p: float,
@@ -176,12 +177,15 @@ class WeakModel:
         return kw
 
     def _generate_rows(self, ids: list[list[int]], gen_kwargs: dict[str, Any], *, seed: int, desc: str,
-                       progress: bool = True) -> Any:
-        """(prompt indices, generated token rows) per batch; ``num_return_sequences`` rows per prompt."""
+                       progress: bool = True, on_step: Any = None) -> Any:
+        """(prompt indices, generated token rows) per batch; ``num_return_sequences`` rows per prompt;
+        ``on_step``: the decode loop's per-step callback (see :func:`decode`), own decode loop only."""
         import torch
         from tqdm.auto import tqdm
 
         fast = self._forward_names() is not None
+        if on_step is not None and not fast:
+            raise ModelError(f"{type(self.model).__name__} has no cache-aware forward: no token log-probs from it")
         per, new = gen_kwargs["num_return_sequences"], gen_kwargs["max_new_tokens"]
         sample = bool(gen_kwargs["do_sample"])
         with tqdm(total=len(ids), desc=desc, unit="prompt", dynamic_ncols=True, disable=not progress) as bar:
@@ -190,7 +194,8 @@ class WeakModel:
                     gen = torch.Generator(device=self.device).manual_seed(seed + b)
                     rows = self._decode([ids[i] for i in batch], n=per,
                                         temperature=gen_kwargs["temperature"] if sample else 0.0,
-                                        top_p=gen_kwargs["top_p"] if sample else 1.0, max_new_tokens=new, generator=gen)
+                                        top_p=gen_kwargs["top_p"] if sample else 1.0, max_new_tokens=new, generator=gen,
+                                        on_step=on_step)
                 else:
                     input_ids, mask = self._pad_left([ids[i] for i in batch], self.tokenizer.pad_token_id)
                     torch.manual_seed(seed + b)
@@ -215,13 +220,13 @@ class WeakModel:
         return eos_ids(self.model, self.tokenizer)
 
     def _decode(self, seqs: list[list[int]], *, n: int, temperature: float, top_p: float, max_new_tokens: int,
-                generator: Any) -> list[list[int]]:
+                generator: Any, on_step: Any = None) -> list[list[int]]:
         """Token ids of ``n`` continuations per sequence (prompt-major), pad after EOS."""
         input_ids, mask = self._pad_left(seqs, self.tokenizer.pad_token_id)
         return decode(self.model, input_ids, mask, names=self._forward_names(), eos=self._eos_ids(),
                       pad=self.tokenizer.pad_token_id, n=n, temperature=temperature, top_p=top_p,
                       max_new_tokens=max_new_tokens, generator=generator, compact=self._COMPACT,
-                      prealloc=self._PREALLOC)
+                      prealloc=self._PREALLOC, on_step=on_step)
 
     def _batches(self, lengths: list[int], *, rows_per_prompt: int = 1, new_tokens: int = 0) -> list[list[int]]:
         """Indices per forward/decode call: at most ``weak.batch_size`` sequences, and at most
@@ -252,9 +257,7 @@ class WeakModel:
 
     # ------------------------------------------------------------------ scoring
 
-    def choice_probs(
-        self, prompts: list[Messages], candidates: list[list[str]] | list[str]
-    ) -> list[list[float]]:
+    def choice_probs(self, prompts: list[Messages], candidates: list[list[str]] | list[str]) -> list[list[float]]:
         """Per prompt, a softmax over candidates of log p(candidate | formatted prompt).
 
         ``candidates`` is one list per prompt, or a single list shared by all prompts.
