@@ -133,6 +133,15 @@ def test_feedback_end_to_end(tmp_path, tiny_model_dir, sft_run):
         cfg2 = _cfg(tmp_path, tiny_model_dir, srv2.base_url)
         assert run_feedback(cfg2, 1)["pairs"] == stats["pairs"]
         assert srv2.requests_total == 0
+    assert sum(stats["pair_labels"]["chosen"].values()) == len(pairs) == sum(stats["pair_labels"]["rejected"].values())
+    # another pairing rule re-derives the pairs from the records: no request either
+    with OpenAITestServer(responder) as srv3:
+        cfg3 = _cfg(tmp_path, tiny_model_dir, srv3.base_url, "fb", "feedback.pairing=label_balanced")
+        balanced = run_feedback(cfg3, 1)
+        assert srv3.requests_total == 0
+    assert balanced["pairing"]["rule"] == "label_balanced" and balanced["pairs"] <= stats["pairs"]
+    assert read_jsonl(stage / "pairs.jsonl") == json.loads(json.dumps(
+        make_pairs(records, "label_balanced", 0.0, 4, None, cfg.seed)))
 
 
 def _q(pair):

@@ -1,6 +1,8 @@
 import pytest
 
-from cowest.feedback.pairs import make_pairs, outcomes, pair_signal, question_pairs
+from cowest.errors import ConfigError
+from cowest.feedback.pairs import (balance_labels, check_pairing, make_pairs, outcomes, pair_labels, pair_signal,
+                                   question_pairs)
 
 PROMPT = [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
 
@@ -109,3 +111,37 @@ def test_as_well_keeps_only_pairs_whose_drafts_answer_alike():
     assert question_pairs(r, "as_well") == ([], "answers_differ")
     with pytest.raises(ValueError, match="draft_scores|own scores"):
         question_pairs(rec("q2", ["a", "b"], [1.0, 0.0]), "as_well")
+
+
+def labelled(qid, drafts_deltas_labels):
+    drafts, deltas, answers = zip(*drafts_deltas_labels)
+    return {**rec(qid, list(drafts), list(deltas)), "draft_answers": list(answers)}
+
+
+def test_label_balanced_pairs_prefer_no_label_overall():
+    records = [
+        # three questions whose pairs prefer "caution" over "intervention", one the other way round
+        labelled("q1", [("c1", 1.0, "caution"), ("i1", -1.0, "intervention")]),
+        labelled("q2", [("c2", 1.0, "caution"), ("i2", 0.0, "intervention")]),
+        labelled("q3", [("c3", 0.5, "caution"), ("i3", 0.0, "intervention")]),
+        labelled("q4", [("i4", 1.0, "intervention"), ("c4", 0.0, "caution")]),
+        # same label on both sides, and an unreadable rejected draft: no label preference, kept
+        labelled("q5", [("c5a", 1.0, "caution"), ("c5b", 0.0, "caution"), ("junk", -1.0, None)]),
+    ]
+    every = make_pairs(records, "all", 0.0, None)
+    assert pair_labels(records, every)["chosen"] == {"caution": 5, "intervention": 1}
+    kept = make_pairs(records, "label_balanced", 0.0, None)
+    assert set(texts(kept)) == {("c1", "i1"), ("i4", "c4"), ("c5a", "c5b"), ("c5a", "junk")}  # q1: largest margin
+    counts = pair_labels(records, kept)
+    assert counts["chosen"] == {"caution": 3, "intervention": 1}
+    assert counts["rejected"] == {"intervention": 1, "caution": 2, "None": 1}
+    # no direction is preferred over its reverse once the same-label and unreadable pairs are set aside
+    assert balance_labels(records, kept) == kept
+    assert balance_labels(records[:3], make_pairs(records[:3], "all", 0.0, None)) == []  # one direction only
+
+
+def test_label_balanced_needs_a_task_with_labels():
+    check_pairing("label_balanced", ("A", "B", "C", "D"))
+    check_pairing("all", None)
+    with pytest.raises(ConfigError, match="free-form.*all, best_worst or as_well"):
+        check_pairing("label_balanced", None)

@@ -220,6 +220,7 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
     from tqdm.auto import tqdm
 
     from cowest.feedback.evaluators import check_evaluator, make_evaluator, needs_logprobs
+    from cowest.feedback.pairs import check_pairing
     from cowest.tasks.splits import extra_train_examples, train_examples
 
     rd = RunDir(cfg)
@@ -232,6 +233,7 @@ def run_feedback(cfg: RunConfig, round_: int = 1, *, overwrite: bool = False, we
     t0 = time.perf_counter()
     task, examples = train_examples(cfg)
     check_evaluator(cfg.feedback.evaluator, task, cfg.feedback.metric, examples[0] if examples else None)
+    check_pairing(cfg.feedback.pairing, task.labels)
     # Feedback costs 1 + K strong calls per question: a subset of the SFT questions may be enough.
     # Extra questions come after them, so the chunks (and their seeded drafts) of the SFT questions stay the same.
     examples = subsample(examples, cfg.feedback.max_questions, cfg.seed + round_) + extra_train_examples(cfg)
@@ -314,7 +316,7 @@ class _maybe_open:
 def finish_feedback(cfg: RunConfig, round_: int, records: list[dict[str, Any]], *, usage: dict[str, Any],
                     resumed: int = 0, wall_s: float = 0.0) -> dict[str, Any]:
     """Pairs and stats from the records (no model calls)."""
-    from cowest.feedback.pairs import make_pairs, outcomes, pair_signal, save_pairs
+    from cowest.feedback.pairs import make_pairs, outcomes, pair_labels, pair_signal, save_pairs
 
     fb = cfg.feedback
     stage = RunDir(cfg).feedback(round_)
@@ -347,6 +349,7 @@ def finish_feedback(cfg: RunConfig, round_: int, records: list[dict[str, Any]], 
         "strong_usage": usage,
         **evaluator_figures(records, present, len(pairs), usage),
         "pair_signal": pair_signal(records, pairs),
+        "pair_labels": pair_labels(records, pairs),
         "wall_s": round(wall_s, 1),
     }
     write_json(stage / "feedback_stats.json", stats)
