@@ -205,24 +205,44 @@ def test_the_static_loop_skips_a_request_whose_client_left_before_it_started(wm)
     assert kept.future.done() and not gone.future.done()
 
 
-def test_log_prob_requests_go_to_the_static_loop_and_equal_a_full_forward_pass(wm):
-    import torch
+@pytest.mark.parametrize("where", ["continuous", "static"])
+def test_token_log_probs_equal_a_full_forward_pass(wm, where, monkeypatch):
+    """Both schedulers: the continuous manager's steps (recorded, rows matched to requests) and the static loop's
+    (the fallback, where the manager's internals are not as expected)."""
+    if where == "static":
+        from cowest.models import continuous
 
+        monkeypatch.setattr(continuous, "attach_logprobs", lambda *a: False)
     eng = _engine(wm)
     try:
-        got = eng.submit(_job(1, 10, logprobs=True, top_logprobs=3)).result(60)
-        plain = eng.submit(_job(1, 10)).result(60)
+        # several at once, of different lengths and with a plain request among them: rows must not mix up
+        futures = [eng.submit(_job(i, 10, logprobs=True, top_logprobs=3)) for i in range(3)]
+        plain_f = eng.submit(_job(1, 10))
+        answers, plain = [f.result(60) for f in futures], plain_f.result(60)
     finally:
         eng.stop()
-    assert eng.done == 1  # only the plain request went through the continuous manager
-    assert (got["text"], got["completion_tokens"]) == (plain["text"], plain["completion_tokens"])
+    assert eng.done == (4 if where == "continuous" else 1) and eng.logprobs_here == (where == "continuous")
+    assert not eng.logprobs.steps and not eng.want_logprobs  # nothing left behind
+    assert (answers[1]["text"], answers[1]["completion_tokens"]) == (plain["text"], plain["completion_tokens"])
     assert plain["logprobs"] is None
+    for i, r in enumerate(answers):
+        alone = wm.complete([_prompt(i)], max_new_tokens=10)[0].text
+        assert r["text"] == alone
+        _check_against_teacher_forcing(wm, _prompt(i), r)
+
+
+def _check_against_teacher_forcing(wm, prompt_messages, got):
+    """The answer's log-probs and top 3 equal those of one forward pass over prompt + answer."""
+    import torch
+
     lps = got["logprobs"]
     kept = got["completion_tokens"] - (got["finish_reason"] == "stop")  # the end-of-sequence token is not returned
     assert len(lps) == kept and "".join(t["token"] for t in lps) == got["text"]
-    # the same numbers from one forward pass over prompt + answer (teacher forcing)
-    prompt = wm._encode_prompts([_prompt(1)])[0]
-    answer = wm.tokenizer(got["text"], add_special_tokens=False)["input_ids"]
+    prompt = wm._encode_prompts([prompt_messages])[0]
+    # the greedy answer's token ids (its text may tokenize otherwise: the tiny model's weights are random)
+    row = wm._decode([prompt], n=1, temperature=0.0, top_p=1.0, max_new_tokens=len(lps), generator=None)[0]
+    answer = row[:kept]
+    assert wm.tokenizer.decode(answer, skip_special_tokens=True) == got["text"]
     with torch.inference_mode():
         logits = wm.model(torch.tensor([prompt + answer], device=wm.device)).logits[0].float()
     logp = torch.log_softmax(logits[len(prompt) - 1: len(prompt) - 1 + len(answer)], dim=-1)

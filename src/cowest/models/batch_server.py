@@ -11,7 +11,7 @@ so that a batch of 32 costs little more per step than one request.
 Two schedulers. ``continuous`` (default): greedy requests go to :mod:`cowest.models.continuous` (transformers'
 continuous batching manager): a request joins the running batch in the next step, a finished row leaves at once,
 prompt pages shared by several requests are computed once, and the KV cache is a fixed pool of ``--kv-tokens``
-token slots. ``static`` (and, under ``continuous``, requests with temperature > 0 or log-probs): handler threads queue their
+token slots. ``static`` (and, under ``continuous``, requests with temperature > 0): handler threads queue their
 request; one engine thread takes everything queued (up to ``--max-batch``), groups it by sampling settings and
 runs each group through :meth:`WeakModel.complete`, the project's batched decode loop; the batch returns when its
 longest answer ends. Each batch or request is logged: tokens, seconds.

@@ -14,8 +14,9 @@ slots = 470 MB), at most ``max_rows`` requests in one step and ``chunk_tokens`` 
 step. A request whose prompt plus ``max_tokens`` could never fit the pool is refused (HTTP 400).
 
 Greedy only: the manager decodes with one sampling setting, and the strong side asks at temperature 0
-(``strong.temperature``). Requests with temperature > 0, or asking for token log-probs (the manager keeps only the
-chosen token's, no alternatives), go to the static loop (``fallback``), which shares the weights. At temperature 0 the answers are the one-at-a-time answers up to rounding: in bf16 the paged attention
+(``strong.temperature``). Requests with temperature > 0 go to the static loop (``fallback``), which shares the
+weights. Token log-probs with their alternatives are recorded from the manager's steps
+(:mod:`cowest.models.continuous_logprobs`); where its internals differ, those requests go to the static loop too. At temperature 0 the answers are the one-at-a-time answers up to rounding: in bf16 the paged attention
 and the varying batch shapes change low bits of the logits, so an argmax near a tie can differ (bench/RESULTS.md).
 """
 
@@ -29,6 +30,9 @@ import threading
 import time
 from concurrent.futures import Future
 from typing import Any, Callable
+
+from cowest.models.continuous_logprobs import attach as attach_logprobs
+from cowest.models.token_logprobs import MAX_TOP_LOGPROBS, StepLogprobs
 
 
 class BadRequest(ValueError):
@@ -61,6 +65,10 @@ class ContinuousEngine:
         self.manager: Any = None
         self.error: str | None = None
         self.stopping = False
+        # token log-probs for the requests that ask (``continuous_logprobs``), keyed by request id
+        self.logprobs = StepLogprobs(MAX_TOP_LOGPROBS)
+        self.want_logprobs: set[str] = set()  # running requests that asked for them: the steps compute them then
+        self.logprobs_here = False  # False: such requests go to the static loop
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -78,6 +86,7 @@ class ContinuousEngine:
         _PrefixHits(self).attach()
         with torch.inference_mode():  # the manager's thread runs in the caller's inference mode
             self.manager = self.wm.model.init_continuous_batching(generation_config=gc, continuous_batching_config=cbc)
+            self.logprobs_here = attach_logprobs(self.manager, self.logprobs, lambda: bool(self.want_logprobs))
             self.manager.start()
         threading.Thread(target=self._collect, name="cowest-continuous-results", daemon=True).start()
         return self
@@ -101,9 +110,11 @@ class ContinuousEngine:
     # ------------------------------------------------------------------ requests
 
     def submit(self, job: Any) -> Future:
-        if job.temperature > 0 or getattr(job, "top_logprobs", None) is not None:  # the manager returns no top-k
+        wants = getattr(job, "top_logprobs", None) is not None
+        if job.temperature > 0 or (wants and not self.logprobs_here):
             if self.fallback is None:
-                raise BadRequest("this server answers temperature 0 without log-probs only")
+                raise BadRequest("this server answers temperature 0 only" + ("" if self.logprobs_here else
+                                                                              ", without log-probs"))
             return self.fallback.submit(job)
         if self.error:
             raise RuntimeError(f"the continuous batching engine stopped: {self.error}")
@@ -118,6 +129,8 @@ class ContinuousEngine:
                                  f"budget of {self.kv_tokens} tokens (--kv-tokens)")
             rid = job.rid = f"r{next(self.ids)}"
             self.pending[rid] = (job, time.perf_counter(), len(ids))
+            if wants:
+                self.want_logprobs.add(rid)
         if self.manager.add_request(ids, request_id=rid, max_new_tokens=job.max_tokens, eos_token_id=self.eos) is None:
             with self.lock:
                 self.pending.pop(rid, None)
@@ -134,6 +147,8 @@ class ContinuousEngine:
         with self.lock:
             entry = self.pending.pop(rid, None)
             self.reused.pop(rid, None)
+            self.want_logprobs.discard(rid)
+            self.logprobs.steps.pop(rid, None)
         if entry is None:  # already answered
             return
         self.manager.cancel_request(rid)
@@ -165,18 +180,22 @@ class ContinuousEngine:
                 continue
             with self.lock:
                 job, t0, n_prompt = self.pending.pop(out.request_id, (None, 0.0, 0))
-                text = None
+                self.want_logprobs.discard(out.request_id)
+                text = lps = None
                 if job is not None and out.error is None:
                     toks = list(out.generated_tokens)
                     end = next((k for k, t in enumerate(toks) if t in self.eos), None)
                     kept = toks if end is None else toks[:end]
                     text = self.wm.tokenizer.decode(kept, skip_special_tokens=True)
+                    if getattr(job, "top_logprobs", None) is not None:
+                        lps = self.logprobs.tokens(out.request_id, len(kept), self.wm.tokenizer, k=job.top_logprobs)
+                self.logprobs.steps.pop(out.request_id, None)
             if job is None:
                 continue
             if out.error is not None:
                 job.future.set_exception(RuntimeError(f"generation failed: {out.error}"))
                 continue
-            c = Completion(text, n_prompt, len(kept) + (end is not None), "length" if end is None else "stop")
+            c = Completion(text, n_prompt, len(kept) + (end is not None), "length" if end is None else "stop", lps)
             self.done += 1
             self.generated += c.completion_tokens
             job.future.set_result(self.finish(c, job.stop))

@@ -21,36 +21,47 @@ MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 
 
 class StepLogprobs:
-    """``on_step`` recorder: per decode row, each step's chosen token, its log-prob and the top ``k``."""
+    """Per key (a decode row, or a request id), each step's chosen token, its log-prob and the top ``k``.
+
+    As ``decode``'s ``on_step`` it records under the rows' indices; :meth:`entries` + :meth:`add` let a caller that
+    knows which request each logits row belongs to record under request ids (:mod:`cowest.models.continuous`)."""
 
     def __init__(self, k: int):
         self.k = k
-        self.steps: dict[int, list[tuple[int, float, list[int], list[float]]]] = {}  # cleared per batch
+        self.steps: dict[Any, list[tuple[int, float, list[int], list[float]]]] = {}
         self.texts: dict[int, str] = {}  # token id -> its text
 
-    def __call__(self, rows: Any, t: int, tokens: Any, logits: Any) -> None:
+    def entries(self, tokens: Any, logits: Any) -> list[tuple[int, float, list[int], list[float]]]:
+        """(chosen token, its log-prob, top-k ids, top-k log-probs) per row of ``logits``."""
         import torch
 
-        logp = torch.log_softmax(logits, dim=-1)
-        chosen = logp.gather(1, tokens[:, None]).squeeze(1).tolist()
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        chosen = logp.gather(1, tokens[:, None].long()).squeeze(1).tolist()
         if self.k:
             vals, idx = logp.topk(self.k, dim=-1)
             top_ids, top_lps = idx.tolist(), vals.tolist()
         else:
             top_ids = top_lps = [[] for _ in chosen]
-        for r, tok, lp, ids, lps in zip(rows.tolist(), tokens.tolist(), chosen, top_ids, top_lps):
-            self.steps.setdefault(r, []).append((tok, lp, ids, lps))
+        return list(zip(tokens.tolist(), chosen, top_ids, top_lps))
 
-    def tokens(self, row: int, n: int, tokenizer: Any) -> list[dict[str, Any]]:
-        """The first ``n`` steps of decode row ``row`` as ``{"token", "logprob", "top"}`` (token texts decoded
-        one by one, as OpenAI's are)."""
+    def add(self, key: Any, entry: tuple[int, float, list[int], list[float]]) -> None:
+        self.steps.setdefault(key, []).append(entry)
+
+    def __call__(self, rows: Any, t: int, tokens: Any, logits: Any) -> None:
+        for r, entry in zip(rows.tolist(), self.entries(tokens, logits)):
+            self.add(r, entry)
+
+    def tokens(self, key: Any, n: int, tokenizer: Any, k: int | None = None) -> list[dict[str, Any]]:
+        """The first ``n`` steps under ``key`` as ``{"token", "logprob", "top"}`` with the top ``k`` (default: all
+        recorded) alternatives; token texts decoded one by one, as OpenAI's are."""
         def text(token_id: int) -> str:
             if token_id not in self.texts:
                 self.texts[token_id] = tokenizer.decode([token_id])
             return self.texts[token_id]
 
-        return [{"token": text(tok), "logprob": lp, "top": [[text(i), v] for i, v in zip(ids, lps)]}
-                for tok, lp, ids, lps in self.steps.get(row, [])[:n]]
+        k = self.k if k is None else k
+        return [{"token": text(tok), "logprob": lp, "top": [[text(i), v] for i, v in zip(ids[:k], lps[:k])]}
+                for tok, lp, ids, lps in self.steps.get(key, [])[:n]]
 
 
 def cut_to_text(logprobs: list[dict[str, Any]], n_chars: int) -> list[dict[str, Any]]:
