@@ -1,7 +1,7 @@
 """The local strong model's engines side by side on two real workloads (the strong-throughput issue, 11).
 
     python bench/strong_engines.py [--order llama.cpp,batch,batch,llama.cpp] [--inflight 1,8,32]
-        [--feedback 32] [--eval 16] [--single 4] [--batching continuous]
+        [--feedback 32] [--eval 16] [--single 4] [--batching continuous] [--top-logprobs 10]
 
 Workloads (temperature 0, cache off: every call paid; ``recipes/medmcqa_cpu.yaml``'s ``strong.max_tokens``):
 - ``feedback``: the feedback stage's strong+draft prompts (its questions from the MedMCQA train split, one draft
@@ -21,6 +21,9 @@ Reports per run calls/s and generated tok/s (wall clock, server start excluded),
 tree, polled every 0.2 s), the answers' agreement with the first llama.cpp run at temperature 0 and accuracy, then
 means per setting with ratios to llama.cpp and a paired bootstrap CI of accuracy (batch - llama.cpp) with the
 smallest detectable difference. Writes ``bench/out/strong_engines.json``. Needs ../shared/data/medmcqa.
+
+``--top-logprobs N``: every request asks for token log-probs with N alternatives (the likelihood evaluator's
+requests; llama.cpp then computes every token's logits); writes ``bench/out/strong_engines_logprobs.json``.
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, ROOT, md_table, now_utc  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "medmcqa_cpu.yaml"
+RESULT = OUT / "strong_engines.json"
 
 
-def feedback_workload(cfg, task, n: int):
+def feedback_workload(cfg, task, n: int, top_logprobs: int | None = None):
     """(examples, requests): n strong+draft requests, drafts cached in bench/out."""
     from cowest.inference.prompts import collab_messages, weak_messages
     from cowest.models.strong import ChatRequest
@@ -64,18 +68,18 @@ def feedback_workload(cfg, task, n: int):
         OUT.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(drafts, indent=1))
     return examples, [ChatRequest(collab_messages(task, ex, drafts[ex.id], cfg.task.format), temperature=0.0,
-                                  max_tokens=cfg.strong.max_tokens) for ex in examples]
+                                  max_tokens=cfg.strong.max_tokens, top_logprobs=top_logprobs) for ex in examples]
 
 
-def eval_workload(cfg, task, n: int):
+def eval_workload(cfg, task, n: int, top_logprobs: int | None = None):
     """(examples, requests): n strong-alone CoT requests on the eval split."""
     from cowest.inference.prompts import strong_alone_messages
     from cowest.models.strong import ChatRequest
     from cowest.tasks import subsample
 
     examples = subsample(task.load(cfg.task.eval_split), n, cfg.seed)
-    return examples, [ChatRequest(strong_alone_messages(task, ex), temperature=0.0, max_tokens=cfg.strong.max_tokens)
-                      for ex in examples]
+    return examples, [ChatRequest(strong_alone_messages(task, ex), temperature=0.0, max_tokens=cfg.strong.max_tokens,
+                                  top_logprobs=top_logprobs) for ex in examples]
 
 
 class PeakRSS:
@@ -128,7 +132,8 @@ def run_level(cfg, spec: str, workloads: dict, k: int, single: int, block: int) 
     local = dataclasses.replace(cfg.strong.local, engine=engine, parallel=k, dtype=dtype or cfg.strong.local.dtype,
                                 threads=int(threads) if threads else None, batching=batching or "continuous")
     runs = []
-    with make_server(local, OUT / "strong_engines_logs" / f"{block}-{spec}-x{k}") as srv:
+    logprobs = any(r.top_logprobs is not None for _, reqs in workloads.values() for r in reqs)
+    with make_server(local, OUT / "strong_engines_logs" / f"{block}-{spec}-x{k}", logprobs=logprobs) as srv:
         rss = PeakRSS(srv.proc.pid)
         for wname, (examples, reqs) in workloads.items():
             todo = reqs[:single] if single > 0 else reqs
@@ -139,6 +144,8 @@ def run_level(cfg, spec: str, workloads: dict, k: int, single: int, block: int) 
                 res = client.chat_batch(todo, tag="bench", desc=f"{spec} {wname} x{k}")
                 wall = time.perf_counter() - t
             gen = sum(r.completion_tokens for r in res)
+            if logprobs:  # every answer came with its tokens' log-probs
+                assert all(r.logprobs and "".join(t["token"] for t in r.logprobs).strip() == r.text.strip() for r in res)
             runs.append({"block": block, "engine": spec, "workload": wname, "inflight": k, "n": len(todo),
                          "wall_s": round(wall, 1), "calls_per_s": len(todo) / wall, "gen_tok_per_s": gen / wall,
                          "completion_tokens": gen, "prompt_tokens": sum(r.prompt_tokens for r in res),
@@ -160,9 +167,14 @@ def main() -> None:
     ap.add_argument("--feedback", type=int, default=32, help="feedback prompts (0: skip the workload)")
     ap.add_argument("--eval", type=int, default=16, help="strong-alone CoT prompts (0: skip the workload)")
     ap.add_argument("--single", type=int, default=4, help="prompts per workload at 1 in flight on the batch engine")
+    ap.add_argument("--top-logprobs", type=int, default=None, help="ask every request for token log-probs with this "
+                    "many alternatives (the likelihood evaluator's requests)")
     ap.add_argument("--report-only", action="store_true", help="the tables from bench/out/strong_engines.json "
                     "(e.g. of a run stopped after some blocks; the same workload sizes)")
     args = ap.parse_args()
+    global RESULT
+    if args.top_logprobs is not None:
+        RESULT = OUT / "strong_engines_logprobs.json"
     data = ROOT.parent / "shared" / "data" / "medmcqa"
     if not data.exists():
         print(f"skipped: {data} is absent (the MedMCQA workload needs it)")
@@ -174,11 +186,11 @@ def main() -> None:
     task = get_task(cfg.task)
     workloads = {}
     if args.feedback:
-        workloads["feedback"] = feedback_workload(cfg, task, args.feedback)
+        workloads["feedback"] = feedback_workload(cfg, task, args.feedback, args.top_logprobs)
     if args.eval:
-        workloads["eval"] = eval_workload(cfg, task, args.eval)
+        workloads["eval"] = eval_workload(cfg, task, args.eval, args.top_logprobs)
     if args.report_only:
-        report(json.loads((OUT / "strong_engines.json").read_text())["runs"], workloads, task, cfg)
+        report(json.loads(RESULT.read_text())["runs"], workloads, task, cfg)
         return
     levels = [int(x) for x in args.inflight.split(",")]
     runs, seen_batch = [], False
@@ -186,7 +198,7 @@ def main() -> None:
         is_batch = not spec.startswith("llama.cpp")
         runs += run_block(cfg, spec, workloads, levels, args.single if is_batch and not seen_batch else 0, b)
         seen_batch |= is_batch
-        (OUT / "strong_engines.json").write_text(json.dumps({"date": now_utc(), "partial": True, "runs": runs}))
+        RESULT.write_text(json.dumps({"date": now_utc(), "partial": True, "runs": runs}))
     report(runs, workloads, task, cfg)
 
 
@@ -237,7 +249,7 @@ def report(runs: list[dict], workloads: dict, task, cfg) -> None:
           "smallest detectable difference (80% power)\n")
     print(md_table(["workload", "engine", "in flight", "runs", "calls/s", "generated tok/s", "vs llama.cpp",
                     "server peak MB", "accuracy batch - llama.cpp", "same text, run 1 vs 2"], summary))
-    (OUT / "strong_engines.json").write_text(json.dumps({"date": now_utc(), "runs": runs, "summary": summary},
+    RESULT.write_text(json.dumps({"date": now_utc(), "runs": runs, "summary": summary},
                                                         indent=1))
 
 
