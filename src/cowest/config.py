@@ -205,7 +205,7 @@ class FeedbackConfig:
     judge_weight: float = 0.5  # weight of the judge score in `both` (metric weight = 1 - this)
     z_samples: int = 1  # draws of the strong model alone; Δ is against their mean
     z_temperature: float = 0.7  # used when z_samples > 1
-    pairing: str = "all"  # all | best_worst | as_well (drafts' answers score the same) | label_balanced (labels: see pairs)
+    pairing: str = "all"  # all | best_worst | as_well | label_balanced | ranked: see cowest.feedback.pairs
     min_margin: float = 0.0  # a pair needs Δ⁺ - Δ⁻ >= this
     max_pairs_per_question: int = 4
     max_pairs: int | None = None
@@ -216,7 +216,7 @@ class FeedbackConfig:
         _positive("feedback.z_samples", self.z_samples)
         _choice("feedback.evaluator", self.evaluator, ("metric", "judge", "both", "likelihood"))
         _choice("feedback.metric", self.metric, ("auto", "f1", "em", "accuracy"))
-        _choice("feedback.pairing", self.pairing, ("all", "best_worst", "as_well", "label_balanced"))
+        _choice("feedback.pairing", self.pairing, ("all", "best_worst", "as_well", "label_balanced", "ranked"))
 
 
 @dataclass

@@ -145,3 +145,20 @@ def test_label_balanced_needs_a_task_with_labels():
     check_pairing("all", None)
     with pytest.raises(ConfigError, match="free-form.*all, best_worst or as_well"):
         check_pairing("label_balanced", None)
+
+
+def test_ranked_pairs_any_higher_delta_over_a_lower_one_whatever_the_signs():
+    # graded feedback: every draft raised p(gold), by different amounts; the sign split finds no pair
+    r = rec("q1", ["most", "some", "least", "least"], [0.30, 0.10, 0.02, 0.02])
+    assert question_pairs(r, "all") == ([], "all_chosen")
+    pairs, why = question_pairs(r, "ranked")
+    assert why == "paired" and texts(pairs) == [("most", "least"), ("most", "some"), ("some", "least")]
+    assert [p["margin"] for p in pairs] == pytest.approx([0.28, 0.20, 0.08])  # largest first
+    assert texts(question_pairs(r, "ranked", min_margin=0.1)[0]) == [("most", "least"), ("most", "some")]
+    assert texts(question_pairs(r, "ranked", max_per_question=1)[0]) == [("most", "least")]
+    # with 0/1 feedback it also prefers a draft that does not mislead (0) over one that does (-1)
+    r01 = rec("q2", ["helps", "neutral", "misleads"], [1.0, 0.0, -1.0])
+    assert set(texts(question_pairs(r01, "ranked")[0])) == set(texts(question_pairs(r01, "all")[0])) | {
+        ("neutral", "misleads")}
+    assert question_pairs(rec("q3", ["a", "b"], [0.2, 0.2]), "ranked") == ([], "below_margin")  # nothing to prefer
+    assert outcomes([r, r01], "ranked")["paired"] == 2

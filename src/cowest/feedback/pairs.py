@@ -12,8 +12,10 @@ Rules: ``all`` = every (chosen, rejected) combination, largest margins first, at
 restricted to pairs whose drafts' own answers score the same (``draft_scores``), so a pair says how to draft for
 the strong model, not which answer is right (:func:`pair_signal`); ``label_balanced`` (label and choice tasks) =
 ``all``, then as many pairs preferring label b over a as a over b, for every two labels (:func:`balance_labels`), so
-that the pairs as a whole prefer no label. A pair needs margin ≥ ``min_margin`` and two different texts (a
-duplicated draft never pairs with itself).
+that the pairs as a whole prefer no label; ``ranked`` (graded evaluators) = every two drafts of a question with
+different Δ, the higher one chosen, whatever the signs: with the likelihood evaluator most questions' drafts all
+moved p(gold) the same way, by different amounts, and the sign split left them without a pair (bench/RESULTS.md).
+A pair needs margin ≥ ``min_margin`` and two different texts (a duplicated draft never pairs with itself).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 from cowest.io import write_text
 
 OUTCOMES = ("paired", "all_chosen", "all_rejected", "below_margin", "answers_differ", "unparseable")
-RULES = ("all", "best_worst", "as_well", "label_balanced")
+RULES = ("all", "best_worst", "as_well", "label_balanced", "ranked")
 
 
 def split_drafts(record: dict[str, Any]) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
@@ -50,14 +52,19 @@ def question_pairs(record: dict[str, Any], rule: str = "all", min_margin: float 
     chosen, rejected = split_drafts(record)
     if not chosen and not rejected:
         return [], "unparseable"
-    if not rejected:
+    if rule == "ranked":  # graded feedback: any higher Δ over any lower one, whatever their signs
+        drafts = _unique(chosen + rejected)
+        chosen = rejected = drafts
+    elif not rejected:
         return [], "all_chosen"
-    if not chosen:
+    elif not chosen:
         return [], "all_rejected"
     # Unique texts only: a draft sampled twice is one candidate (keeps its Δ, which is identical).
     chosen = _unique(chosen)
     rejected = _unique(rejected)
-    if rule == "best_worst":
+    if rule == "ranked":
+        combos = [(c, r) for c in chosen for r in rejected if c[1] > r[1]]
+    elif rule == "best_worst":
         combos = [(max(chosen, key=lambda t: t[1]), min(rejected, key=lambda t: t[1]))]
     else:
         combos = [(c, r) for c in chosen for r in rejected]
