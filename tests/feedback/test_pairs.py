@@ -162,3 +162,10 @@ def test_ranked_pairs_any_higher_delta_over_a_lower_one_whatever_the_signs():
         ("neutral", "misleads")}
     assert question_pairs(rec("q3", ["a", "b"], [0.2, 0.2]), "ranked") == ([], "below_margin")  # nothing to prefer
     assert outcomes([r, r01], "ranked")["paired"] == 2
+
+
+def test_label_balanced_pairs_from_a_generator_of_records():
+    # one direction only: balancing drops the pair, also when the records come as a one-pass iterator
+    records = [labelled("q1", [("c1", 1.0, "caution"), ("i1", -1.0, "intervention")])]
+    assert make_pairs(records, "label_balanced", 0.0, None) == []
+    assert make_pairs(iter(records), "label_balanced", 0.0, None) == []

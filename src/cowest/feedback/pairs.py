@@ -53,8 +53,7 @@ def question_pairs(record: dict[str, Any], rule: str = "all", min_margin: float 
     if not chosen and not rejected:
         return [], "unparseable"
     if rule == "ranked":  # graded feedback: any higher Δ over any lower one, whatever their signs
-        drafts = _unique(chosen + rejected)
-        chosen = rejected = drafts
+        chosen = rejected = chosen + rejected
     elif not rejected:
         return [], "all_chosen"
     elif not chosen:
@@ -87,6 +86,7 @@ def question_pairs(record: dict[str, Any], rule: str = "all", min_margin: float 
 def make_pairs(records: Iterable[dict[str, Any]], rule: str = "all", min_margin: float = 0.0,
                max_per_question: int | None = 4, max_total: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
     """All questions' pairs; with ``max_total``, a seeded sample of that many (question order kept)."""
+    records = list(records)  # read twice under label_balanced: a generator would be empty the second time
     pairs: list[dict[str, Any]] = []
     for rec in records:
         pairs.extend(question_pairs(rec, rule, min_margin, max_per_question, seed)[0])
@@ -107,15 +107,15 @@ def check_pairing(rule: str, labels: Iterable[str] | None) -> None:
                           "are free-form: use all, best_worst or as_well")
 
 
-def balance_labels(records: Iterable[dict[str, Any]], pairs: list[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
+def balance_labels(records: Iterable[dict[str, Any]], pairs: list[dict[str, Any]],
+                   seed: int = 0) -> list[dict[str, Any]]:
     """The pairs that leave no label preferred overall: for labels a != b, the k = min(#a over b, #b over a)
     largest-margin pairs of each direction are kept, the rest dropped. Pairs whose drafts say the same label, or
     where a draft has no readable answer (a lesson in format, not in labels), are kept.
 
     Why: on ProsocialDialog the 0/1 feedback's chosen drafts said the majority label 74 of 125 times, and DPO
     moved 197 of 200 dev drafts onto it (bench/RESULTS.md): the pairs taught the label prior, not how to draft."""
-    answer = {(str(r["id"]), d): a for r in records for d, a in zip(r["drafts"], r.get("draft_answers") or [])}
-    label = lambda p, side: answer.get((p["question_id"], p[side][-1]["content"]))  # noqa: E731
+    label = _draft_answer(records)
     groups: dict[tuple[str, str], list[int]] = {}
     for i, p in enumerate(pairs):
         a, b = label(p, "chosen"), label(p, "rejected")
@@ -134,13 +134,19 @@ def balance_labels(records: Iterable[dict[str, Any]], pairs: list[dict[str, Any]
 
 def pair_labels(records: Iterable[dict[str, Any]], pairs: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """How often each answer is the chosen draft's and the rejected draft's: the label preference the pairs teach."""
-    answer = {(str(r["id"]), d): a for r in records for d, a in zip(r["drafts"], r.get("draft_answers") or [])}
+    label = _draft_answer(records)
     out: dict[str, dict[str, int]] = {"chosen": {}, "rejected": {}}
     for p in pairs:
         for side in out:
-            a = str(answer.get((p["question_id"], p[side][-1]["content"])))
+            a = str(label(p, side))
             out[side][a] = out[side].get(a, 0) + 1
     return out
+
+
+def _draft_answer(records: Iterable[dict[str, Any]]) -> Any:
+    """``label(pair, side)``: the answer parsed from the pair's chosen or rejected draft (``draft_answers``), or None."""
+    answer = {(str(r["id"]), d): a for r in records for d, a in zip(r["drafts"], r.get("draft_answers") or [])}
+    return lambda p, side: answer.get((p["question_id"], p[side][-1]["content"]))
 
 
 def pair_signal(records: Iterable[dict[str, Any]], pairs: list[dict[str, Any]]) -> dict[str, Any] | None:

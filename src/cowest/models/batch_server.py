@@ -4,9 +4,9 @@
         [--batching continuous|static] [--kv-tokens 16384]
 
 Speaks the part of the OpenAI chat API that cowest uses (``GET /v1/models``, ``POST /v1/chat/completions``
-with temperature, top_p, max_tokens, stop, logprobs and top_logprobs; no streaming), over the standard library's HTTP server. On CPUs
-the weights are bf16 where the CPU computes bf16 natively, packed once for oneDNN (:mod:`cowest.models.packed`),
-so that a batch of 32 costs little more per step than one request.
+with temperature, top_p, max_tokens, stop, logprobs and top_logprobs; no streaming), over the standard library's
+HTTP server. On CPUs the weights are bf16 where the CPU computes bf16 natively, packed once for oneDNN
+(:mod:`cowest.models.packed`), so that a batch of 32 costs little more per step than one request.
 
 Two schedulers. ``continuous`` (default): greedy requests go to :mod:`cowest.models.continuous` (transformers'
 continuous batching manager): a request joins the running batch in the next step, a finished row leaves at once,

@@ -16,8 +16,9 @@ step. A request whose prompt plus ``max_tokens`` could never fit the pool is ref
 Greedy only: the manager decodes with one sampling setting, and the strong side asks at temperature 0
 (``strong.temperature``). Requests with temperature > 0 go to the static loop (``fallback``), which shares the
 weights. Token log-probs with their alternatives are recorded from the manager's steps
-(:mod:`cowest.models.continuous_logprobs`); where its internals differ, those requests go to the static loop too. At temperature 0 the answers are the one-at-a-time answers up to rounding: in bf16 the paged attention
-and the varying batch shapes change low bits of the logits, so an argmax near a tie can differ (bench/RESULTS.md).
+(:mod:`cowest.models.continuous_logprobs`); where its internals differ, those requests go to the static loop too.
+At temperature 0 the answers are the one-at-a-time answers up to rounding: in bf16 the paged attention and the
+varying batch shapes change low bits of the logits, so an argmax near a tie can differ (bench/RESULTS.md).
 """
 
 from __future__ import annotations
