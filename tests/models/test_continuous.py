@@ -231,6 +231,27 @@ def test_token_log_probs_equal_a_full_forward_pass(wm, where, monkeypatch):
         _check_against_teacher_forcing(wm, _prompt(i), r)
 
 
+def test_the_static_loop_answers_right_while_the_manager_decodes(wm, monkeypatch):
+    """The two schedulers share the model's weights: static-loop answers computed while manager requests decode
+    must equal the answers alone (without one forward at a time they came out wrong every time)."""
+    from cowest.models import continuous
+
+    monkeypatch.setattr(continuous, "attach_logprobs", lambda *a: False)  # log-prob requests: the static loop's
+    want = [wm.complete([_prompt(i)], max_new_tokens=10)[0].text for i in range(3)]
+    eng = _engine(wm)
+    try:
+        for _ in range(3):
+            busy = [eng.submit(_job(i % 3, 60)) for i in range(4)]  # decoding in the manager meanwhile
+            static = [eng.submit(_job(i, 10, logprobs=True)) for i in range(3)]
+            got = [f.result(60)["text"] for f in static]
+            for f in busy:
+                f.result(60)
+            assert got == want
+    finally:
+        eng.stop()
+    assert eng.done == 12 and eng.fallback.batches >= 1
+
+
 def _check_against_teacher_forcing(wm, prompt_messages, got):
     """The answer's log-probs and top 3 equal those of one forward pass over prompt + answer."""
     import torch

@@ -15,8 +15,9 @@ step. A request whose prompt plus ``max_tokens`` could never fit the pool is ref
 
 Greedy only: the manager decodes with one sampling setting, and the strong side asks at temperature 0
 (``strong.temperature``). Requests with temperature > 0 go to the static loop (``fallback``), which shares the
-weights. Token log-probs with their alternatives are recorded from the manager's steps
-(:mod:`cowest.models.continuous_logprobs`); where its internals differ, those requests go to the static loop too.
+weights; the two take turns, one forward pass at a time (``one_forward_at_a_time``). Token log-probs with their
+alternatives are recorded from the manager's steps (:mod:`cowest.models.continuous_logprobs`); where its internals
+differ, those requests go to the static loop too.
 At temperature 0 the answers are the one-at-a-time answers up to rounding: in bf16 the paged attention and the
 varying batch shapes change low bits of the logits, so an argmax near a tie can differ (bench/RESULTS.md).
 """
@@ -24,6 +25,7 @@ varying batch shapes change low bits of the logits, so an argmax near a tie can 
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import logging
 import re
@@ -85,6 +87,7 @@ class ContinuousEngine:
             max_batch_tokens=self.chunk_tokens, max_requests_per_batch=self.max_rows, auto_switch_to_flash=False,
             use_cuda_graph=False, use_async_batching=False, allow_block_sharing=True)
         _PrefixHits(self).attach()
+        one_forward_at_a_time(self.wm.model)
         with torch.inference_mode():  # the manager's thread runs in the caller's inference mode
             self.manager = self.wm.model.init_continuous_batching(generation_config=gc, continuous_batching_config=cbc)
             self.logprobs_here = attach_logprobs(self.manager, self.logprobs, lambda: bool(self.want_logprobs))
@@ -204,6 +207,26 @@ class ContinuousEngine:
             self.log(f"request {out.request_id}: {n_prompt} prompt ({reused} from shared pages) + "
                      f"{c.completion_tokens} generated tokens in {time.perf_counter() - t0:.1f}s "
                      f"({len(self.pending)} running or queued)")
+
+
+def one_forward_at_a_time(model: Any) -> None:
+    """Let one thread at a time run ``model``'s forward pass (once per model; later calls keep the first lock).
+
+    The manager's thread and the static loop's share the weights. A static-loop forward that overlapped a manager
+    step came out wrong: on the tiny test model, with greedy requests decoding in the manager, 40 of 40 static-loop
+    answers differed from the same prompts alone, and none with this lock (transformers 5.25; which state inside the
+    forward the two share was not found). On a CPU two forwards at once only compete for the same cores anyway."""
+    if getattr(model, "_cowest_forward_lock", None) is not None:
+        return
+    lock, forward = threading.RLock(), model.forward
+
+    @functools.wraps(forward)  # keeps the signature: WeakModel reads the cache argument's name from it
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return forward(*args, **kwargs)
+
+    model.forward = locked
+    model._cowest_forward_lock = lock
 
 
 class _PrefixHits(logging.Handler):
