@@ -40,7 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, ROOT, md_table, now_utc  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "medmcqa_cpu.yaml"
-RESULT = OUT / "strong_engines.json"
 
 
 def feedback_workload(cfg, task, n: int, top_logprobs: int | None = None):
@@ -172,9 +171,7 @@ def main() -> None:
     ap.add_argument("--report-only", action="store_true", help="the tables from bench/out/strong_engines.json "
                     "(e.g. of a run stopped after some blocks; the same workload sizes)")
     args = ap.parse_args()
-    global RESULT
-    if args.top_logprobs is not None:
-        RESULT = OUT / "strong_engines_logprobs.json"
+    result = OUT / ("strong_engines.json" if args.top_logprobs is None else "strong_engines_logprobs.json")
     data = ROOT.parent / "shared" / "data" / "medmcqa"
     if not data.exists():
         print(f"skipped: {data} is absent (the MedMCQA workload needs it)")
@@ -190,7 +187,7 @@ def main() -> None:
     if args.eval:
         workloads["eval"] = eval_workload(cfg, task, args.eval, args.top_logprobs)
     if args.report_only:
-        report(json.loads(RESULT.read_text())["runs"], workloads, task, cfg)
+        report(json.loads(result.read_text())["runs"], workloads, task, cfg, result)
         return
     levels = [int(x) for x in args.inflight.split(",")]
     runs, seen_batch = [], False
@@ -198,11 +195,11 @@ def main() -> None:
         is_batch = not spec.startswith("llama.cpp")
         runs += run_block(cfg, spec, workloads, levels, args.single if is_batch and not seen_batch else 0, b)
         seen_batch |= is_batch
-        RESULT.write_text(json.dumps({"date": now_utc(), "partial": True, "runs": runs}))
-    report(runs, workloads, task, cfg)
+        result.write_text(json.dumps({"date": now_utc(), "partial": True, "runs": runs}))
+    report(runs, workloads, task, cfg, result)
 
 
-def report(runs: list[dict], workloads: dict, task, cfg) -> None:
+def report(runs: list[dict], workloads: dict, task, cfg, result: Path) -> None:
     from cowest.stats import min_detectable_difference, paired_bootstrap
 
     def score(r: dict) -> list[float]:
@@ -249,7 +246,7 @@ def report(runs: list[dict], workloads: dict, task, cfg) -> None:
           "smallest detectable difference (80% power)\n")
     print(md_table(["workload", "engine", "in flight", "runs", "calls/s", "generated tok/s", "vs llama.cpp",
                     "server peak MB", "accuracy batch - llama.cpp", "same text, run 1 vs 2"], summary))
-    RESULT.write_text(json.dumps({"date": now_utc(), "runs": runs, "summary": summary},
+    result.write_text(json.dumps({"date": now_utc(), "runs": runs, "summary": summary},
                                                         indent=1))
 
 

@@ -152,7 +152,7 @@ class ContinuousEngine:
             entry = self.pending.pop(rid, None)
             self.reused.pop(rid, None)
             self.want_logprobs.discard(rid)
-            self.logprobs.steps.pop(rid, None)
+            self.logprobs.forget(rid)
         if entry is None:  # already answered
             return
         self.manager.cancel_request(rid)
@@ -193,7 +193,7 @@ class ContinuousEngine:
                     text = self.wm.tokenizer.decode(kept, skip_special_tokens=True)
                     if getattr(job, "top_logprobs", None) is not None:
                         lps = self.logprobs.tokens(out.request_id, len(kept), self.wm.tokenizer, k=job.top_logprobs)
-                self.logprobs.steps.pop(out.request_id, None)
+                self.logprobs.forget(out.request_id)
             if job is None:
                 continue
             if out.error is not None:

@@ -47,6 +47,13 @@ class StepLogprobs:
     def add(self, key: Any, entry: tuple[int, float, list[int], list[float]]) -> None:
         self.steps.setdefault(key, []).append(entry)
 
+    def forget(self, key: Any = None) -> None:
+        """Drop what was recorded under ``key`` (a finished or cancelled request), or everything (a finished batch)."""
+        if key is None:
+            self.steps.clear()
+        else:
+            self.steps.pop(key, None)
+
     def __call__(self, rows: Any, t: int, tokens: Any, logits: Any) -> None:
         for r, entry in zip(rows.tolist(), self.entries(tokens, logits)):
             self.add(r, entry)

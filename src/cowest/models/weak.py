@@ -161,7 +161,7 @@ class WeakModel:
                                     len(kept) + (end is not None), "length" if end is None else "stop",
                                     None if rec is None else rec.tokens(r, len(kept), self.tokenizer))
             if rec is not None:
-                rec.steps.clear()
+                rec.forget()
         return out  # type: ignore[return-value]
 
     def _gen_kwargs(self, rows_per_prompt: int, temperature: float, top_p: float,
