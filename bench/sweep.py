@@ -56,8 +56,9 @@ SCALES: dict[str, list[str]] = {
     # bench/quality.py's powered scale, so that its run can be the donor (--donor): the base variant adopts
     # its SFT, feedback, DPO and validation, and each other variant pays for its own stages only
     "powered": QUALITY_SCALES["powered"],
-    # the same for bench/quality.py's session scale (a run that fits one session)
+    # the same for bench/quality.py's session and large scales (large: MedMCQA and ProsocialDialog, issue 13)
     "session": QUALITY_SCALES["session"],
+    "large": QUALITY_SCALES["large"],
     # the recipe's own sizes (with the demo: its 12 feedback questions); add align.validation_questions=N
     "recipe": [],
 }
