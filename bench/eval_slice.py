@@ -12,24 +12,23 @@ already seen (``--from``) are the fresh part, and this reports them alone. Reads
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
 def scores(run: Path, system: str, metric: str | None) -> tuple[list[str], dict[str, float], str]:
+    from cowest.errors import DataError
+    from cowest.io import iter_jsonl
+
     path = run / "eval" / "predictions" / f"{system}.jsonl"
     if not path.is_file():
         raise SystemExit(f"{path}: no predictions for {system!r} (systems here: "
                          f"{', '.join(sorted(p.stem for p in path.parent.glob('*.jsonl')))})")
     order, by_id = [], {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SystemExit(f"{path}:{n}: not JSON ({e})") from None
+    try:
+        rows = list(iter_jsonl(path))  # a malformed line: DataError naming file and line
+    except DataError as e:
+        raise SystemExit(str(e)) from None
+    for n, row in rows:
         metric = metric or next(iter(row["scores"]))
         if metric not in row["scores"]:
             raise SystemExit(f"{path}:{n}: no {metric!r} score (has: {', '.join(row['scores'])})")

@@ -37,5 +37,5 @@ def test_a_missing_system_or_a_bad_line_is_named(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit, match="no predictions for 'collab'.*systems here: cowest"):
         _run(monkeypatch, capsys, tmp_path)
     (tmp_path / "eval" / "predictions" / "collab.jsonl").write_text('{"id": "q1", "scores": {"accuracy": 1}}\n{oops\n')
-    with pytest.raises(SystemExit, match=r"collab.jsonl:2: not JSON"):
+    with pytest.raises(SystemExit, match=r"collab.jsonl:2: not valid JSON"):
         _run(monkeypatch, capsys, tmp_path)
