@@ -108,7 +108,7 @@ def run_block(cfg, spec: str, workloads: dict, levels: list[int], single: int, b
     prompt keeps its KV pages (prefix caching), so a second level over the same prompts would measure cache hits,
     which no real stage pays for twice (the strong cache answers a repeated request)."""
     engine = spec.partition("+")[0].partition(":")[0].partition("@")[0]
-    if engine == "llama.cpp":
+    if engine == "llama.cpp" and ":" not in spec:  # the one-slot server; llama.cpp:continuous is llama_batch
         levels = [1]
     elif single > 0:
         levels = [1] + [k for k in levels if k != 1]
@@ -161,7 +161,8 @@ def run_level(cfg, spec: str, workloads: dict, k: int, single: int, block: int) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--order", default="llama.cpp,batch,batch,llama.cpp",
-                    help="engine blocks, ENGINE[@THREADS][:BATCHING][+DTYPE], e.g. llama.cpp,batch:static,batch+int8")
+                    help="engine blocks, ENGINE[@THREADS][:BATCHING][+DTYPE], e.g. llama.cpp,batch:static,batch+int8; "
+                    "llama.cpp:continuous is llama.cpp with many requests at once (cowest.models.llama_batch)")
     ap.add_argument("--inflight", default="1,8,32", help="requests in flight for the batch engine")
     ap.add_argument("--feedback", type=int, default=32, help="feedback prompts (0: skip the workload)")
     ap.add_argument("--eval", type=int, default=16, help="strong-alone CoT prompts (0: skip the workload)")
@@ -199,6 +200,11 @@ def main() -> None:
     report(runs, workloads, task, cfg, result)
 
 
+def one_slot(spec: str) -> bool:
+    """Whether an engine block is llama.cpp's one-slot server (the baseline)."""
+    return spec.startswith("llama.cpp") and ":" not in spec
+
+
 def report(runs: list[dict], workloads: dict, task, cfg, result: Path) -> None:
     from cowest.stats import min_detectable_difference, paired_bootstrap
 
@@ -206,7 +212,7 @@ def report(runs: list[dict], workloads: dict, task, cfg, result: Path) -> None:
         exs = workloads[r["workload"]][0]
         return [float(task.parse_answer(t, example=ex) in ex.gold) for t, ex in zip(r["texts"], exs)]
 
-    refs = {w: next((r for r in runs if r["workload"] == w and r["engine"].startswith("llama.cpp")), None)
+    refs = {w: next((r for r in runs if r["workload"] == w and one_slot(r["engine"])), None)
             for w in workloads}
     rows = []
     for r in runs:
@@ -225,7 +231,7 @@ def report(runs: list[dict], workloads: dict, task, cfg, result: Path) -> None:
                     "server peak MB", "same answer", "same text", "correct"], rows))
     summary = []
     for w in workloads:
-        base = [r for r in runs if r["workload"] == w and r["engine"].startswith("llama.cpp")]
+        base = [r for r in runs if r["workload"] == w and one_slot(r["engine"])]
         base_cps = sum(r["calls_per_s"] for r in base) / len(base) if base else float("nan")
         base_scores = score(base[0]) if base else None
         for key in sorted({(r["engine"], r["inflight"]) for r in runs if r["workload"] == w}):
@@ -233,7 +239,7 @@ def report(runs: list[dict], workloads: dict, task, cfg, result: Path) -> None:
             cps = sum(r["calls_per_s"] for r in rs) / len(rs)
             ci = "-"
             s = score(rs[0])
-            if base_scores and len(s) == len(base_scores) and not key[0].startswith("llama.cpp"):
+            if base_scores and len(s) == len(base_scores) and not one_slot(key[0]):
                 d, lo, hi = paired_bootstrap(s, base_scores)
                 ci = f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}], MDD {min_detectable_difference(s, base_scores):.1f}"
             # run to run: the same prompts at temperature 0 on two fresh servers of the same setting

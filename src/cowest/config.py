@@ -113,12 +113,13 @@ class LocalServerConfig:
     port: int = 0  # 0 = pick a free port
     n_ctx: int = 4096
     threads: int | None = None  # llama.cpp generation threads (None: physical cores) / batch engine
-    parallel: int = 32  # requests the batch engine decodes together (and strong.max_concurrency's cap); llama.cpp: 1
+    parallel: int = 32  # requests decoded together (strong.max_concurrency's cap); llama.cpp: 1 = its one-slot server
     batching: str = "continuous"  # batch engine: continuous (greedy requests join the running batch) | static
-    kv_tokens: int = 16384  # batch engine, continuous: KV cache slots over all running requests (the memory bound)
+    kv_tokens: int = 16384  # continuous batching: KV cache slots over all running requests (the memory bound)
     dtype: str = "auto"  # batch engine: auto (as weak.dtype) | bfloat16 | float32 | int8 (weights: half of bf16)
     startup_timeout_s: float = 300.0
-    extra_bufts: str = "auto"  # llama.cpp's AMX/repacking buffers; auto: off where they crash (models/llama_build.py)
+    extra_bufts: str = "auto"  # llama.cpp's AMX/repacking buffers; auto: off where they crash (models/llama_build.py);
+    # with parallel > 1 (models/llama_batch.py) auto is off: repacked kernels made batched steps slower
 
     def __post_init__(self) -> None:
         _choice("strong.local.extra_bufts", self.extra_bufts, ("auto", "on", "off"))

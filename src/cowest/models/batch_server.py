@@ -16,8 +16,8 @@ request; one engine thread takes everything queued (up to ``--max-batch``), grou
 runs each group through :meth:`WeakModel.complete`, the project's batched decode loop; the batch returns when its
 longest answer ends. Each batch or request is logged: tokens, seconds.
 
-llama.cpp's server answers one request at a time; on 2 cores its quantized kernels are compute-bound, so more
-slots barely help (bench/RESULTS.md). Here the requests of a stage share every weight read.
+On CPUs whose bf16 matmuls outrun llama.cpp's quantized kernels (AMX) this is the faster engine; elsewhere
+llama.cpp answering many requests at once (:mod:`cowest.models.llama_batch`) is (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -251,6 +251,8 @@ def client_gone(conn: socket.socket) -> bool:
 
 
 def health(engine: Any) -> dict[str, Any]:
+    if hasattr(engine, "health"):  # cowest.models.llama_batch's engine says it itself
+        return engine.health()
     if isinstance(engine, Engine):
         return {"status": "ok", "scheduler": "static", "queued": engine.jobs.qsize(), "batches": engine.batches}
     return {"status": "error" if engine.error else "ok", "scheduler": "continuous", "running": engine.running,
@@ -339,11 +341,16 @@ def main(argv: list[str] | None = None) -> None:
 
         engine = ContinuousEngine(model, max_rows=args.max_batch, kv_tokens=args.kv_tokens, n_ctx=args.n_ctx,
                                   finish=cut_at_stop, fallback=engine, log=log).start()
+    serve(engine, args, f"{args.batching} batching, max batch {args.max_batch}"
+                        f"{f', KV budget {args.kv_tokens} tokens' if args.batching == 'continuous' else ''}")
+
+
+def serve(engine: Any, args: argparse.Namespace, what: str) -> None:
+    """Serve ``engine`` on ``args.host:args.port`` under ``args.served_name`` (default: the model's file name)
+    until interrupted."""
     name = args.served_name or args.model.rstrip("/").rsplit("/", 1)[-1]
     srv = Server((args.host, args.port), make_handler(engine, name))
-    print(f"cowest: serving {name} at http://{args.host}:{args.port}/v1 ({args.batching} batching, max batch "
-          f"{args.max_batch}{f', KV budget {args.kv_tokens} tokens' if args.batching == 'continuous' else ''})",
-          flush=True)
+    print(f"cowest: serving {name} at http://{args.host}:{args.port}/v1 ({what})", flush=True)
     try:
         srv.serve_forever()
     except KeyboardInterrupt:

@@ -9,21 +9,23 @@ import importlib.util
 
 
 def engine_decision(flags: frozenset[str], *, llama_cpp_installed: bool) -> tuple[str, str]:
-    """(engine, why) for ``strong.local.engine=auto``: llama.cpp wherever it is installed. Its answers repeat run
-    to run, and it needs the least memory. On a CPU with AMX the batch engine
-    answered 2.6-3.8x its calls/s in bf16 and 1.9-3.4x in int8 (matmuls on the AMX tiles; llama.cpp's AMX kernels
-    stay off), at 2.1x the memory in bf16 or 1.4x in int8 (``strong.local.dtype=int8``), and its answers agreed less
-    with llama.cpp's in int8 (bench/RESULTS.md, "On an Intel Xeon with AMX", "int8 linears" and "Where the batch
-    engine's time goes"); on Zen 4 (avx512_bf16) 1.6x in bf16 and 0.9x in int8 ("The strong engines on Zen 4");
-    ``why`` says so on both, for the user to choose."""
+    """(engine, why) for ``strong.local.engine=auto``: llama.cpp wherever it is installed; with
+    ``strong.local.parallel`` > 1 (the default) it decodes the requests in flight together
+    (:mod:`cowest.models.llama_batch`), in the least memory. On Zen 4 (avx512_bf16) that answered 1.9x the one-slot
+    server's calls/s on feedback prompts, against the batch engine's 1.6x at 2.5x the memory (bench/RESULTS.md,
+    "llama.cpp with many requests at once"). On a CPU with AMX the batch engine answered 2.6-3.8x the one-slot
+    server's calls/s in bf16 (matmuls on the AMX tiles; llama.cpp's AMX kernels stay off), at 2.1x its memory
+    ("On an Intel Xeon with AMX"); llama.cpp batched was not measured there. ``why`` names the batch engine on both,
+    for the user to choose."""
     if not llama_cpp_installed:
         return "batch", "llama-cpp-python is not installed (the [local] extra)"
     if "amx_bf16" in flags:
-        return "llama.cpp", ("installed; on this AMX CPU strong.local.engine=batch answers 2.6-3.8x the calls/s at 2.1x "
-                             "the memory (1.4x with strong.local.dtype=int8), with answers that vary run to run")
+        return "llama.cpp", ("installed; on this AMX CPU strong.local.engine=batch answered 2.6-3.8x the one-slot llama.cpp "
+                             "server's calls/s at 2.1x the memory (1.4x with strong.local.dtype=int8), with answers that "
+                             "vary run to run; llama.cpp with many requests at once was not measured on AMX")
     if "avx512_bf16" in flags:
-        return "llama.cpp", ("installed; on this bf16 CPU strong.local.engine=batch answered 1.6x the calls/s on "
-                             "feedback prompts (Zen 4) at 2.1x the memory, with answers that vary run to run")
+        return "llama.cpp", ("installed; on Zen 4 it answered 1.9x its one-slot calls/s with many requests at once, "
+                             "strong.local.engine=batch 1.6x at 2.5x the memory")
     return "llama.cpp", "installed; the batch engine runs fp32 on CPUs without native bf16, not measured faster"
 
 

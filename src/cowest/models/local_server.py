@@ -8,10 +8,9 @@ Two engines behind the same OpenAI chat API (``strong.local.engine``):
 - ``batch``: :mod:`cowest.models.batch_server`, transformers on a bf16 model directory converted once from the
   GGUF (:mod:`cowest.models.gguf_convert`), in bf16 or int8 (``strong.local.dtype``); continuous batching or a static
   batched decode loop. It answers the requests in flight together (``strong.max_concurrency`` up to ``parallel``).
-- ``llama.cpp``: ``python -m llama_cpp.server`` (the ``[local]`` extra, through :mod:`cowest.models.llama_launch`,
-  which decides one load setting for AMX CPUs); one request at a time.
-- ``auto`` (default): :func:`cowest.models.engine_choice.engine_decision` (llama.cpp where it is installed, else
-  ``batch``).
+- ``llama.cpp`` (the ``[local]`` extra): with ``parallel`` > 1, :mod:`cowest.models.llama_batch`, many requests
+  decoded together; with ``parallel=1``, ``python -m llama_cpp.server`` through :mod:`cowest.models.llama_launch`.
+- ``auto`` (default): :func:`cowest.models.engine_choice.engine_decision`.
 
 Either runs in a subprocess of its own session on 127.0.0.1, its output in ``<log_dir>/<engine>_server.log``. It
 is ready once it has listed its model and generated one token, so a server that cannot generate fails at start.
@@ -291,6 +290,30 @@ class LlamaServer(ManagedServer):
         return cmd + self.extra_args
 
 
+class LlamaBatchServer(ManagedServer):
+    """:mod:`cowest.models.llama_batch` for a GGUF file: llama.cpp with up to ``max_batch`` requests decoded
+    together (``strong.local.parallel`` > 1)."""
+
+    label = "llama.cpp batch server"
+    hints = LlamaServer.hints
+
+    def __init__(self, gguf: str | Path, *, n_ctx: int = 4096, threads: int | None = None, max_batch: int = 32,
+                 kv_tokens: int = 16384, extra_bufts: str = "auto", **kw: Any):
+        kw.setdefault("log_path", "llama_batch_server.log")
+        super().__init__(gguf, **kw)
+        self.n_ctx, self.threads, self.max_batch, self.kv_tokens = n_ctx, threads, max_batch, kv_tokens
+        self.extra_bufts = extra_bufts
+
+    check = LlamaServer.check
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "cowest.models.llama_batch", "--model", str(self.path), "--served-name",
+               self.model_alias, "--host", self.host, "--port", str(self.port), "--n-ctx", str(self.n_ctx),
+               "--max-batch", str(self.max_batch), "--kv-tokens", str(self.kv_tokens), "--extra-bufts",
+               self.extra_bufts]
+        return cmd + (["--threads", str(self.threads)] if self.threads else [])
+
+
 class BatchServer(ManagedServer):
     """:mod:`cowest.models.batch_server` for a transformers model directory; answers up to ``max_batch`` requests
     together."""
@@ -337,6 +360,10 @@ def make_server(local: Any, log_dir: str | Path, *, logprobs: bool = False) -> M
     if engine == "llama.cpp":
         check_llama_cpp()  # before a possibly long GGUF assembly
     gguf = resolve_strong_gguf(local.gguf)
+    if engine == "llama.cpp" and local.parallel > 1:  # same weights and answers' cache name as the one-slot server
+        return LlamaBatchServer(gguf, n_ctx=local.n_ctx, threads=local.threads, max_batch=local.parallel,
+                                kv_tokens=local.kv_tokens, extra_bufts=local.extra_bufts,
+                                log_path=Path(log_dir) / "llama_batch_server.log", **common)
     if engine == "llama.cpp":
         return LlamaServer(gguf, n_ctx=local.n_ctx, n_threads=local.threads, extra_bufts=local.extra_bufts,
                            logprobs=logprobs, log_path=Path(log_dir) / "llama_server.log", **common)
@@ -359,8 +386,7 @@ def strong_endpoint(cfg: StrongConfig, log_dir: str | Path, *, logprobs: bool = 
         yield cfg
         return
     with make_server(cfg.local, log_dir, logprobs=logprobs) as srv:
-        # llama-cpp-python answers one request at a time: more in flight would only queue into timeouts
-        parallel = 1 if isinstance(srv, LlamaServer) else cfg.local.parallel
+        parallel = 1 if isinstance(srv, LlamaServer) else cfg.local.parallel  # one slot: more would only queue
         in_flight = max(1, min(cfg.max_concurrency, parallel))
         yield dataclasses.replace(
             cfg,

