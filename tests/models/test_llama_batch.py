@@ -5,12 +5,13 @@ from __future__ import annotations
 import importlib.util
 import math
 import threading
+import time
 
 import httpx
 import pytest
 
 from cowest.config import LocalServerConfig, StrongConfig
-from cowest.models.llama_batch import common_prefix
+from cowest.models.llama_batch import MIN_P, common_prefix, draw, penalized
 from cowest.models.local_server import LlamaBatchServer, make_server, strong_endpoint
 from cowest.models.strong import ChatRequest, StrongClient
 from support.tiny import smollm2_gguf as _smollm2
@@ -29,6 +30,29 @@ PROMPTS = ["Say the number 3.", "Name a colour.", "What is the capital of France
 def test_common_prefix():
     assert common_prefix([1, 2, 3], [1, 2, 4]) == 2
     assert common_prefix([], [1]) == 0 and common_prefix([1, 2], [1, 2, 3]) == 2
+
+
+def test_the_repeat_penalty_is_llama_cpp_s():
+    import numpy as np
+
+    x = np.array([2.2, -1.0, 3.0, 0.5], dtype=np.float32)
+    z = penalized(x, [0, 1, 0], np, 1.1)  # each recent token once, however often it came
+    assert np.allclose(z, [2.0, -1.1, 3.0, 0.5]) and x[0] == np.float32(2.2)  # the logits buffer is not written
+    assert penalized(x, [0], np, 1.0) is x and penalized(x, [], np, 1.1) is x
+
+
+def test_sampling_keeps_llama_cpp_s_top_k_top_p_and_min_p():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    z = np.zeros(100, dtype=np.float32)
+    z[7] = 10.0  # every other token below min-p of the top one
+    assert {draw(z, 1.0, 1.0, rng) for _ in range(50)} == {7}
+    z = np.linspace(0, 1, 100).astype(np.float32)  # nearly flat: top-k 40 bounds the draws
+    assert {draw(z, 1.0, 1.0, rng) for _ in range(400)} <= set(range(60, 100))
+    assert {draw(z, 1.0, 0.001, rng) for _ in range(20)} == {99}  # top-p: the first token alone reaches it
+    z = np.array([1.0, 1.0 + np.log(MIN_P) - 0.01, 0.5], dtype=np.float32)
+    assert {draw(z, 2.0, 1.0, rng) for _ in range(200)} == {0, 2}
 
 
 def test_more_than_one_in_flight_picks_the_batched_llama_cpp_server(tmp_path):
@@ -65,7 +89,8 @@ def test_many_at_once_answer_as_each_alone_up_to_near_ties(server):
     # other branch where two tokens are nearly tied; anywhere else, and in every answer's first token, a request
     # answered beside others must read exactly as alone (a request mixed up with another would not).
     def answer(i):
-        lp = _ask(server, PROMPTS[i], logprobs=True, top_logprobs=5).json()["choices"][0]["logprobs"]["content"]
+        lp = _ask(server, PROMPTS[i], logprobs=True, top_logprobs=5, repeat_penalty=1.0  # raw logits decide
+                  ).json()["choices"][0]["logprobs"]["content"]
         return [(t["token"], [a["logprob"] for a in t["top_logprobs"]], [a["token"] for a in t["top_logprobs"]])
                 for t in lp]
 
@@ -104,13 +129,18 @@ def test_log_probs_stops_and_limits(server):
     assert all(len(t["top_logprobs"]) == 3 and t["top_logprobs"][0]["logprob"] >= t["logprob"] - 1e-6 and
                sum(math.exp(a["logprob"]) for a in t["top_logprobs"]) <= 1.001 for t in lp)
     # a stop string cuts the answer; max_tokens ends it with "length"
-    full = _ask(server, "Count from 3 to 6.", max_tokens=40).json()["choices"][0]["message"]["content"]
-    cut = _ask(server, "Count from 3 to 6.", max_tokens=40, stop=["5"]).json()["choices"][0]
+    full = _ask(server, "Count from 3 to 6.", max_tokens=40, repeat_penalty=1.0).json()["choices"][0]["message"]["content"]
+    cut = _ask(server, "Count from 3 to 6.", max_tokens=40, repeat_penalty=1.0, stop=["5"]).json()["choices"][0]
     assert "5" in full and cut["message"]["content"] == full[: full.index("5")] and cut["finish_reason"] == "stop"
     short = _ask(server, "Count from 3 to 6.", max_tokens=2).json()
     assert short["choices"][0]["finish_reason"] == "length" and short["usage"]["completion_tokens"] == 2
     # sampling answers too
     assert _ask(server, "Name a colour.", temperature=0.8, top_p=0.9).json()["choices"][0]["message"]["content"]
+    # llama_cpp.server's repeat penalty of 1.1 unless the request sets one
+    rep = [_ask(server, "Write the word cat 30 times.", max_tokens=40, **kw).json()["choices"][0]["message"]["content"]
+           for kw in ({}, {"repeat_penalty": 1.1}, {"repeat_penalty": 1.0})]
+    assert rep[0] == rep[1] != rep[2]
+    assert _ask(server, "Say hello.", repeat_penalty=0).status_code == 400
 
 
 @pytest.mark.local
@@ -146,3 +176,20 @@ def test_strong_endpoint_sends_many_requests_to_it(tmp_path, monkeypatch):
             res = client.chat_batch([ChatRequest([{"role": "user", "content": p}]) for p in PROMPTS], tag="local")
             assert all(r.text.strip() and r.prompt_tokens > 0 for r in res)
     assert "llama.cpp, continuous batching" in (tmp_path / "llama_batch_server.log").read_text()
+
+
+@pytest.mark.local
+@needs_model
+def test_a_request_whose_client_left_is_dropped(server):
+    root = server.base_url.rsplit("/v1", 1)[0]
+    before = httpx.get(f"{root}/health").json()["dropped"]
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{server.base_url}/chat/completions", timeout=0.3,
+                   json={"messages": [{"role": "user", "content": "Write a long story about a dragon."}],
+                         "temperature": 0, "max_tokens": 400})
+    deadline = time.monotonic() + 20
+    while httpx.get(f"{root}/health").json()["dropped"] == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    health = httpx.get(f"{root}/health").json()
+    assert health["dropped"] == before + 1 and health["running"] == 0
+    assert _ask(server, "Say hello.").status_code == 200

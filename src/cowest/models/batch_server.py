@@ -61,6 +61,11 @@ class Job:
             raise BadRequest("top_logprobs needs logprobs: true")
         if self.top_logprobs is not None and not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
             raise BadRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
+        # llama.cpp's extension (as llama_cpp.server reads it): honoured by cowest.models.llama_batch only
+        rp = body.get("repeat_penalty")
+        self.repeat_penalty: float | None = None if rp is None else float(rp)
+        if self.repeat_penalty is not None and self.repeat_penalty <= 0:
+            raise BadRequest("repeat_penalty must be > 0")
         self.future: Future = Future()
         self.rid: str | None = None  # the continuous engine's request id
         self.cancelled = False  # its client left: not started yet, it is skipped; running, it runs on (static)

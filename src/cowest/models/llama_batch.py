@@ -37,6 +37,10 @@ from cowest.models.batch_server import Job, cut_at_stop, serve
 from cowest.models.continuous import BadRequest
 
 MIN_SHARED = 8  # a shorter common prefix is not worth a sequence copy
+# llama_cpp.server's defaults, which the one-slot server applies to every request (its answers and this one's share
+# a cache name): a repeat penalty of 1.1 over the last 64 generated tokens (a request's ``repeat_penalty`` replaces
+# it), then greedy at temperature 0, else top-k 40, top-p, min-p 0.05, temperature.
+REPEAT_PENALTY, PENALTY_LAST_N, TOP_K, MIN_P = 1.1, 64, 40, 0.05
 
 
 class Done:
@@ -278,10 +282,9 @@ class LlamaBatchEngine:
     def next_token(self, seq: Seq, i: int) -> None:
         np, job = self.np, seq.job
         x = np.ctypeslib.as_array(self.L.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,))
-        if job.temperature == 0:
-            tok = int(x.argmax())
-        else:
-            tok = self.sample(x, job.temperature, job.top_p)
+        penalty = REPEAT_PENALTY if job.repeat_penalty is None else job.repeat_penalty
+        z = penalized(x, seq.out[-PENALTY_LAST_N:], np, penalty)
+        tok = int(z.argmax()) if job.temperature == 0 else draw(z, job.temperature, job.top_p, self.rng)
         if seq.logprobs is not None:
             logp = x - (x.max() + np.log(np.exp(x - x.max()).sum()))
             k = job.top_logprobs
@@ -314,25 +317,41 @@ class LlamaBatchEngine:
         self.drop_kept()
         self.kept = seq
 
-    def sample(self, x: Any, temperature: float, top_p: float) -> int:
-        np = self.np
-        z = x.astype(np.float64) / temperature
-        p = np.exp(z - z.max())
-        p /= p.sum()
-        if top_p < 1.0:
-            order = np.argsort(-p)
-            keep = order[: int(np.searchsorted(np.cumsum(p[order]), top_p)) + 1]
-            q = np.zeros_like(p)
-            q[keep] = p[keep]
-            p = q / q.sum()
-        return int(self.rng.choice(len(p), p=p))
-
     def piece(self, tok: int) -> bytes:
         if tok not in self.pieces:
             buf = ctypes.create_string_buffer(64)
             n = self.L.llama_token_to_piece(self.vocab, tok, buf, len(buf), 0, False)
             self.pieces[tok] = buf.raw[:max(n, 0)]
         return self.pieces[tok]
+
+
+def penalized(x: Any, recent: list[int], np: Any, penalty: float) -> Any:
+    """``x`` with llama.cpp's repeat penalty on the tokens of ``recent`` (a positive logit divided by it, a negative
+    one multiplied), as llama_cpp.server applies it (1.1 unless the request sets ``repeat_penalty``)."""
+    if not recent or penalty == 1.0:
+        return x
+    ids = np.fromiter(set(recent), dtype=np.int64)
+    z = x.copy()
+    v = z[ids]
+    z[ids] = np.where(v <= 0, v * penalty, v / penalty)
+    return z
+
+
+def draw(z: Any, temperature: float, top_p: float, rng: Any) -> int:
+    """A token from logits ``z`` by llama_cpp.server's chain after the penalty: top-k 40, top-p, min-p 0.05 (each at
+    temperature 1), then the temperature and a draw."""
+    import numpy as np
+
+    k = min(TOP_K, z.size)
+    top = np.argpartition(-z, k - 1)[:k]
+    top = top[np.argsort(-z[top])]
+    logits = z[top].astype(np.float64)
+    p = np.exp(logits - logits[0])
+    p /= p.sum()
+    n = int(np.searchsorted(np.cumsum(p), top_p)) + 1 if top_p < 1.0 else len(top)
+    n = max(1, min(n, int((logits >= logits[0] + np.log(MIN_P)).sum())))
+    q = np.exp((logits[:n] - logits[0]) / temperature)
+    return int(top[rng.choice(n, p=q / q.sum())])
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
