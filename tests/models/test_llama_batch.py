@@ -136,11 +136,23 @@ def test_log_probs_stops_and_limits(server):
     assert short["choices"][0]["finish_reason"] == "length" and short["usage"]["completion_tokens"] == 2
     # sampling answers too
     assert _ask(server, "Name a colour.", temperature=0.8, top_p=0.9).json()["choices"][0]["message"]["content"]
-    # llama_cpp.server's repeat penalty of 1.1 unless the request sets one
-    rep = [_ask(server, "Write the word cat 30 times.", max_tokens=40, **kw).json()["choices"][0]["message"]["content"]
-           for kw in ({}, {"repeat_penalty": 1.1}, {"repeat_penalty": 1.0})]
-    assert rep[0] == rep[1] != rep[2]
+    # a request's repeat penalty: without one the model repeats itself, a strong one stops it
+    words = [_ask(server, "Write the word cat 30 times.", max_tokens=40, repeat_penalty=p).json()["choices"][0]
+             ["message"]["content"].lower().split() for p in (1.0, 3.0)]
+    distinct = [len(set(w)) / len(w) for w in words]
+    assert distinct[0] < 0.4 and distinct[1] > 2 * distinct[0], words
     assert _ask(server, "Say hello.", repeat_penalty=0).status_code == 400
+
+
+def test_the_defaults_are_llama_cpp_server_s():
+    # the one-slot server's answers share the cache name: the same decoding defaults
+    from llama_cpp.server import types
+
+    from cowest.models.llama_batch import MIN_P as min_p
+    from cowest.models.llama_batch import REPEAT_PENALTY, TOP_K
+
+    assert (REPEAT_PENALTY, TOP_K, min_p) == (types.repeat_penalty_field.default, types.top_k_field.default,
+                                              types.min_p_field.default)
 
 
 @pytest.mark.local

@@ -32,15 +32,20 @@ def _plant(monkeypatch, *crash: str) -> None:
         return [sys.executable, CRASHING, "--port", str(self.port), "--signal", "SIGILL", *crash]
 
     monkeypatch.setattr(llama_server.LlamaServer, "command", command)
+    monkeypatch.setattr(llama_server.LlamaBatchServer, "command", command)
 
 
-def test_feedback_stops_at_a_server_crash_and_keeps_its_records(tmp_path, tiny, monkeypatch, capsys):
+@pytest.mark.parametrize("parallel, label, log_name", [(1, "llama.cpp server", "llama_server.log"),
+                                                      (32, "llama.cpp batch server", "llama_batch_server.log")])
+def test_feedback_stops_at_a_server_crash_and_keeps_its_records(tmp_path, tiny, monkeypatch, capsys, parallel, label,
+                                                                 log_name):
     gguf = tmp_path / "strong.gguf"
     gguf.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 64)
     run = tmp_path / "crash"
     with_sft_model(run, tiny)
     args = feedback_args(tmp_path, "crash", tiny, "http://127.0.0.1:9/v1", n_train=N_TRAIN)
-    args += [f"strong.local.gguf={gguf}", "strong.local.engine=llama.cpp", "strong.local.startup_timeout_s=60", "strong.backoff_base_s=5"]
+    args += [f"strong.local.gguf={gguf}", "strong.local.engine=llama.cpp", f"strong.local.parallel={parallel}",
+             "strong.local.startup_timeout_s=60", "strong.backoff_base_s=5"]
 
     records = run / "feedback" / "round1" / "records.jsonl"
     _plant(monkeypatch, "--crash-once-nonempty", str(records))  # in chunk 2: chunk 1's 16 records are written
@@ -48,8 +53,8 @@ def test_feedback_stops_at_a_server_crash_and_keeps_its_records(tmp_path, tiny, 
         main(args)
     assert ei.value.code == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    log = run / "llama_server.log"
-    assert err == [f"error: llama.cpp server for strong.gguf exited with SIGILL (illegal instruction): its llama.cpp "
+    log = run / log_name
+    assert err == [f"error: {label} for strong.gguf exited with SIGILL (illegal instruction): its llama.cpp "
                    f"build uses CPU instructions this machine cannot run; rebuild it with scripts/setup.sh "
                    f"(COWEST_REBUILD_LLAMA=1), or set strong.local.extra_bufts=off — see {log}"]
     assert len(records.read_text().splitlines()) == 16
