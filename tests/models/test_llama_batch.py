@@ -205,3 +205,40 @@ def test_a_request_whose_client_left_is_dropped(server):
     health = httpx.get(f"{root}/health").json()
     assert health["dropped"] == before + 1 and health["running"] == 0
     assert _ask(server, "Say hello.").status_code == 200
+
+
+@pytest.mark.local
+@needs_model
+def test_a_failure_fails_only_the_requests_it_touched(monkeypatch):
+    from cowest.models.batch_server import Job
+    from cowest.models.continuous import BadRequest
+    from cowest.models.llama_batch import LlamaBatchEngine
+
+    engine = LlamaBatchEngine(str(_smollm2()), max_rows=2, kv_tokens=512, n_ctx=512, threads=2, log=lambda s: None)
+    ask = lambda text: Job({"messages": [{"role": "user", "content": text}], "temperature": 0, "max_tokens": 4})  # noqa: E731
+    prompt_of = engine.prompt_of
+
+    def refusing(job):  # a chat template that refuses some messages
+        if job.messages[0]["content"] == "refused":
+            raise ValueError("no such role")
+        return prompt_of(job)
+
+    monkeypatch.setattr(engine, "prompt_of", refusing)
+    next_token, calls = engine.next_token, []
+
+    def failing_once(seq, i):  # one step that goes wrong inside llama.cpp's side
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return next_token(seq, i)
+
+    monkeypatch.setattr(engine, "next_token", failing_once)
+    engine.start()
+    first = engine.submit(ask("Say hello."))
+    with pytest.raises(RuntimeError, match="boom"):
+        first.result(timeout=60)
+    with pytest.raises(BadRequest, match="the chat template failed: ValueError: no such role"):
+        engine.submit(ask("refused")).result(timeout=60)
+    assert engine.submit(ask("Say hello.")).result(timeout=60)["completion_tokens"] > 0
+    health = engine.health()
+    assert health["last_error"] == "RuntimeError: boom" and health["running"] == 0

@@ -63,7 +63,6 @@ class Seq:
         self.logprobs: list[dict[str, Any]] | None = None if job is None or job.top_logprobs is None else []
         self.lender: Seq | None = None  # the sequence whose first ``share_n`` cells this one takes
         self.share_n = 0
-        self.t0 = time.perf_counter()
 
     @property
     def tokens(self) -> list[int]:
@@ -136,10 +135,11 @@ class LlamaBatchEngine:
         job.cancelled = True  # dropped when the loop next looks at it (pending or running)
 
     def health(self) -> dict[str, Any]:
-        return {"status": "error" if self.error else "ok", "scheduler": "llama.cpp continuous",
+        return {"status": "ok", "scheduler": "llama.cpp continuous",
                 "running": len(self.running), "queued": len(self.pending), "answered": self.done,
                 "dropped": self.cancelled, "generated_tokens": self.generated, "kv_tokens": self.kv_tokens,
-                "prompt_tokens_from_shared_cells": self.shared_total, **({"error": self.error} if self.error else {})}
+                "prompt_tokens_from_shared_cells": self.shared_total,
+                **({"last_error": self.error} if self.error else {})}
 
     def start(self) -> "LlamaBatchEngine":
         threading.Thread(target=self.run_forever, name="cowest-llama-batch", daemon=True).start()
@@ -156,9 +156,13 @@ class LlamaBatchEngine:
             with self.wake:
                 while not self.pending and not self.running:
                     self.wake.wait()
-            self.admit()
-            if self.running:
-                self.step()
+            try:
+                self.admit()
+                if self.running:
+                    self.step()
+            except Exception as e:  # noqa: BLE001 - the running requests fail (HTTP 500), the server goes on
+                self.error = f"{type(e).__name__}: {e}"
+                self.fail_running(self.error)
 
     def admit(self) -> None:
         """Move queued requests into the cache while rows and reserved cells allow (in arrival order)."""
@@ -169,7 +173,12 @@ class LlamaBatchEngine:
                 self.cancelled += 1
                 continue
             if not hasattr(job, "prompt_ids"):
-                job.prompt_ids = self.prompt_of(job)  # type: ignore[attr-defined]
+                try:
+                    job.prompt_ids = self.prompt_of(job)  # type: ignore[attr-defined]
+                except Exception as e:  # noqa: BLE001 - e.g. the chat template refuses the messages
+                    self.pending.popleft()
+                    job.future.set_exception(BadRequest(f"the chat template failed: {type(e).__name__}: {e}"))
+                    continue
             prompt = job.prompt_ids  # type: ignore[attr-defined]
             need = len(prompt) + job.max_tokens
             if need > min(self.n_ctx, self.kv_tokens):
