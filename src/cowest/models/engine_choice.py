@@ -11,8 +11,9 @@ import importlib.util
 def engine_decision(flags: frozenset[str], *, llama_cpp_installed: bool) -> tuple[str, str]:
     """(engine, why) for ``strong.local.engine=auto``: llama.cpp wherever it is installed; with
     ``strong.local.parallel`` > 1 (the default) it decodes the requests in flight together
-    (:mod:`cowest.models.llama_batch`), in the least memory. On Zen 4 (avx512_bf16) that answered 1.9x the one-slot
-    server's calls/s on feedback prompts, against the batch engine's 1.6x at 2.5x the memory (bench/RESULTS.md,
+    (:mod:`cowest.models.llama_batch`), in the least memory. On Zen 4 (avx512_bf16) that answered 1.6-1.9x the
+    one-slot server's calls/s on feedback prompts (2.4-2.7x on chain of thought), against the batch engine's 1.6x at
+    2.5x the memory (bench/RESULTS.md,
     "llama.cpp with many requests at once"). On a CPU with AMX the batch engine answered 2.6-3.8x the one-slot
     server's calls/s in bf16 (matmuls on the AMX tiles; llama.cpp's AMX kernels stay off), at 2.1x its memory
     ("On an Intel Xeon with AMX"); llama.cpp batched was not measured there. ``why`` names the batch engine on both,
@@ -24,8 +25,9 @@ def engine_decision(flags: frozenset[str], *, llama_cpp_installed: bool) -> tupl
                              "server's calls/s at 2.1x the memory (1.4x with strong.local.dtype=int8), with answers that "
                              "vary run to run; llama.cpp with many requests at once was not measured on AMX")
     if "avx512_bf16" in flags:
-        return "llama.cpp", ("installed; on Zen 4 it answered 1.9x its one-slot calls/s with many requests at once, "
-                             "strong.local.engine=batch 1.6x at 2.5x the memory")
+        return "llama.cpp", ("installed; on Zen 4, with many requests at once, it answered 1.6-1.9x its one-slot calls/s "
+                             "on feedback prompts and 2.4-2.7x on chain of thought; strong.local.engine=batch 1.6x on "
+                             "feedback prompts at 2.5x the memory")
     return "llama.cpp", "installed; the batch engine runs fp32 on CPUs without native bf16, not measured faster"
 
 
