@@ -94,6 +94,10 @@ class Engine:
     def cancel(self, job: Job) -> None:
         job.cancelled = True
 
+    def health(self) -> dict[str, Any]:
+        """What ``GET /health`` reports; every engine behind :func:`make_handler` has one."""
+        return {"status": "ok", "scheduler": "static", "queued": self.jobs.qsize(), "batches": self.batches}
+
     def take(self) -> list[Job]:
         """Block for one job, then take more while they keep coming (each within ``gather_s`` of the last, for
         at most ``gather_max_s``): a client opening many connections at once staggers them by milliseconds."""
@@ -186,7 +190,7 @@ def make_handler(engine: Any, served_name: str) -> type:
                 self._send(200, {"object": "list", "data": [{"id": served_name, "object": "model",
                                                               "owned_by": "cowest"}]})
             elif self.path.rstrip("/") == "/health":
-                self._send(200, health(engine))
+                self._send(200, engine.health())
             else:
                 self._error(404, f"no route {self.path}")
 
@@ -253,18 +257,6 @@ def client_gone(conn: socket.socket) -> bool:
         return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
     except (OSError, ValueError):
         return True
-
-
-def health(engine: Any) -> dict[str, Any]:
-    if hasattr(engine, "health"):  # cowest.models.llama_batch's engine says it itself
-        return engine.health()
-    if isinstance(engine, Engine):
-        return {"status": "ok", "scheduler": "static", "queued": engine.jobs.qsize(), "batches": engine.batches}
-    return {"status": "error" if engine.error else "ok", "scheduler": "continuous", "running": engine.running,
-            "answered": engine.done, "dropped": engine.cancelled, "generated_tokens": engine.generated,
-            "kv_tokens": engine.kv_tokens,
-            "prompt_tokens_from_shared_pages": engine.reused_total,
-            "kv_cache_bytes": engine.kv_cache_bytes(), **({"error": engine.error} if engine.error else {})}
 
 
 class Server(ThreadingHTTPServer):

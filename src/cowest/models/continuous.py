@@ -111,6 +111,13 @@ class ContinuousEngine:
         tensor = getattr(cache, "cache_tensor", None)
         return 0 if tensor is None else tensor.numel() * tensor.element_size()
 
+    def health(self) -> dict[str, Any]:
+        """What ``GET /health`` reports (cowest.models.batch_server)."""
+        return {"status": "error" if self.error else "ok", "scheduler": "continuous", "running": self.running,
+                "answered": self.done, "dropped": self.cancelled, "generated_tokens": self.generated,
+                "kv_tokens": self.kv_tokens, "prompt_tokens_from_shared_pages": self.reused_total,
+                "kv_cache_bytes": self.kv_cache_bytes(), **({"error": self.error} if self.error else {})}
+
     # ------------------------------------------------------------------ requests
 
     def submit(self, job: Any) -> Future:
