@@ -4,7 +4,7 @@
         [--quantize Q8_0,BF16]
 
 What ``cowest.models.llama_batch`` is built on, without its scheduler: ``rows`` MedMCQA feedback prompts (the
-workload of bench/strong_engines.py, formatted with the GGUF's chat template) read in one llama_decode per 2,048
+workload of bench/strong_engines.py, formatted as llama_cpp.server formats them) read in one llama_decode per 2,048
 tokens, then ``--gen`` greedy tokens for every row together, one llama_decode per step. Settings: ``repack``
 (llama.cpp's extra buffer types: weight repacking, the one-slot server's default), ``plain`` (repacking off),
 ``+nofa`` (flash attention off; default: llama.cpp's auto), ``+split`` (a KV stream per sequence instead of one
@@ -26,21 +26,14 @@ from strong_engines import RECIPE, feedback_workload  # noqa: E402
 
 
 def prompts(n: int, gguf: str) -> list[list[int]]:
-    from llama_cpp import Llama, llama_chat_format
-
     from cowest.config import load_config
+    from cowest.models.llama_compat import ChatTemplate
     from cowest.tasks import get_task
 
     cfg = load_config(str(RECIPE), [])
     _, reqs = feedback_workload(cfg, get_task(cfg.task), n)
-    v = Llama(gguf, vocab_only=True, verbose=False)
-    fmt = llama_chat_format.Jinja2ChatFormatter(template=v.metadata["tokenizer.chat_template"],
-                                                eos_token=v._model.token_get_text(v.token_eos()), bos_token="")
-    out = []
-    for r in reqs:
-        res = fmt(messages=r.messages)
-        out.append(v.tokenize(res.prompt.encode(), add_bos=not res.added_special, special=True))
-    return out
+    chat = ChatTemplate(gguf)
+    return [chat(r.messages)[0] for r in reqs]
 
 
 def measure(gguf: str, setting: str, rows: int, gen: int, toks: list[list[int]]) -> dict:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from cowest.config import LocalServerConfig, StrongConfig
-from cowest.models.llama_batch import MIN_P, common_prefix, draw, penalized
+from cowest.models.llama_batch import common_prefix
 from cowest.models.local_server import LlamaBatchServer, make_server, strong_endpoint
 from cowest.models.strong import ChatRequest, StrongClient
 from support.tiny import smollm2_gguf as _smollm2
@@ -30,29 +30,6 @@ PROMPTS = ["Say the number 3.", "Name a colour.", "What is the capital of France
 def test_common_prefix():
     assert common_prefix([1, 2, 3], [1, 2, 4]) == 2
     assert common_prefix([], [1]) == 0 and common_prefix([1, 2], [1, 2, 3]) == 2
-
-
-def test_the_repeat_penalty_is_llama_cpp_s():
-    import numpy as np
-
-    x = np.array([2.2, -1.0, 3.0, 0.5], dtype=np.float32)
-    z = penalized(x, [0, 1, 0], np, 1.1)  # each recent token once, however often it came
-    assert np.allclose(z, [2.0, -1.1, 3.0, 0.5]) and x[0] == np.float32(2.2)  # the logits buffer is not written
-    assert penalized(x, [0], np, 1.0) is x and penalized(x, [], np, 1.1) is x
-
-
-def test_sampling_keeps_llama_cpp_s_top_k_top_p_and_min_p():
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    z = np.zeros(100, dtype=np.float32)
-    z[7] = 10.0  # every other token below min-p of the top one
-    assert {draw(z, 1.0, 1.0, rng) for _ in range(50)} == {7}
-    z = np.linspace(0, 1, 100).astype(np.float32)  # nearly flat: top-k 40 bounds the draws
-    assert {draw(z, 1.0, 1.0, rng) for _ in range(400)} <= set(range(60, 100))
-    assert {draw(z, 1.0, 0.001, rng) for _ in range(20)} == {99}  # top-p: the first token alone reaches it
-    z = np.array([1.0, 1.0 + np.log(MIN_P) - 0.01, 0.5], dtype=np.float32)
-    assert {draw(z, 2.0, 1.0, rng) for _ in range(200)} == {0, 2}
 
 
 def test_more_than_one_in_flight_picks_the_batched_llama_cpp_server(tmp_path):
@@ -142,17 +119,6 @@ def test_log_probs_stops_and_limits(server):
     distinct = [len(set(w)) / len(w) for w in words]
     assert distinct[0] < 0.4 and distinct[1] > 2 * distinct[0], words
     assert _ask(server, "Say hello.", repeat_penalty=0).status_code == 400
-
-
-def test_the_defaults_are_llama_cpp_server_s():
-    # the one-slot server's answers share the cache name: the same decoding defaults
-    from llama_cpp.server import types
-
-    from cowest.models.llama_batch import MIN_P as min_p
-    from cowest.models.llama_batch import REPEAT_PENALTY, TOP_K
-
-    assert (REPEAT_PENALTY, TOP_K, min_p) == (types.repeat_penalty_field.default, types.top_k_field.default,
-                                              types.min_p_field.default)
 
 
 @pytest.mark.local

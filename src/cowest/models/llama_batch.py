@@ -18,7 +18,8 @@ does not fit waits. Weight repacking ("extra buffer types") is off unless ``--ex
 one-request generation faster but batched steps slower (bench/RESULTS.md, "llama.cpp with many sequences"), and
 off is the setting that cannot crash on AMX CPUs (:mod:`cowest.models.llama_build`).
 
-Greedy and sampled requests (temperature, top_p) and token log-probs are answered; the HTTP side is
+Greedy and sampled requests (temperature, top_p) and token log-probs are answered, with llama_cpp.server's chat
+template and decoding defaults (:mod:`cowest.models.llama_compat`); the HTTP side is
 :mod:`cowest.models.batch_server`'s.
 """
 
@@ -33,14 +34,13 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
+import numpy as np
+
 from cowest.models.batch_server import Job, cut_at_stop, serve
 from cowest.models.continuous import BadRequest
+from cowest.models.llama_compat import PENALTY_LAST_N, REPEAT_PENALTY, ChatTemplate, draw, penalized
 
 MIN_SHARED = 8  # a shorter common prefix is not worth a sequence copy
-# llama_cpp.server's defaults, which the one-slot server applies to every request (its answers and this one's share
-# a cache name): a repeat penalty of 1.1 over the last 64 generated tokens (a request's ``repeat_penalty`` replaces
-# it), then greedy at temperature 0, else top-k 40, top-p, min-p 0.05, temperature.
-REPEAT_PENALTY, PENALTY_LAST_N, TOP_K, MIN_P = 1.1, 64, 40, 0.05
 
 
 class Done:
@@ -79,19 +79,10 @@ class LlamaBatchEngine:
     def __init__(self, gguf: str, *, max_rows: int, kv_tokens: int, n_ctx: int, threads: int,
                  extra_bufts: bool = False, n_batch: int = 512, log: Any = print):
         import llama_cpp as L
-        from llama_cpp import Llama, llama_chat_format
 
         self.L, self.max_rows, self.kv_tokens, self.n_ctx, self.n_batch, self.log = \
             L, max_rows, kv_tokens, n_ctx, n_batch, log
-        # the tokenizer and chat template exactly as llama_cpp.server applies them (vocab only: no weights)
-        self.vocab_llama = Llama(gguf, vocab_only=True, verbose=False)
-        meta, m = self.vocab_llama.metadata, self.vocab_llama._model
-        eos, bos = self.vocab_llama.token_eos(), self.vocab_llama.token_bos()
-        if "tokenizer.chat_template" not in meta:
-            raise SystemExit(f"{gguf} has no chat template (tokenizer.chat_template)")
-        self.formatter = llama_chat_format.Jinja2ChatFormatter(
-            template=meta["tokenizer.chat_template"], eos_token=m.token_get_text(eos) if eos != -1 else "",
-            bos_token=m.token_get_text(bos) if bos != -1 else "", stop_token_ids=[eos])
+        self.chat = ChatTemplate(gguf)
         mp = L.llama_model_default_params()
         mp.use_extra_bufts = extra_bufts
         self.model = L.llama_model_load_from_file(gguf.encode(), mp)
@@ -119,9 +110,6 @@ class LlamaBatchEngine:
         self.error: str | None = None
         self.done = self.cancelled = self.generated = self.shared_total = self.steps = self.computed = 0
         self.t_start = time.perf_counter()
-        import numpy as np
-
-        self.np = np
         self.rng = np.random.default_rng(0)
 
     # -- the HTTP side's interface (cowest.models.batch_server.make_handler) --
@@ -147,9 +135,9 @@ class LlamaBatchEngine:
 
     # -- the loop --
     def prompt_of(self, job: Job) -> list[int]:
-        res = self.formatter(messages=job.messages)
-        job.stop = job.stop + ([res.stop] if isinstance(res.stop, str) else list(res.stop or []))
-        return self.vocab_llama.tokenize(res.prompt.encode(), add_bos=not res.added_special, special=True)
+        ids, stop = self.chat(job.messages)
+        job.stop = job.stop + stop
+        return ids
 
     def run_forever(self) -> None:
         while True:
@@ -241,7 +229,7 @@ class LlamaBatchEngine:
             self.cancelled += 1
         items: list[tuple[Seq, int, int, bool]] = []  # (sequence, token, position, wants logits)
         for seq in self.running:
-            if seq.out and seq.in_kv == len(seq.tokens) - 1:
+            if seq.out and seq.in_kv == len(seq.prompt) + len(seq.out) - 1:  # its last token is not in the cache
                 items.append((seq, seq.out[-1], seq.in_kv, True))
         for seq in self.running:
             room = self.n_batch - len(items)
@@ -289,10 +277,10 @@ class LlamaBatchEngine:
         self.drop_kept()
 
     def next_token(self, seq: Seq, i: int) -> None:
-        np, job = self.np, seq.job
+        job = seq.job
         x = np.ctypeslib.as_array(self.L.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,))
         penalty = REPEAT_PENALTY if job.repeat_penalty is None else job.repeat_penalty
-        z = penalized(x, seq.out[-PENALTY_LAST_N:], np, penalty)
+        z = penalized(x, seq.out[-PENALTY_LAST_N:], penalty)
         tok = int(z.argmax()) if job.temperature == 0 else draw(z, job.temperature, job.top_p, self.rng)
         if seq.logprobs is not None:
             logp = x - (x.max() + np.log(np.exp(x - x.max()).sum()))
@@ -332,35 +320,6 @@ class LlamaBatchEngine:
             n = self.L.llama_token_to_piece(self.vocab, tok, buf, len(buf), 0, False)
             self.pieces[tok] = buf.raw[:max(n, 0)]
         return self.pieces[tok]
-
-
-def penalized(x: Any, recent: list[int], np: Any, penalty: float) -> Any:
-    """``x`` with llama.cpp's repeat penalty on the tokens of ``recent`` (a positive logit divided by it, a negative
-    one multiplied), as llama_cpp.server applies it (1.1 unless the request sets ``repeat_penalty``)."""
-    if not recent or penalty == 1.0:
-        return x
-    ids = np.fromiter(set(recent), dtype=np.int64)
-    z = x.copy()
-    v = z[ids]
-    z[ids] = np.where(v <= 0, v * penalty, v / penalty)
-    return z
-
-
-def draw(z: Any, temperature: float, top_p: float, rng: Any) -> int:
-    """A token from logits ``z`` by llama_cpp.server's chain after the penalty: top-k 40, top-p, min-p 0.05 (each at
-    temperature 1), then the temperature and a draw."""
-    import numpy as np
-
-    k = min(TOP_K, z.size)
-    top = np.argpartition(-z, k - 1)[:k]
-    top = top[np.argsort(-z[top])]
-    logits = z[top].astype(np.float64)
-    p = np.exp(logits - logits[0])
-    p /= p.sum()
-    n = int(np.searchsorted(np.cumsum(p), top_p)) + 1 if top_p < 1.0 else len(top)
-    n = max(1, min(n, int((logits >= logits[0] + np.log(MIN_P)).sum())))
-    q = np.exp((logits[:n] - logits[0]) / temperature)
-    return int(top[rng.choice(n, p=q / q.sum())])
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
