@@ -23,6 +23,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, md_table, now_utc, write_json  # noqa: E402
 
+from cowest.inference import gate_check  # noqa: E402
+
 GATED = ["routed", "random_gate"]
 
 
@@ -50,6 +52,7 @@ def figures(summary: dict[str, Any]) -> dict[str, Any]:
         "task": summary["task"], "split": summary["split"], "n": r["n"], "partner": partner,
         "aurocs": g.get("aurocs"), "eval_auroc": r.get("eval_auroc"), "score": g.get("score"), "threshold": g.get("threshold"),
         "target_share": g.get("strong_share"), "calibration_n": g.get("n"), "gate_model": g.get("model"),
+        "calibration_checks": gate_check.describe(g), "gate_notes": g.get("notes") or [],
         "weak_alone": r["weak_alone"], "collaboration": r["collaboration"], "gap": r["gap"],
         "apgr": r["apgr"], "cpt50": r["cpt50"], "cpt80": r["cpt80"], "systems": {}, "comparisons": r["comparisons"],
     }
@@ -88,6 +91,9 @@ def markdown(f: dict[str, Any], command: str) -> str:
                         [[k + (" (chosen)" if k == f["score"] else ""),
                           _ci([a["auroc"], *a["ci"]]) if a.get("auroc") is not None else "undefined"]
                          for k, a in (f["aurocs"] or {}).items()]))
+    if f.get("calibration_checks"):
+        out.append(f"\nCalibration checks: {f['calibration_checks']}.")
+    out += [f"- gate: {note}" for note in f.get("gate_notes") or []]
     out.append(f"\nAUROC of `{f['score']}` on the eval questions: {_ci(f.get('eval_auroc'))}.")
     out.append(f"\nWeak draft alone {f['weak_alone']:.1f}, {f['partner']} {f['collaboration']:.1f}: gap "
                f"{f['gap']:+.1f} points.\n")

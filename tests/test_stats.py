@@ -1,4 +1,8 @@
-from cowest.stats import paired_bootstrap
+import math
+
+import pytest
+
+from cowest.stats import auroc, auroc_ci, paired_bootstrap
 
 
 def test_identical_systems_have_zero_difference():
@@ -42,3 +46,20 @@ def test_min_detectable_difference_never_claims_zero():
     same = [1.0, 0.0] * 10
     assert min_detectable_difference(same, same) > 0  # no disagreement seen: still one question in n
     assert min_detectable_difference([1.0], [0.0]) != min_detectable_difference([1.0], [0.0])  # nan for n < 2
+
+
+def test_auroc_of_known_rankings():
+    right = [True, True, False, False]
+    assert auroc([0.9, 0.8, 0.2, 0.1], right) == 1.0  # perfect separation
+    assert auroc([0.1, 0.2, 0.8, 0.9], right) == 0.0  # perfectly backwards
+    assert auroc([0.5, 0.5, 0.5, 0.5], right) == 0.5  # all ties count half
+    # pairs (right, wrong): (0.9, 0.7) yes, (0.9, None) yes, (0.6, 0.7) no, (0.6, None) yes: 3/4
+    assert auroc([0.9, 0.6, 0.7, None], right) == pytest.approx(0.75)
+    assert math.isnan(auroc([0.1, 0.2], [True, True]))  # nothing to separate
+
+
+def test_auroc_ci_brackets_the_estimate():
+    scores = [i / 20 for i in range(20)]
+    right = [i >= 8 or i % 5 == 0 for i in range(20)]
+    est, lo, hi = auroc_ci(scores, right, n_resamples=300)
+    assert est == pytest.approx(auroc(scores, right)) and lo <= est <= hi and lo < hi

@@ -1,8 +1,10 @@
 """Paired comparisons of two systems on the same questions: bootstrap confidence intervals and the smallest
-difference a given n could detect. Shared by every stage that compares (eval, feedback validation, probes)."""
+difference a given n could detect; and AUROC, how well a score separates right answers from wrong ones. Shared
+by every stage that compares (eval, feedback validation, probes, the gate)."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 
@@ -90,3 +92,42 @@ def wilson(k: int, n: int, *, alpha: float = 0.05, scale: float = 100.0) -> tupl
     centre = (p + z * z / (2 * n)) / denom
     half = z / denom * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
     return scale * p, scale * max(0.0, centre - half), scale * min(1.0, centre + half)
+
+
+def ranked(scores: Sequence[float | None]) -> list[float]:
+    """Scores as floats for ranking, a missing one lowest."""
+    return [-math.inf if s is None else float(s) for s in scores]
+
+
+def auroc(scores: Sequence[float | None], right: Sequence[bool]) -> float:
+    """P(a random right draft scores above a random wrong one), ties counting half; a missing score ranks
+    lowest. nan when all drafts are right or all wrong (nothing to separate)."""
+    vals = ranked(scores)
+    n, n_pos = len(vals), sum(bool(r) for r in right)
+    n_neg = n - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = sorted(range(n), key=lambda i: vals[i])
+    ranks = [0.0] * n
+    i = 0
+    while i < n:  # mid-ranks for ties (Mann-Whitney U)
+        j = i
+        while j + 1 < n and vals[order[j + 1]] == vals[order[i]]:
+            j += 1
+        for t in range(i, j + 1):
+            ranks[order[t]] = (i + j) / 2 + 1
+        i = j + 1
+    rank_sum = sum(r for r, ok in zip(ranks, right) if ok)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def auroc_ci(scores: Sequence[float | None], right: Sequence[bool], *, n_resamples: int = 1000, seed: int = 0,
+             alpha: float = 0.05) -> tuple[float, float, float]:
+    """(AUROC, low, high): percentile bootstrap over questions (resamples with one class only are skipped)."""
+    est = auroc(scores, right)
+    if est != est:
+        return est, float("nan"), float("nan")
+    got = [a for idx in resamples(len(scores), n_resamples, seed)
+           if (a := auroc([scores[i] for i in idx], [right[i] for i in idx])) == a]  # nan: one class only
+    lo, hi = percentile_interval(got, alpha) or (float("nan"), float("nan"))
+    return est, lo, hi

@@ -37,6 +37,7 @@ def test_bench_routing_on_a_finished_run(tmp_path, tiny_model_dir):
     assert data["systems"]["routed"]["strong_calls_paid"] == 0
     assert "routed - collab" in data["comparisons"] and "AUROC" in md and "Goals (issue 14)" in md
     assert f["gap"] == data["gap"]
+    assert "Calibration checks: drafts right" in md and data["calibration_checks"]
     # the run's own eval still has its systems, now with the gated ones
     metrics = json.loads((cfg.run_dir / "eval" / "metrics.json").read_text())
     assert {"weak", "collab", "routed", "random_gate"} <= set(metrics["systems"])

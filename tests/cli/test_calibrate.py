@@ -18,6 +18,7 @@ def test_calibrate_writes_the_gate_and_prints_the_aurocs(tmp_path, tiny_model_di
     for name in ("answer_prob", "agreement", "seq_logprob"):
         assert name in r.stdout
     assert "(chosen)" in r.stdout and "gate.json" in r.stdout
+    assert "calibration checks: drafts right" in r.stdout and "ignore the question" in r.stdout
     assert "no aligned round" in r.stdout and "base model" in r.stdout
 
 

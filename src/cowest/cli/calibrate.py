@@ -10,7 +10,9 @@ def calibrate(recipe: RecipeArg = None, overrides: OverridesArg = None, overwrit
     AUROC of each confidence score for "the draft is right", the chosen score and the threshold that sends
     gate.strong_share of the questions to the strong model. Writes runs/<name>/gate/gate.json, which
     `cowest serve --gate` and eval's routed system use. The drafting model is the aligned one (SFT when no
-    round is aligned). Another gate.strong_share or gate.score reuses the drafts.
+    round is aligned). Another gate.strong_share or gate.score reuses the drafts. Notes say when the gate has
+    nothing to route on: drafts no better than answers that ignore the question (closed tasks), a chosen
+    score whose AUROC holds no better than 0.5 out of bag or whose CI includes 0.5.
 
     Examples:
 
@@ -24,6 +26,7 @@ def calibrate(recipe: RecipeArg = None, overrides: OverridesArg = None, overwrit
 
     from cowest.inference.gate import calibrate as run_calibration
     from cowest.inference.gate import load_gate
+    from cowest.inference.gate_check import describe
     from cowest.rundir import RunDir
     from cowest.weights import gate_model, weak_loader
 
@@ -41,6 +44,8 @@ def calibrate(recipe: RecipeArg = None, overrides: OverridesArg = None, overwrit
         table.add_row(name + (" (chosen)" if name == gate.score else ""), txt)
     console = Console()
     console.print(table)
+    if checked := describe(info):
+        console.print(f"calibration checks: {checked}", soft_wrap=True)
     notes = list(info.get("notes", []))
     if kind == "sft":
         notes.insert(0, "no aligned round has finished: the gate scores the SFT model's drafts"

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cowest.inference.gate import auroc_ci
-from cowest.stats import min_detectable_difference, paired_bootstrap, percentile_interval, resamples
+from cowest.inference import gate_check
+from cowest.stats import auroc_ci, min_detectable_difference, paired_bootstrap, percentile_interval, resamples
 
 GRID = [i / 10 for i in range(11)]
 
@@ -150,6 +150,8 @@ def markdown(r: dict[str, Any]) -> str:
         for name, a in (g.get("aurocs") or {}).items():
             lines.append(f"| {name}{' (chosen)' if name == g.get('score') else ''} | "
                          f"{_fmt_ci([a['auroc'], *a['ci']]) if a.get('auroc') is not None else 'undefined'} |")
+        if checked := gate_check.describe(g):
+            lines.append(f"- calibration checks: {checked}")
         lines += [f"- gate: {note}" for note in g.get("notes") or []]
         lines.append("")
     ea = r.get("eval_auroc")

@@ -13,8 +13,9 @@ Calibration (:func:`calibrate`) drafts ``gate.calibration_questions`` held-out *
 (:func:`cowest.tasks.splits.heldout_train_examples`, never the eval split) with the gate's model, measures how
 well each score separates right from wrong drafts (AUROC with a bootstrap CI), picks the best (or
 ``gate.score``), and the threshold that sends ``gate.strong_share`` of the questions to the strong model.
-``runs/<name>/gate/``: ``calibration.jsonl`` (per question: answer, right, scores; made once per
-fingerprint) and ``gate.json`` (what the eval's ``routed`` system and ``cowest serve --gate`` use).
+:mod:`cowest.inference.gate_check` adds whether the gate has anything to route on (notes in ``gate.json``).
+``runs/<name>/gate/``: ``calibration.jsonl`` (per question: answer, right, gold label on closed tasks, scores;
+made once per fingerprint) and ``gate.json`` (what the eval's ``routed`` system and ``cowest serve --gate`` use).
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ from typing import Any
 from cowest.chat import Messages
 from cowest.config import GATE_SCORES, RunConfig
 from cowest.errors import NotReadyError
-from cowest.inference import prompts
+from cowest.inference import gate_check, prompts
 from cowest.inference.systems import answer_confidence, weak_drafts
 from cowest.io import read_jsonl, write_json, write_text
 from cowest.rundir import RunDir, check_stage, done_fingerprint, fingerprint, heldout_identity, mark_done
-from cowest.stats import percentile_interval, resamples
+from cowest.stats import auroc_ci, ranked
 from cowest.tasks.base import Example, Task
 
 Score = float | None
@@ -63,44 +64,6 @@ def draft_scores(wm: Any, task: Any, msgs: list[Messages], examples: list[Exampl
 # separation and threshold
 
 
-def _ranked(scores: Sequence[Score]) -> list[float]:
-    return [-math.inf if s is None else float(s) for s in scores]
-
-
-def auroc(scores: Sequence[Score], right: Sequence[bool]) -> float:
-    """P(a random right draft scores above a random wrong one), ties counting half; a missing score ranks
-    lowest. nan when all drafts are right or all wrong (nothing to separate)."""
-    vals = _ranked(scores)
-    n, n_pos = len(vals), sum(bool(r) for r in right)
-    n_neg = n - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = sorted(range(n), key=lambda i: vals[i])
-    ranks = [0.0] * n
-    i = 0
-    while i < n:  # mid-ranks for ties (Mann-Whitney U)
-        j = i
-        while j + 1 < n and vals[order[j + 1]] == vals[order[i]]:
-            j += 1
-        for t in range(i, j + 1):
-            ranks[order[t]] = (i + j) / 2 + 1
-        i = j + 1
-    rank_sum = sum(r for r, ok in zip(ranks, right) if ok)
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def auroc_ci(scores: Sequence[Score], right: Sequence[bool], *, n_resamples: int = 1000, seed: int = 0,
-             alpha: float = 0.05) -> tuple[float, float, float]:
-    """(AUROC, low, high): percentile bootstrap over questions (resamples with one class only are skipped)."""
-    est = auroc(scores, right)
-    if est != est:
-        return est, float("nan"), float("nan")
-    got = [a for idx in resamples(len(scores), n_resamples, seed)
-           if (a := auroc([scores[i] for i in idx], [right[i] for i in idx])) == a]  # nan: one class only
-    lo, hi = percentile_interval(got, alpha) or (float("nan"), float("nan"))
-    return est, lo, hi
-
-
 def to_strong(score: Score, threshold: float) -> bool:
     """The gate's rule: a draft scoring below ``threshold`` (or with no score) goes to the strong model."""
     return score is None or score < threshold
@@ -111,7 +74,7 @@ def threshold_for_share(scores: Sequence[Score], share: float) -> float:
     midpoint between the last one sent and the first one kept. Drafts without a score always go. Tied scores
     go or stay together (a discrete score such as ``agreement`` ties often): the tied group goes when that
     lands nearer the target share than keeping it (and on an equal distance, so quality is not risked)."""
-    vals = sorted(_ranked(scores))
+    vals = sorted(ranked(scores))
     finite = [v for v in vals if v != -math.inf]
     n = len(vals)
     m = max(round(share * n), n - len(finite))
@@ -165,6 +128,8 @@ def choose(rows: list[dict[str, Any]], *, score: str, share: float, seed: int = 
     vals = [r["scores"].get(chosen) for r in rows]
     thr = threshold_for_share(vals, share)
     sent = [to_strong(v, thr) for v in vals]
+    figures, checks = gate_check.check(rows, aurocs, chosen, auto=score == "auto", names=GATE_SCORES, seed=seed,
+                                       n_resamples=n_resamples)
     return {
         "n": len(rows),
         "weak_right": sum(right) / len(right) if rows else None,
@@ -177,7 +142,8 @@ def choose(rows: list[dict[str, Any]], *, score: str, share: float, seed: int = 
         # how often the drafts the gate keeps (answered by the weak model alone) are right
         "right_when_kept": (sum(r for r, s in zip(right, sent) if not s) / sent.count(False)
                             if sent.count(False) else None),
-        "notes": notes,
+        **figures,
+        "notes": notes + checks,
     }
 
 
@@ -233,7 +199,7 @@ def calibrate(cfg: RunConfig, load_weak: Callable[[str], Any], kind: str, *, ove
 
 def calibration_rows(cfg: RunConfig, wm: Any, task: Task, exs: list[Example], *, desc: str) -> list[dict[str, Any]]:
     """Per question: the greedy draft's answer, whether it is right (the primary metric's item score is 1, as
-    in eval's flip tables), and every score."""
+    in eval's flip tables), the gold label (closed tasks), and every score."""
     w, g, fmt = cfg.weak, cfg.gate, cfg.task.format
     d = weak_drafts(wm, task, exs, fmt, desc=desc, confidence=False, temperature=w.temperature, top_p=w.top_p,
                     seed=cfg.seed)
@@ -241,7 +207,9 @@ def calibration_rows(cfg: RunConfig, wm: Any, task: Task, exs: list[Example], *,
     sc = draft_scores(wm, task, msgs, exs, d.texts, d.answers, which=GATE_SCORES, k=g.agreement_k,
                       temperature=g.agreement_temperature, seed=cfg.seed, desc=desc)
     key = task.primary_item_key
-    return [{"id": ex.id, "answer": a, "right": task.item_scores(a, ex).get(key, 0.0) == 1.0,
+    # a closed task's gold label lets gate_check compare the drafts with answers that ignore the question
+    gold = (lambda ex: {"gold": task.gold_answer(ex)}) if task.labels else (lambda ex: {})
+    return [{"id": ex.id, "answer": a, "right": task.item_scores(a, ex).get(key, 0.0) == 1.0, **gold(ex),
              "scores": {name: sc[name][i] for name in GATE_SCORES}}
             for i, (ex, a) in enumerate(zip(exs, d.answers))]
 
