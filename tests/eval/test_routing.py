@@ -2,6 +2,7 @@
 (tiny random weak model, the package's OpenAI test server as the strong model)."""
 
 import json
+import shutil
 
 import pytest
 
@@ -114,6 +115,13 @@ def test_routed_and_random_gate_end_to_end_cost_no_new_calls(tmp_path, tiny_mode
         again = run_eval(cfg, show=False)
         assert srv.outcomes["ok"] == 0
     assert again["routing"]["curve"] == route["curve"]
+    # gate/ removed after the predictions were made: the gate is calibrated again (the same one) for the report
+    shutil.rmtree(cfg.run_dir / "gate")
+    with OpenAITestServer(answer_by_length) as srv:
+        cfg.strong.base_url = srv.base_url
+        third = run_eval(cfg, show=False)
+        assert srv.outcomes["ok"] == 0
+    assert third["routing"]["gate"]["threshold"] == gate["threshold"]
 
 
 def test_with_an_aligned_round_the_gate_routes_the_aligned_drafts_to_cowest(tmp_path, tiny_model_dir):

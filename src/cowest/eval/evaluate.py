@@ -209,6 +209,8 @@ def run_eval(cfg: RunConfig, *, systems: list[str] | None = None, overwrite: boo
                 rows[s] = got
         notes.update(runner.notes)
         usage = client.usage
+        if "routed" in rows:
+            _ = runner.gate  # calibrated again when gate/ was removed after the gated predictions were made
     summary = summarise(task, cfg.task.eval_split, {s: rows[s] for s in ORDER if s in rows}, examples)
     by_tag = eval_usage(rd, usage)
     for s, info in summary["systems"].items():
