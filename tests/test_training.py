@@ -135,8 +135,13 @@ def test_last_checkpoint_passes_over_one_cut_off_mid_save(tmp_path):
     for step, complete in ((5, True), (10, True), (15, False)):  # killed while saving checkpoint-15
         (tmp_path / f"checkpoint-{step}").mkdir()
         if complete:
-            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text('{"global_step": %d}' % step)
     (tmp_path / "checkpoint-old").mkdir()
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    # killed while writing trainer_state.json itself: the file exists but is cut off (or still empty)
+    for step, text in ((20, '{"global_step": 20, "log_hi'), (25, "")):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(text)
     assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
 
 

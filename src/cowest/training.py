@@ -258,10 +258,22 @@ def claim_checkpoints(stage: Path, fp: str, *, overwrite: bool, name: str, legac
 
 def last_checkpoint(output_dir: Path | str) -> str | None:
     """The newest complete ``checkpoint-<step>`` under ``output_dir``, or None. The trainer writes
-    ``trainer_state.json`` last, so a checkpoint cut off mid-save is passed over for the one before it."""
+    ``trainer_state.json`` last, so a checkpoint cut off mid-save is passed over for the one before it (which
+    the trainer deletes only after that file is written)."""
     done = [p for p in Path(output_dir).glob("checkpoint-*")
-            if _checkpoint_step(p) is not None and (p / "trainer_state.json").exists()]
+            if _checkpoint_step(p) is not None and _state_written(p / "trainer_state.json")]
     return str(max(done, key=_checkpoint_step)) if done else None
+
+
+def _state_written(path: Path) -> bool:
+    """Whether ``trainer_state.json`` is whole: the trainer writes it in place, so a kill mid-write leaves a
+    file that exists but does not parse (and resuming from it would fail on every rerun)."""
+    import json
+
+    try:
+        return isinstance(json.loads(path.read_text()), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def _checkpoint_step(path: Path | str) -> int | None:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from cowest.training import last_checkpoint
 from support.faults import RecordingServer, check_jsonl, format_table, run_cowest
 
 from .conftest import N_EVAL, eval_args, feedback_args, report, with_sft_model
@@ -233,7 +234,8 @@ def test_sft_sigkilled_mid_training_resumes_from_its_checkpoint(tmp_path, tiny):
             f"weak.model={tiny}", "weak.dtype=float32", "sft.max_steps=10", "sft.batch_size=2",
             "sft.max_length=512", "sft.lora_r=2", "sft.lora_alpha=4", "sft.logging_steps=1"]
     trainer = tmp_path / "k" / "sft" / "trainer"
-    killed = run_cowest(args, kill_when=lambda: any(trainer.glob("checkpoint-*/trainer_state.json")), timeout_s=300)
+    # killed once a checkpoint is complete (a kill mid-save is the unit test of last_checkpoint)
+    killed = run_cowest(args, kill_when=lambda: last_checkpoint(trainer) is not None, timeout_s=300)
     assert killed.killed and killed.returncode == -9, killed.stderr[-2000:]
     assert not (tmp_path / "k" / "sft" / ".done.json").exists()
     resumed = run_cowest(args, timeout_s=300)
