@@ -53,6 +53,7 @@ def figures(summary: dict[str, Any]) -> dict[str, Any]:
         "aurocs": g.get("aurocs"), "eval_auroc": r.get("eval_auroc"), "score": g.get("score"), "threshold": g.get("threshold"),
         "target_share": g.get("strong_share"), "calibration_n": g.get("n"), "gate_model": g.get("model"),
         "calibration_checks": gate_check.describe(g), "gate_notes": g.get("notes") or [],
+        "transfer_note": gate_check.transfer_note(g, r.get("eval_auroc")),
         "weak_alone": r["weak_alone"], "collaboration": r["collaboration"], "gap": r["gap"],
         "apgr": r["apgr"], "cpt50": r["cpt50"], "cpt80": r["cpt80"], "systems": {}, "comparisons": r["comparisons"],
     }
@@ -95,6 +96,8 @@ def markdown(f: dict[str, Any], command: str) -> str:
         out.append(f"\nCalibration checks: {f['calibration_checks']}.")
     out += [f"- gate: {note}" for note in f.get("gate_notes") or []]
     out.append(f"\nAUROC of `{f['score']}` on the eval questions: {_ci(f.get('eval_auroc'))}.")
+    if f.get("transfer_note"):
+        out.append(f"- {f['transfer_note']}")
     out.append(f"\nWeak draft alone {f['weak_alone']:.1f}, {f['partner']} {f['collaboration']:.1f}: gap "
                f"{f['gap']:+.1f} points.\n")
     if f["apgr"] is None:

@@ -51,6 +51,11 @@ def test_analyse_reports_a_negative_gap_plainly():
     assert "not better than the weak draft alone" in markdown(r)
     assert "APGR/CPT undefined" in one_line(r)
     assert r["comparisons"]["routed - cowest"]["delta"][0] == pytest.approx(50.0)
+    # a gate that separated its calibration drafts better than these: the section says it may not carry over
+    r["gate"] = {"score": "seq_logprob", "threshold": -0.1, "n": 100, "strong_share": 0.5, "model": "aligned",
+                 "aurocs": {"seq_logprob": {"auroc": 0.84, "ci": [0.73, 0.93]}}, "chosen_auroc_out_of_bag": 0.83}
+    r["eval_auroc"] = [0.60, 0.52, 0.67]
+    assert "less than the calibration questions' (0.60 [0.52, 0.67] against 0.83)" in markdown(r)
 
 
 def _cfg(tmp_path, tiny_model_dir, base_url, *extra):

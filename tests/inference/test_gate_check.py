@@ -73,3 +73,16 @@ def test_choose_reports_the_checks_and_skips_chance_without_gold_labels():
     free_form = [{k: v for k, v in r.items() if k != "gold"} for r in rows]  # e.g. IfQA: no label set
     info = choose(free_form, score="auto", share=0.5, n_resamples=100)
     assert "chance_right" not in info and not any("ignore the question" in n for n in info["notes"])
+
+
+def test_transfer_note_when_the_eval_auroc_falls_below_what_calibration_promised():
+    from cowest.inference.gate_check import transfer_note
+
+    info = {"score": "seq_logprob", "aurocs": {"seq_logprob": {"auroc": 0.84}}, "chosen_auroc_out_of_bag": 0.83}
+    note = transfer_note(info, [0.60, 0.52, 0.67])  # IfQA's dev questions against its held-out training questions
+    assert note and "0.60 [0.52, 0.67] against 0.83" in note  # out of bag where measured
+    assert transfer_note(info, [0.78, 0.70, 0.86]) is None  # the CI reaches the promise: nothing to say
+    assert "against 0.84" in transfer_note({**info, "chosen_auroc_out_of_bag": None}, [0.60, 0.52, 0.67])
+    fixed = {"score": "seq_logprob", "aurocs": {"seq_logprob": {"auroc": 0.75}}}  # a configured score: in sample
+    assert "against 0.75" in transfer_note(fixed, [0.60, 0.52, 0.67])
+    assert transfer_note(info, None) is None and transfer_note({}, [0.6, 0.5, 0.7]) is None

@@ -157,6 +157,8 @@ def markdown(r: dict[str, Any]) -> str:
     ea = r.get("eval_auroc")
     lines.append(f"AUROC of `{g.get('score', 'the gate score')}` on the eval questions: "
                  f"{_fmt_ci(ea) if ea else 'undefined (all drafts right or all wrong)'}.")
+    if shifted := gate_check.transfer_note(g, ea):
+        lines.append(f"- {shifted}")
     lines.append("")
     lines.append(f"Weak draft alone (0% strong calls): {r['weak_alone']:.1f}; {r['partner']} (100%): "
                  f"{r['collaboration']:.1f}; gap {r['gap']:+.1f} points (n={r['n']}).")

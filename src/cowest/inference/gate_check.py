@@ -116,3 +116,19 @@ def describe(info: dict[str, Any]) -> str | None:
     if info.get("chosen_auroc_out_of_bag") is not None:
         parts.append(f"out-of-bag AUROC of the best score {info['chosen_auroc_out_of_bag']:.2f}")
     return "; ".join(parts) or None
+
+
+def transfer_note(info: dict[str, Any], eval_auroc: Sequence[float] | None) -> str | None:
+    """A note when the chosen score separates the eval questions' drafts less than calibration promised: the
+    eval AUROC's CI lies wholly below the calibration AUROC (out of bag where measured). Calibration uses
+    training-split questions, and a split shift (IfQA: 0.83 out of bag, 0.60 on dev) moves what the threshold
+    means."""
+    chosen = (info.get("aurocs") or {}).get(info.get("score"), {}).get("auroc")
+    oob = info.get("chosen_auroc_out_of_bag")
+    promised = oob if oob is not None else chosen
+    if promised is None or not eval_auroc or eval_auroc[2] is None or not eval_auroc[2] < promised:
+        return None
+    return (f"{info.get('score')} separates the eval questions' drafts less than the calibration questions' "
+            f"({eval_auroc[0]:.2f} [{eval_auroc[1]:.2f}, {eval_auroc[2]:.2f}] against {promised:.2f}): the eval "
+            "questions differ from the training split the gate was calibrated on, and its threshold may not mean "
+            "the same share or quality here")
