@@ -54,8 +54,8 @@ def test_the_best_of_noise_scores_is_optimistic_in_sample_and_not_out_of_bag():
 
 def test_check_notes_each_failed_check_and_only_those():
     noise = _rows(200, knows=0.0, seed=1)
-    aurocs = choose(noise, score="auto", share=0.5, n_resamples=200)["aurocs"]
-    figures, notes = check(noise, aurocs, "answer_prob", auto=True, names=GATE_SCORES, n_resamples=200)
+    info = choose(noise, score="auto", share=0.5, n_resamples=200)
+    figures, notes = check(noise, info["aurocs"], info["score"], auto=True, names=GATE_SCORES, n_resamples=200)
     assert set(figures) == {"chance_right", "right_minus_chance", "chosen_auroc_out_of_bag"}
     text = " ".join(notes)
     assert "ignore the question" in text and "optimistic" in text and "includes 0.5" in text
@@ -63,6 +63,8 @@ def test_check_notes_each_failed_check_and_only_those():
     aurocs = choose(clear, score="answer_prob", share=0.5, n_resamples=200)["aurocs"]
     figures, notes = check(clear, aurocs, "answer_prob", auto=False, names=GATE_SCORES, n_resamples=200)
     assert notes == [] and "chosen_auroc_out_of_bag" not in figures  # a configured score was not chosen here
+    figures, notes = check(clear, aurocs, "answer_prob", auto=True, names=GATE_SCORES, n_resamples=200)
+    assert figures["chosen_auroc_out_of_bag"] == pytest.approx(1.0) and notes == []  # chosen, and it holds up
 
 
 def test_choose_reports_the_checks_and_skips_chance_without_gold_labels():
