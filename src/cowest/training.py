@@ -6,6 +6,7 @@ cheap. The trainers themselves are TRL's; this module only prepares their inputs
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -268,8 +269,6 @@ def last_checkpoint(output_dir: Path | str) -> str | None:
 def _state_written(path: Path) -> bool:
     """Whether ``trainer_state.json`` is whole: the trainer writes it in place, so a kill mid-write leaves a
     file that exists but does not parse (and resuming from it would fail on every rerun)."""
-    import json
-
     try:
         return isinstance(json.loads(path.read_text()), dict)
     except (OSError, ValueError):

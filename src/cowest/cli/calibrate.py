@@ -11,8 +11,9 @@ def calibrate(recipe: RecipeArg = None, overrides: OverridesArg = None, overwrit
     gate.strong_share of the questions to the strong model. Writes runs/<name>/gate/gate.json, which
     `cowest serve --gate` and eval's routed system use. The drafting model is the aligned one (SFT when no
     round is aligned). Another gate.strong_share or gate.score reuses the drafts. Notes say when the gate has
-    nothing to route on: drafts no better than answers that ignore the question (closed tasks), a chosen
-    score whose AUROC holds no better than 0.5 out of bag or whose CI includes 0.5.
+    nothing to route on: drafts no better than answers that ignore the question (closed tasks), an auto-chosen
+    score whose AUROC falls out of bag (chosen as the best of three on the same questions), or a chosen score
+    whose AUROC CI includes 0.5.
 
     Examples:
 

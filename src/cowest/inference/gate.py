@@ -208,8 +208,8 @@ def calibration_rows(cfg: RunConfig, wm: Any, task: Task, exs: list[Example], *,
                       temperature=g.agreement_temperature, seed=cfg.seed, desc=desc)
     key = task.primary_item_key
     # a closed task's gold label lets gate_check compare the drafts with answers that ignore the question
-    gold = (lambda ex: {"gold": task.gold_answer(ex)}) if task.labels else (lambda ex: {})
-    return [{"id": ex.id, "answer": a, "right": task.item_scores(a, ex).get(key, 0.0) == 1.0, **gold(ex),
+    return [{"id": ex.id, "answer": a, "right": task.item_scores(a, ex).get(key, 0.0) == 1.0,
+             **({"gold": task.gold_answer(ex)} if task.labels else {}),
              "scores": {name: sc[name][i] for name in GATE_SCORES}}
             for i, (ex, a) in enumerate(zip(exs, d.answers))]
 

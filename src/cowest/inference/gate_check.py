@@ -20,7 +20,6 @@ Each failed check adds a plain-language note to ``gate.json`` (shown by ``cowest
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -64,10 +63,8 @@ def out_of_bag_auroc(rows: list[dict[str, Any]], names: Sequence[str], *, n_resa
     the best AUROC on the resample itself: what choosing the best score is worth on new questions."""
     n = len(rows)
     right = [bool(r["right"]) for r in rows]
-    rng = random.Random(seed)
     got = []
-    for _ in range(n_resamples):
-        bag = [rng.randrange(n) for _ in range(n)]
+    for bag in resamples(n, n_resamples, seed):
         inside = set(bag)
         left = [i for i in range(n) if i not in inside]
         fits = {k: a for k in names

@@ -312,11 +312,7 @@ def release_memory() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="cowest's batched local strong-model server (OpenAI chat API)")
-    p.add_argument("--model", required=True, help="a transformers model directory")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--served-name", default=None)
+    p = server_parser("cowest's batched local strong-model server (OpenAI chat API)", "a transformers model directory")
     p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32", "int8"),
                    help="as weak.dtype; int8: int8 linear layers (weights and activations), the rest as auto")
     p.add_argument("--threads", type=int, default=None)
@@ -340,6 +336,17 @@ def main(argv: list[str] | None = None) -> None:
                                   finish=cut_at_stop, fallback=engine, log=log).start()
     serve(engine, args, f"{args.batching} batching, max batch {args.max_batch}"
                         f"{f', KV budget {args.kv_tokens} tokens' if args.batching == 'continuous' else ''}")
+
+
+def server_parser(description: str, model_help: str) -> argparse.ArgumentParser:
+    """A server's command line with the flags :func:`serve` reads (--model, --host, --port, --served-name);
+    each server adds its engine's own."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--model", required=True, help=model_help)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--served-name", default=None)
+    return p
 
 
 def serve(engine: Any, args: argparse.Namespace, what: str) -> None:

@@ -25,7 +25,6 @@ template and decoding defaults (:mod:`cowest.models.llama_compat`); the HTTP sid
 
 from __future__ import annotations
 
-import argparse
 import collections
 import ctypes
 import sys
@@ -36,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from cowest.models.batch_server import Job, cut_at_stop, serve
+from cowest.models.batch_server import Job, cut_at_stop, serve, server_parser
 from cowest.models.continuous import BadRequest
 from cowest.models.llama_compat import PENALTY_LAST_N, REPEAT_PENALTY, ChatTemplate, draw, penalized
 
@@ -332,11 +331,7 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="llama.cpp answering many chat requests at once (OpenAI chat API)")
-    p.add_argument("--model", required=True, help="a GGUF file")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--served-name", default=None)
+    p = server_parser("llama.cpp answering many chat requests at once (OpenAI chat API)", "a GGUF file")
     p.add_argument("--max-batch", type=int, default=32, help="requests in the cache at once")
     p.add_argument("--kv-tokens", type=int, default=16384, help="KV cells over all requests (the memory bound)")
     p.add_argument("--n-ctx", type=int, default=4096, help="longest prompt + max_tokens accepted")
